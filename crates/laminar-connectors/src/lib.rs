@@ -1,0 +1,19 @@
+//! Connectors of `LaminarDB`: the connector SDK (the [`SourceConnector`] and [`SinkConnector`]
+//! traits the engine drives) and the built-in connectors — FILE (CSV, newline-delimited JSON,
+//! Parquet; source and sink) and DATAGEN (Nexmark and trades generators). The engine reaches
+//! every connector through [`create_source`] and [`create_sink`].
+
+#![deny(missing_docs)]
+
+mod datagen;
+mod error;
+mod file;
+mod options;
+mod sink;
+mod source;
+mod timestamp;
+
+pub use error::{ConnectorError, Result};
+pub use options::ConnectorOptions;
+pub use sink::{create_sink, SinkConnector};
+pub use source::{create_source, SourceBatch, SourceConnector, SourceMetrics, SourceReader};

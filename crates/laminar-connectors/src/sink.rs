@@ -1,0 +1,37 @@
+//! The sink half of the connector SDK: the [`SinkConnector`] trait the engine writes result
+//! batches to, and [`create_sink`], which maps a connector name to its implementation.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::{ConnectorError, Result};
+use crate::file::FileSink;
+use crate::options::ConnectorOptions;
+
+/// Names accepted by [`create_sink`], for error messages.
+const SINK_CONNECTORS: &str = "file";
+
+/// A destination for the rows of a sink. Written from one thread.
+pub trait SinkConnector: Send + std::fmt::Debug {
+    /// Writes one batch; its schema is the one the sink was created with.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Flushes and finalizes the output (parquet footer etc.). Called once at end of input or shutdown.
+    fn close(&mut self) -> Result<()>;
+}
+
+/// Creates the sink connector named `connector` (case-insensitive: `file`) for rows of
+/// `schema`, validating `options`. Touches no file: output is created on the first write.
+pub fn create_sink(
+    connector: &str,
+    options: &ConnectorOptions,
+    schema: SchemaRef,
+) -> Result<Box<dyn SinkConnector>> {
+    match connector.trim().to_ascii_lowercase().as_str() {
+        "file" => Ok(Box::new(FileSink::create(options, schema)?)),
+        _ => Err(ConnectorError::UnknownConnector {
+            role: "sink",
+            name: connector.to_owned(),
+            known: SINK_CONNECTORS.to_owned(),
+        }),
+    }
+}

@@ -1,0 +1,197 @@
+//! The source half of the connector SDK: the [`SourceConnector`] / [`SourceReader`] traits the
+//! engine drives, the shared [`SourceMetrics`] it displays, and [`create_source`], the one
+//! entry point that maps a connector name to its implementation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::datagen::DatagenSource;
+use crate::error::{ConnectorError, Result};
+use crate::file::FileSource;
+use crate::options::ConnectorOptions;
+
+/// Names accepted by [`create_source`], for error messages.
+const SOURCE_CONNECTORS: &str = "datagen, file";
+
+/// A configured source: knows its schema and opens readers. Created (and thereby validated)
+/// when the source is declared; opened when a pipeline starts.
+pub trait SourceConnector: Send + Sync + std::fmt::Debug {
+    /// Schema of the rows produced (the declared schema if one was given).
+    fn schema(&self) -> SchemaRef;
+    /// True when the source finishes by itself (files; a generator with `events`).
+    fn is_bounded(&self) -> bool;
+    /// Opens a reader yielding batches of at most `batch_rows_max` rows.
+    fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>>;
+}
+
+/// A running source, polled from one dedicated thread.
+pub trait SourceReader: Send {
+    /// Blocks until the next batch is ready (may sleep for rate limiting); Ok(None) when finished.
+    ///
+    /// After an `Err` the reader is finished: the engine should not poll it again, and one
+    /// that is polled anyway returns `Ok(None)`.
+    fn next_batch(&mut self) -> Result<Option<SourceBatch>>;
+}
+
+/// One batch of rows from a source.
+///
+/// `partition`: batches with the same partition must be processed in order (file index for
+/// files; for generators a round robin over the `partitions` option, default 1). The engine
+/// maps partition % workers to a worker.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Ordering domain of this batch.
+    pub partition: u32,
+    /// The rows, with exactly the connector's schema.
+    pub batch: RecordBatch,
+}
+
+/// Counters the engine displays for a source: rows produced, malformed records skipped and
+/// the text of the first malformed record. Shared between the reader thread and the engine.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    rows_read: AtomicU64,
+    records_malformed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl SourceMetrics {
+    /// Rows produced so far (malformed records excluded).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Malformed records seen so far (skipped, or the one that failed the source).
+    pub fn records_malformed(&self) -> u64 {
+        self.records_malformed.load(Ordering::Relaxed)
+    }
+
+    /// Text of the first malformed record, naming file, line and column.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds `rows` to the produced-rows counter.
+    pub fn record_rows(&self, rows: u64) {
+        self.rows_read.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Counts one malformed record; keeps `message` if it is the first one.
+    pub fn record_malformed(&self, message: &str) {
+        self.records_malformed.fetch_add(1, Ordering::Relaxed);
+        let mut first = self
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(message.to_owned());
+        }
+    }
+}
+
+/// Creates the source connector named `connector` (case-insensitive: `file`, `datagen`),
+/// validating `options` and the `declared` schema. Performs no I/O except where the schema
+/// must be read from data (a parquet file source without declared columns).
+pub fn create_source(
+    connector: &str,
+    options: &ConnectorOptions,
+    declared: Option<SchemaRef>,
+    metrics: Arc<SourceMetrics>,
+) -> Result<Box<dyn SourceConnector>> {
+    let declared = declared.filter(|schema| !schema.fields().is_empty());
+    let inner: Box<dyn SourceConnector> = match connector.trim().to_ascii_lowercase().as_str() {
+        "file" => Box::new(FileSource::create(options, declared, Arc::clone(&metrics))?),
+        "datagen" => Box::new(DatagenSource::create(options, declared)?),
+        _ => {
+            return Err(ConnectorError::UnknownConnector {
+                role: "source",
+                name: connector.to_owned(),
+                known: SOURCE_CONNECTORS.to_owned(),
+            })
+        }
+    };
+    Ok(Box::new(Metered { inner, metrics }))
+}
+
+/// Wraps every source so that rows are counted in one place, whatever the connector.
+#[derive(Debug)]
+struct Metered {
+    inner: Box<dyn SourceConnector>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl SourceConnector for Metered {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.inner.is_bounded()
+    }
+
+    fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>> {
+        let inner = self.inner.open(batch_rows_max.max(1))?;
+        Ok(Box::new(MeteredReader {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+            finished: false,
+        }))
+    }
+}
+
+/// Counts rows and makes the reader fused: after the end or an error it returns `Ok(None)`.
+struct MeteredReader {
+    inner: Box<dyn SourceReader>,
+    metrics: Arc<SourceMetrics>,
+    finished: bool,
+}
+
+impl SourceReader for MeteredReader {
+    fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.inner.next_batch() {
+            Ok(Some(batch)) => {
+                self.metrics.record_rows(batch.batch.num_rows() as u64);
+                Ok(Some(batch))
+            }
+            other => {
+                self.finished = true;
+                other
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_connector_lists_known_ones() {
+        let err = create_source("kafkaa", &ConnectorOptions::default(), None, Arc::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown source connector 'kafkaa'; known source connectors: datagen, file"
+        );
+    }
+
+    #[test]
+    fn metrics_keep_only_the_first_error() {
+        let m = SourceMetrics::default();
+        m.record_malformed("first");
+        m.record_malformed("second");
+        m.record_rows(5);
+        assert_eq!(m.records_malformed(), 2);
+        assert_eq!(m.first_error().as_deref(), Some("first"));
+        assert_eq!(m.rows_read(), 5);
+    }
+}

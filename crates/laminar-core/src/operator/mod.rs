@@ -1,0 +1,62 @@
+//! The operator trait every dataflow step implements, and the messages operators exchange.
+//!
+//! An operator processes batches; watermark and end-of-input hooks have defaults that pass
+//! the event through, so a stateless operator implements one method.
+
+mod filter;
+mod project;
+mod scan;
+mod union;
+
+pub use filter::FilterOperator;
+pub use project::ProjectOperator;
+pub use scan::ScanOperator;
+pub use union::UnionOperator;
+
+use datafusion::error::Result as DfResult;
+
+use crate::change_batch::ChangeBatch;
+
+/// A message on a stream: rows, event-time progress, or the end of the stream.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Rows (with optional retraction weights).
+    Data(ChangeBatch),
+    /// No row with an event time below this (epoch milliseconds) will follow.
+    Watermark(i64),
+    /// The stream is finished; nothing follows.
+    End,
+}
+
+/// One step of a continuous query, instantiated once per worker.
+///
+/// Operators receive inputs already merged per port by the query instance: watermarks arrive
+/// as the minimum over all input ports, and `on_end` is called once every port has ended.
+pub trait Operator: Send {
+    /// Short name shown in `EXPLAIN` and errors (e.g. `Filter`).
+    fn name(&self) -> &'static str;
+
+    /// One-line description of what the operator does, for `EXPLAIN`.
+    fn describe(&self) -> String;
+
+    /// A fresh instance for another worker (state is not shared between workers).
+    fn fork(&self) -> Box<dyn Operator>;
+
+    /// Processes a batch arriving on input `port`, appending results to `out`.
+    fn process(
+        &mut self,
+        port: usize,
+        input: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> DfResult<()>;
+
+    /// Called when the operator's input watermark advances; may emit rows (e.g. closed windows).
+    fn on_watermark(&mut self, _watermark_ms: i64, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        Ok(())
+    }
+
+    /// Called once when every input has ended; flushes whatever is left.
+    fn on_end(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        Ok(())
+    }
+}

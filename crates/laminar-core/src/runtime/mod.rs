@@ -1,0 +1,354 @@
+//! The thread-per-core runtime: `workers` threads, each running every query's operators over
+//! its own share of the input, fed by bounded SPSC rings. With one worker it is the single
+//! reactor; the same code runs either way.
+
+mod ingress;
+mod outlet;
+mod progress;
+mod query_instance;
+mod worker;
+
+pub use ingress::{IngressHandle, INGRESS_RING_CAPACITY_BATCHES};
+pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
+pub use progress::Progress;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::{CoreError, Result};
+use crate::graph::QueryGraph;
+use crate::result_table::ResultTable;
+use crate::watermark::WatermarkGenerator;
+use ingress::{IngressCounters, RingProducer};
+use query_instance::QueryInstance;
+use worker::{Command, Worker, WorkerShared};
+
+/// How the runtime runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Number of worker threads (at least 1).
+    pub workers: usize,
+    /// Pin worker `i` to core `i % cores` (turn off in containers that restrict cores).
+    pub pin_workers: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            pin_workers: true,
+        }
+    }
+}
+
+/// Per-worker counters, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// Source rows this worker has processed.
+    pub rows_processed: u64,
+}
+
+struct QueryRecord {
+    id: u64,
+}
+
+/// The running engine: workers, streams and queries.
+pub struct Runtime {
+    config: RuntimeConfig,
+    workers: Vec<Arc<WorkerShared>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    outlets: Mutex<HashMap<StreamId, Arc<StreamOutlet>>>,
+    counters: Mutex<Vec<Weak<IngressCounters>>>,
+    queries: Mutex<HashMap<String, QueryRecord>>,
+    progress: Arc<Progress>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts the worker threads.
+    pub fn start(config: &RuntimeConfig) -> Result<Self> {
+        let workers_count = config.workers.max(1);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let cores = if config.pin_workers {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut workers = Vec::with_capacity(workers_count);
+        let mut threads = Vec::with_capacity(workers_count);
+        for index in 0..workers_count {
+            let shared = Arc::new(WorkerShared::new(index));
+            let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+            let worker_shared = Arc::clone(&shared);
+            let worker_shutdown = Arc::clone(&shutdown);
+            let thread = std::thread::Builder::new()
+                .name(format!("laminar-worker-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        // Pinning is best effort: a refused affinity leaves the thread floating.
+                        let _ = core_affinity::set_for_current(core);
+                    }
+                    // State is allocated after pinning, on the worker's own thread.
+                    Worker::new(worker_shared, worker_shutdown).run();
+                })
+                .map_err(|e| CoreError::Internal(format!("cannot spawn worker thread: {e}")))?;
+            shared.set_thread(thread.thread().clone());
+            workers.push(shared);
+            threads.push(thread);
+        }
+        Ok(Self {
+            config: RuntimeConfig {
+                workers: workers_count,
+                ..config.clone()
+            },
+            workers,
+            threads: Mutex::new(threads),
+            shutdown,
+            next_id: AtomicU64::new(1),
+            outlets: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Vec::new()),
+            queries: Mutex::new(HashMap::new()),
+            progress: Arc::new(Progress::default()),
+        })
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Per-worker counters.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.workers
+            .iter()
+            .map(|w| WorkerStats {
+                worker: w.index,
+                rows_processed: w.rows_processed.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Creates a stream named `name`; `table` stores its rows when it is a materialized view.
+    pub fn create_stream(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        table: Option<Arc<ResultTable>>,
+    ) -> (StreamId, Arc<StreamOutlet>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outlet = Arc::new(StreamOutlet::new(
+            name.to_string(),
+            schema,
+            self.workers.len(),
+            table,
+            Arc::clone(&self.progress),
+        ));
+        self.outlets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&outlet));
+        (id, outlet)
+    }
+
+    /// The outlet of a stream.
+    pub fn outlet(&self, stream: StreamId) -> Option<Arc<StreamOutlet>> {
+        self.outlets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&stream)
+            .cloned()
+    }
+
+    /// Opens the input side of a source stream: one ring per worker, each with its own
+    /// watermark generator (a source partition per worker).
+    pub fn create_ingress(
+        &self,
+        stream: StreamId,
+        watermark: Option<&WatermarkGenerator>,
+    ) -> Result<IngressHandle> {
+        let outlet = self
+            .outlet(stream)
+            .ok_or_else(|| CoreError::Internal(format!("ingress for unknown stream {stream}")))?;
+        let mut producers = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let (producer, consumer) = rtrb::RingBuffer::new(INGRESS_RING_CAPACITY_BATCHES);
+            let counters = Arc::new(IngressCounters::default());
+            self.counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::downgrade(&counters));
+            worker.send(Command::AttachIngress {
+                stream,
+                consumer,
+                counters: Arc::clone(&counters),
+                watermark: watermark.cloned(),
+                outlet: Arc::clone(&outlet),
+            });
+            producers.push(RingProducer::new(producer, counters, Arc::clone(worker)));
+        }
+        Ok(IngressHandle::new(
+            outlet.name().to_string(),
+            producers,
+            Arc::clone(&self.shutdown),
+        ))
+    }
+
+    /// Starts query `name` on every worker; `bindings` maps each input name of the graph to
+    /// the stream feeding it, and the results flow into `output`.
+    pub fn add_query(
+        &self,
+        name: &str,
+        graph: &QueryGraph,
+        bindings: &HashMap<String, StreamId>,
+        output: StreamId,
+    ) -> Result<()> {
+        let outlet = self
+            .outlet(output)
+            .ok_or_else(|| CoreError::Internal(format!("query {name}: unknown output stream")))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for worker in &self.workers {
+            let instance = QueryInstance::fork(name, graph);
+            let mut leaf_bindings = Vec::new();
+            for (input, leaf) in instance.leaves() {
+                let stream = bindings.get(input).ok_or_else(|| {
+                    CoreError::Internal(format!("query {name}: input {input} is not bound"))
+                })?;
+                leaf_bindings.push((*leaf, *stream));
+            }
+            worker.send(Command::AddQuery {
+                id,
+                instance,
+                bindings: leaf_bindings,
+                output,
+                outlet: Arc::clone(&outlet),
+            });
+        }
+        self.queries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), QueryRecord { id });
+        Ok(())
+    }
+
+    /// Stops query `name` on every worker.
+    pub fn remove_query(&self, name: &str) {
+        let record = self
+            .queries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        if let Some(record) = record {
+            for worker in &self.workers {
+                worker.send(Command::RemoveQuery { id: record.id });
+            }
+        }
+    }
+
+    /// Forgets a stream on every worker (after its readers and writers are gone).
+    pub fn remove_stream(&self, stream: StreamId) {
+        self.outlets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&stream);
+        for worker in &self.workers {
+            worker.send(Command::RemoveStream { stream });
+        }
+    }
+
+    /// Waits until every batch enqueued before this call has been processed by the workers,
+    /// so a snapshot read sees it (read-your-writes).
+    pub fn sync(&self, timeout: Duration) -> Result<()> {
+        let targets: Vec<(Arc<IngressCounters>, u64)> = {
+            let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+            counters.retain(|c| c.strong_count() > 0);
+            counters
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|c| {
+                    let target = c.enqueued.load(Ordering::SeqCst);
+                    (c, target)
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + timeout;
+        let mut pause_us = 1;
+        loop {
+            if targets
+                .iter()
+                .all(|(c, target)| c.processed.load(Ordering::SeqCst) >= *target)
+            {
+                return Ok(());
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return Err(CoreError::ShutDown);
+            }
+            if Instant::now() >= deadline {
+                return Err(CoreError::Timeout {
+                    what: "workers to process pushed rows".into(),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(pause_us));
+            pause_us = (pause_us * 2).min(1_000);
+        }
+    }
+
+    /// Waits until `done()` holds (re-checked whenever a stream ends or a sink closes, and
+    /// at least every 100 ms) or `timeout` passes; returns whether it holds.
+    pub fn wait_until(&self, timeout: Duration, done: impl FnMut() -> bool) -> bool {
+        self.progress
+            .wait_until(Instant::now() + timeout, Duration::from_millis(100), done)
+    }
+
+    /// The progress signal (bumped when a stream ends); sinks bump it when they close.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// True once the runtime has shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Stops the workers and waits for them. Idempotent.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for worker in &self.workers {
+            worker.wake();
+            worker.send_wake();
+        }
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            // A worker that panicked has nothing left to clean up.
+            let _ = thread.join();
+        }
+        // Outlets hold the senders of sinks and subscribers; releasing them ends those.
+        self.outlets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,197 @@
+//! `StreamOutlet`: where a stream's messages leave the workers: the materialized view's
+//! result table, live subscribers, a sink's channel, and the stream's counters (rows,
+//! per-worker watermark, end, first error). Shared by all workers; locks are taken once per
+//! batch, never per row.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::progress::Progress;
+use crate::change_batch::ChangeBatch;
+use crate::operator::Message;
+use crate::result_table::ResultTable;
+use crate::watermark::WATERMARK_MIN_MS;
+
+/// Capacity of a subscriber's channel, in change batches. A subscriber that falls this far
+/// behind slows the pipeline down (backpressure) rather than growing memory.
+pub const SUBSCRIBER_CHANNEL_CAPACITY_BATCHES: usize = 256;
+
+/// What a sink's writer thread receives.
+#[derive(Debug)]
+pub enum EgressMessage {
+    /// Rows to write.
+    Data(ChangeBatch),
+    /// Every worker finished the stream: flush and close.
+    End,
+}
+
+/// Identifies a stream inside one runtime.
+pub type StreamId = u64;
+
+/// The exit of one stream.
+#[derive(Debug)]
+pub struct StreamOutlet {
+    name: String,
+    schema: SchemaRef,
+    workers: usize,
+    table: Option<Arc<ResultTable>>,
+    subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ChangeBatch>>>,
+    sinks: Mutex<Vec<SyncSender<EgressMessage>>>,
+    rows: AtomicU64,
+    watermarks_ms: Vec<AtomicI64>,
+    ended: Vec<AtomicBool>,
+    ended_workers: AtomicUsize,
+    error: Mutex<Option<String>>,
+    progress: Arc<Progress>,
+}
+
+impl StreamOutlet {
+    pub(crate) fn new(
+        name: String,
+        schema: SchemaRef,
+        workers: usize,
+        table: Option<Arc<ResultTable>>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            name,
+            schema,
+            workers,
+            table,
+            subscribers: Mutex::new(Vec::new()),
+            sinks: Mutex::new(Vec::new()),
+            rows: AtomicU64::new(0),
+            watermarks_ms: (0..workers)
+                .map(|_| AtomicI64::new(WATERMARK_MIN_MS))
+                .collect(),
+            ended: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            ended_workers: AtomicUsize::new(0),
+            error: Mutex::new(None),
+            progress,
+        }
+    }
+
+    /// The stream's name (the catalog object, or `source#query` for a connector instance).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream's schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Rows that left through this outlet.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// The stream's watermark: the minimum over workers (epoch ms; `i64::MIN` before any).
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermarks_ms
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(WATERMARK_MIN_MS)
+    }
+
+    /// True once every worker ended the stream.
+    pub fn is_ended(&self) -> bool {
+        self.ended_workers.load(Ordering::Acquire) == self.workers
+    }
+
+    /// The first error of the query producing this stream, if it failed.
+    pub fn error(&self) -> Option<String> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a live subscriber; returns false (and drops it) if the stream already ended.
+    pub fn subscribe(&self, sender: tokio::sync::mpsc::Sender<ChangeBatch>) -> bool {
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_ended() {
+            return false;
+        }
+        subscribers.push(sender);
+        true
+    }
+
+    /// Attaches a sink's channel; it receives every later batch and one `End`.
+    pub fn attach_sink(&self, sender: SyncSender<EgressMessage>) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_ended() {
+            // Nothing more will flow; let the sink close right away. A send error means
+            // the sink thread is gone, which leaves nothing to tell.
+            let _ = sender.send(EgressMessage::End);
+            return;
+        }
+        sinks.push(sender);
+    }
+
+    pub(crate) fn record_error(&self, message: String) {
+        let mut error = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        if error.is_none() {
+            *error = Some(message);
+        }
+    }
+
+    /// Delivers a message produced on `worker`.
+    pub(crate) fn deliver(&self, worker: usize, message: &Message) {
+        match message {
+            Message::Data(batch) => self.deliver_data(batch),
+            Message::Watermark(ms) => {
+                self.watermarks_ms[worker].fetch_max(*ms, Ordering::AcqRel);
+            }
+            Message::End => self.deliver_end(worker),
+        }
+    }
+
+    fn deliver_data(&self, batch: &ChangeBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        self.rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        if let Some(table) = &self.table {
+            table.append(batch.batch().clone());
+        }
+        {
+            let mut subscribers = self
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A failed send means the subscriber was dropped: forget it.
+            subscribers.retain(|s| s.blocking_send(batch.clone()).is_ok());
+        }
+        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|s| s.send(EgressMessage::Data(batch.clone())).is_ok());
+    }
+
+    fn deliver_end(&self, worker: usize) {
+        if self.ended[worker].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let ended = self.ended_workers.fetch_add(1, Ordering::AcqRel) + 1;
+        if ended == self.workers {
+            // Dropping the senders ends every subscription.
+            self.subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            let sinks =
+                std::mem::take(&mut *self.sinks.lock().unwrap_or_else(PoisonError::into_inner));
+            for sink in sinks {
+                let _ = sink.send(EgressMessage::End);
+            }
+            self.progress.bump();
+        }
+    }
+}

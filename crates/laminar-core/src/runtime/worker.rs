@@ -1,0 +1,386 @@
+//! A worker: one (optionally core-pinned) thread running the reactor loop over its shard of
+//! every query. It drains its ingress rings under a per-ring budget, pushes each message
+//! through the queries reading that stream on this worker, and parks when idle so an
+//! embedded database costs nothing while no data flows.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::Thread;
+use std::time::Duration;
+
+use super::ingress::{IngressCounters, IngressMessage};
+use super::outlet::{StreamId, StreamOutlet};
+use super::query_instance::QueryInstance;
+use crate::change_batch::ChangeBatch;
+use crate::operator::Message;
+use crate::watermark::{WatermarkGenerator, WATERMARK_END_MS};
+
+/// Messages taken from one ring before moving to the next, so one busy source cannot starve
+/// the others or the control commands.
+const RING_BUDGET_MESSAGES: usize = 16;
+/// Empty polls spun before parking.
+const IDLE_SPINS_MAX: u32 = 200;
+/// A parked worker re-checks its rings at least this often (guards against a lost wakeup).
+const PARK_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Control-plane requests to a worker (not on the data path).
+pub(crate) enum Command {
+    AttachIngress {
+        stream: StreamId,
+        consumer: rtrb::Consumer<IngressMessage>,
+        counters: Arc<IngressCounters>,
+        watermark: Option<WatermarkGenerator>,
+        outlet: Arc<StreamOutlet>,
+    },
+    AddQuery {
+        id: u64,
+        instance: QueryInstance,
+        bindings: Vec<(usize, StreamId)>,
+        output: StreamId,
+        outlet: Arc<StreamOutlet>,
+    },
+    RemoveQuery {
+        id: u64,
+    },
+    RemoveStream {
+        stream: StreamId,
+    },
+}
+
+/// The part of a worker other threads see.
+pub(crate) struct WorkerShared {
+    pub(crate) index: usize,
+    commands: Mutex<Vec<Command>>,
+    has_commands: AtomicBool,
+    sleeping: AtomicBool,
+    thread: OnceLock<Thread>,
+    pub(crate) rows_processed: AtomicU64,
+}
+
+impl WorkerShared {
+    pub(crate) fn new(index: usize) -> Self {
+        Self {
+            index,
+            commands: Mutex::new(Vec::new()),
+            has_commands: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            rows_processed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_thread(&self, thread: Thread) {
+        // Set once right after spawn; a second call would be a bug and is ignored.
+        let _ = self.thread.set(thread);
+    }
+
+    /// Wakes the worker if it is parked.
+    pub(crate) fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+
+    /// Unparks the worker unconditionally (used at shutdown).
+    pub(crate) fn send_wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    pub(crate) fn send(&self, command: Command) {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(command);
+        self.has_commands.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+struct IngressSlot {
+    stream: StreamId,
+    consumer: rtrb::Consumer<IngressMessage>,
+    counters: Arc<IngressCounters>,
+    watermark: Option<WatermarkGenerator>,
+    /// Ended or removed; swept after the current poll so indices stay valid meanwhile.
+    done: bool,
+}
+
+struct RunningQuery {
+    instance: QueryInstance,
+    output: StreamId,
+}
+
+/// The worker's own state, touched only by its thread.
+pub(crate) struct Worker {
+    shared: Arc<WorkerShared>,
+    shutdown: Arc<AtomicBool>,
+    ingress: Vec<IngressSlot>,
+    queries: HashMap<u64, RunningQuery>,
+    readers: HashMap<StreamId, Vec<(u64, usize)>>,
+    outlets: HashMap<StreamId, Arc<StreamOutlet>>,
+    ended_streams: HashSet<StreamId>,
+    work: VecDeque<(StreamId, Message)>,
+    produced: Vec<Message>,
+}
+
+impl Worker {
+    pub(crate) fn new(shared: Arc<WorkerShared>, shutdown: Arc<AtomicBool>) -> Self {
+        Self {
+            shared,
+            shutdown,
+            ingress: Vec::new(),
+            queries: HashMap::new(),
+            readers: HashMap::new(),
+            outlets: HashMap::new(),
+            ended_streams: HashSet::new(),
+            work: VecDeque::new(),
+            produced: Vec::new(),
+        }
+    }
+
+    /// The reactor loop; returns on shutdown.
+    pub(crate) fn run(mut self) {
+        let mut idle_spins = 0;
+        loop {
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if self.shared.has_commands.swap(false, Ordering::SeqCst) {
+                self.apply_commands();
+            }
+            if self.poll_ingress() {
+                idle_spins = 0;
+                continue;
+            }
+            idle_spins += 1;
+            if idle_spins < IDLE_SPINS_MAX {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if !self.has_pending() {
+                std::thread::park_timeout(PARK_TIMEOUT);
+            }
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+            idle_spins = 0;
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+            || self.shared.has_commands.load(Ordering::SeqCst)
+            || self
+                .ingress
+                .iter()
+                .any(|slot| !slot.done && slot.consumer.slots() > 0)
+    }
+
+    fn apply_commands(&mut self) {
+        let commands = std::mem::take(
+            &mut *self
+                .shared
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for command in commands {
+            match command {
+                Command::AttachIngress {
+                    stream,
+                    consumer,
+                    counters,
+                    watermark,
+                    outlet,
+                } => {
+                    self.outlets.insert(stream, outlet);
+                    self.ingress.push(IngressSlot {
+                        stream,
+                        consumer,
+                        counters,
+                        watermark,
+                        done: false,
+                    });
+                }
+                Command::AddQuery {
+                    id,
+                    instance,
+                    bindings,
+                    output,
+                    outlet,
+                } => self.add_query(id, instance, &bindings, output, outlet),
+                Command::RemoveQuery { id } => self.remove_query(id),
+                Command::RemoveStream { stream } => {
+                    for slot in &mut self.ingress {
+                        if slot.stream == stream {
+                            slot.done = true;
+                        }
+                    }
+                    self.outlets.remove(&stream);
+                    self.readers.remove(&stream);
+                    self.ended_streams.remove(&stream);
+                }
+            }
+        }
+    }
+
+    fn add_query(
+        &mut self,
+        id: u64,
+        instance: QueryInstance,
+        bindings: &[(usize, StreamId)],
+        output: StreamId,
+        outlet: Arc<StreamOutlet>,
+    ) {
+        self.outlets.insert(output, outlet);
+        self.queries.insert(id, RunningQuery { instance, output });
+        let mut already_ended = Vec::new();
+        for &(leaf, stream) in bindings {
+            self.readers.entry(stream).or_default().push((id, leaf));
+            if self.ended_streams.contains(&stream) {
+                already_ended.push(leaf);
+            }
+        }
+        // Inputs that finished before the query existed end its leaves right away.
+        for leaf in already_ended {
+            self.push_into_query(id, leaf, Message::End);
+        }
+        self.drain_work();
+    }
+
+    fn remove_query(&mut self, id: u64) {
+        if let Some(query) = self.queries.remove(&id) {
+            self.outlets.remove(&query.output);
+        }
+        for readers in self.readers.values_mut() {
+            readers.retain(|(query, _)| *query != id);
+        }
+    }
+
+    /// Drains every ring up to its budget; returns whether anything was processed.
+    fn poll_ingress(&mut self) -> bool {
+        let mut did_work = false;
+        for index in 0..self.ingress.len() {
+            for _ in 0..RING_BUDGET_MESSAGES {
+                if self.ingress[index].done {
+                    break;
+                }
+                let Ok(message) = self.ingress[index].consumer.pop() else {
+                    break;
+                };
+                did_work = true;
+                // A query created before this message was pushed must see it: its command
+                // was queued before the push, so it is visible now.
+                if self.shared.has_commands.swap(false, Ordering::SeqCst) {
+                    self.apply_commands();
+                }
+                if self.ingress[index].done {
+                    // Removed by a command just applied: the message has no reader left.
+                    self.ingress[index]
+                        .counters
+                        .processed
+                        .fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                let finished = self.process_ingress(index, message);
+                self.ingress[index]
+                    .counters
+                    .processed
+                    .fetch_add(1, Ordering::SeqCst);
+                if finished {
+                    self.ingress[index].done = true;
+                }
+            }
+        }
+        self.ingress.retain(|slot| !slot.done);
+        did_work
+    }
+
+    /// Processes one message from ring `index`; returns true when the ring's stream ended.
+    fn process_ingress(&mut self, index: usize, message: IngressMessage) -> bool {
+        let stream = self.ingress[index].stream;
+        match message {
+            IngressMessage::Data(batch) => {
+                self.shared
+                    .rows_processed
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                let advanced = match self.ingress[index].watermark.as_mut() {
+                    None => None,
+                    Some(generator) => match generator.observe(&batch) {
+                        Ok(advanced) => advanced,
+                        Err(error) => {
+                            if let Some(outlet) = self.outlets.get(&stream) {
+                                outlet.record_error(error.to_string());
+                            }
+                            None
+                        }
+                    },
+                };
+                self.work
+                    .push_back((stream, Message::Data(ChangeBatch::insert_only(batch))));
+                if let Some(ms) = advanced {
+                    self.work.push_back((stream, Message::Watermark(ms)));
+                }
+                self.drain_work();
+                false
+            }
+            IngressMessage::End => {
+                self.work
+                    .push_back((stream, Message::Watermark(WATERMARK_END_MS)));
+                self.work.push_back((stream, Message::End));
+                self.drain_work();
+                true
+            }
+        }
+    }
+
+    /// Dispatches queued stream messages to outlets and reading queries until none remain.
+    fn drain_work(&mut self) {
+        while let Some((stream, message)) = self.work.pop_front() {
+            if let Some(outlet) = self.outlets.get(&stream) {
+                outlet.deliver(self.shared.index, &message);
+            }
+            if matches!(message, Message::End) {
+                self.ended_streams.insert(stream);
+            }
+            let Some(readers) = self.readers.get(&stream) else {
+                continue;
+            };
+            let readers = readers.clone();
+            for (query, leaf) in readers {
+                self.push_into_query(query, leaf, message.clone());
+            }
+        }
+    }
+
+    /// Feeds a message into one query's leaf, queueing what its root produces. A failing
+    /// query records its error, ends its output on this worker, and stops reading.
+    fn push_into_query(&mut self, id: u64, leaf: usize, message: Message) {
+        let Some(query) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let output = query.output;
+        let result = query.instance.push(leaf, message, &mut self.produced);
+        for produced in self.produced.drain(..) {
+            self.work.push_back((output, produced));
+        }
+        if let Err(error) = result {
+            if let Some(outlet) = self.outlets.get(&output) {
+                outlet.record_error(error.to_string());
+            }
+            for readers in self.readers.values_mut() {
+                readers.retain(|(query, _)| *query != id);
+            }
+            if !self.ended_streams.contains(&output) {
+                self.work.push_back((output, Message::End));
+            }
+            self.queries.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! `LaminarDB`: the embedded database handle. It owns the runtime (workers), the planner,
+//! the catalog and the snapshot-query engine, and routes each statement to them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use laminar_core::runtime::SUBSCRIBER_CHANNEL_CAPACITY_BATCHES;
+use laminar_core::{Runtime, RuntimeConfig};
+use laminar_sql::{parse_statements, ObjectKind, Statement, StreamPlanner};
+
+use crate::catalog::{Catalog, ObjectState};
+use crate::catalog_store::CatalogStore;
+use crate::error::{DbError, Result};
+use crate::metrics::{visible_watermark, Metrics, QueryStats, SourceStats};
+use crate::result::ExecuteResult;
+use crate::snapshot::SnapshotContext;
+use crate::source_handle::SourceHandle;
+use crate::subscription::Subscription;
+
+/// How long a snapshot read waits for the workers to catch up with rows pushed before it.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configures a database before opening it.
+#[derive(Debug, Clone, Default)]
+pub struct LaminarDbBuilder {
+    runtime: RuntimeConfig,
+}
+
+impl LaminarDbBuilder {
+    /// Number of worker threads (default: available cores). `1` is the single reactor.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.runtime.workers = workers.max(1);
+        self
+    }
+
+    /// Pin workers to cores (default on; turn off where the host restricts cores).
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.runtime.pin_workers = pin;
+        self
+    }
+
+    /// A database that keeps nothing on disk.
+    pub fn in_memory(self) -> Result<LaminarDB> {
+        LaminarDB::start(&self.runtime, None)
+    }
+
+    /// A database whose catalog lives in `dir` (created if missing) and is restored on reopen.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<LaminarDB> {
+        LaminarDB::start(&self.runtime, Some(dir.as_ref()))
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) runtime: Runtime,
+    pub(crate) planner: StreamPlanner,
+    pub(crate) snapshot: SnapshotContext,
+    pub(crate) catalog: Mutex<Catalog>,
+    pub(crate) store: Option<CatalogStore>,
+    query_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let catalog = self
+            .catalog
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for object in catalog.objects_mut() {
+            match &mut object.state {
+                ObjectState::PushSource { ingress, .. } => ingress.abandon(),
+                ObjectState::Derived { instances, .. } => {
+                    for instance in instances {
+                        instance.stop();
+                    }
+                }
+                ObjectState::ConnectorSource { .. } => {}
+            }
+        }
+        self.runtime.shutdown();
+        // With the workers gone, dropping the objects drops the last senders to the sinks,
+        // which then close their outputs; waiting for them keeps written files complete.
+        let mut sinks = Vec::new();
+        for object in catalog.take_all() {
+            if let ObjectState::Derived {
+                sink: Some(sink), ..
+            } = object.state
+            {
+                sinks.push(sink);
+            }
+        }
+        for mut sink in sinks {
+            sink.join();
+        }
+        if let Some(runtime) = self.query_runtime.take() {
+            // Dropping a tokio runtime inside another would panic; this never blocks.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// An embedded streaming database.
+///
+/// Cloning is cheap and every clone is the same database.
+#[derive(Clone)]
+pub struct LaminarDB {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LaminarDB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaminarDB")
+            .field("workers", &self.inner.runtime.workers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LaminarDB {
+    /// Configures a database (workers, pinning) before opening it.
+    pub fn builder() -> LaminarDbBuilder {
+        LaminarDbBuilder::default()
+    }
+
+    /// A database that keeps nothing on disk, with default settings.
+    pub fn in_memory() -> Result<Self> {
+        Self::builder().in_memory()
+    }
+
+    /// Opens (or creates) the database in `dir` with default settings; sources, streams,
+    /// views and sinks created earlier are restored.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().open(dir)
+    }
+
+    fn start(config: &RuntimeConfig, dir: Option<&Path>) -> Result<Self> {
+        let runtime = Runtime::start(config)?;
+        let query_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("laminar-query")
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::Internal(format!("cannot start the query runtime: {e}")))?;
+        let (store, statements) = match dir {
+            Some(dir) => {
+                let (store, statements) = CatalogStore::open(dir)?;
+                (Some(store), statements)
+            }
+            None => (None, Vec::new()),
+        };
+        let db = Self {
+            inner: Arc::new(Inner {
+                runtime,
+                planner: StreamPlanner::new(),
+                snapshot: SnapshotContext::new(),
+                catalog: Mutex::new(Catalog::default()),
+                store,
+                query_runtime: Some(query_runtime),
+            }),
+        };
+        for sql in statements {
+            let restored = parse_statements(&sql)
+                .map_err(DbError::from)
+                .and_then(|parsed| {
+                    for statement in parsed {
+                        db.execute_statement(statement, false)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = restored {
+                let path = dir
+                    .map(|d| d.join("catalog.json").display().to_string())
+                    .unwrap_or_default();
+                return Err(DbError::Catalog {
+                    path,
+                    message: format!("cannot restore `{sql}`: {e}"),
+                });
+            }
+        }
+        Ok(db)
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.runtime.workers()
+    }
+
+    /// Splits a script into its statements, each as canonical SQL (for shells and runners
+    /// that report per statement).
+    pub fn split_statements(sql: &str) -> Result<Vec<String>> {
+        Ok(parse_statements(sql)?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    /// Executes one or more `;`-separated statements; returns the last one's result.
+    pub fn execute(&self, sql: &str) -> Result<ExecuteResult> {
+        let statements = parse_statements(sql)?;
+        let mut last = None;
+        for statement in statements {
+            last = Some(self.execute_statement(statement, true)?);
+        }
+        last.ok_or_else(|| DbError::NotAllowed {
+            statement: sql.trim().to_string(),
+            message: "no statement to execute".into(),
+        })
+    }
+
+    pub(crate) fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.inner
+            .catalog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn execute_statement(&self, statement: Statement, persist: bool) -> Result<ExecuteResult> {
+        match statement {
+            Statement::CreateSource(create) => self.create_source(&create, persist),
+            Statement::CreateStream {
+                name,
+                if_not_exists,
+                query,
+            } => {
+                let sql = Statement::CreateStream {
+                    name: name.clone(),
+                    if_not_exists: false,
+                    query: query.clone(),
+                }
+                .to_string();
+                self.create_derived(
+                    ObjectKind::Stream,
+                    &name,
+                    if_not_exists,
+                    &query,
+                    None,
+                    sql,
+                    persist,
+                )
+            }
+            Statement::CreateMaterializedView {
+                name,
+                if_not_exists,
+                query,
+            } => {
+                let sql = Statement::CreateMaterializedView {
+                    name: name.clone(),
+                    if_not_exists: false,
+                    query: query.clone(),
+                }
+                .to_string();
+                self.create_derived(
+                    ObjectKind::MaterializedView,
+                    &name,
+                    if_not_exists,
+                    &query,
+                    None,
+                    sql,
+                    persist,
+                )
+            }
+            Statement::CreateSink(sink) => {
+                let mut canonical = sink.clone();
+                canonical.if_not_exists = false;
+                let sql = Statement::CreateSink(canonical).to_string();
+                let query = crate::ddl::sink_query(&sink.input)?;
+                self.create_derived(
+                    ObjectKind::Sink,
+                    &sink.name,
+                    sink.if_not_exists,
+                    &query,
+                    Some(&sink.connector),
+                    sql,
+                    persist,
+                )
+            }
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => self.drop_object(kind, &name, if_exists),
+            Statement::Insert(statement) => self.insert(&statement),
+            Statement::Show(kind) => self.show(kind),
+            Statement::Describe(name) => self.describe(&name),
+            Statement::Explain(inner) => self.explain(&inner),
+            Statement::Query(query) => {
+                let (schema, batches) = self.run_query(&query, false)?;
+                Ok(ExecuteResult::Rows { schema, batches })
+            }
+            Statement::Flush => {
+                self.flush()?;
+                Ok(ExecuteResult::Skipped {
+                    reason: "FLUSH".into(),
+                })
+            }
+        }
+    }
+
+    /// Runs a snapshot `SELECT` over materialized views and returns its rows. Rows pushed
+    /// before the call are visible (read-your-writes).
+    pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let query = single_query(sql)?;
+        Ok(self.run_query(&query, false)?.1)
+    }
+
+    pub(crate) fn run_query(
+        &self,
+        query: &Query,
+        explain: bool,
+    ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+        self.inner.runtime.sync(SYNC_TIMEOUT)?;
+        let ctx = self.inner.snapshot.context().clone();
+        let statement = if explain {
+            format!("EXPLAIN {query}")
+        } else {
+            query.to_string()
+        };
+        let query = query.clone();
+        let run = async move {
+            let state = ctx.state();
+            let plan = if explain {
+                state.create_logical_plan(&statement).await?
+            } else {
+                state
+                    .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::Query(
+                        Box::new(query),
+                    ))))
+                    .await?
+            };
+            let frame = ctx.execute_logical_plan(plan).await?;
+            let schema = Arc::clone(frame.schema().inner());
+            let batches = frame.collect().await?;
+            Ok::<_, datafusion::error::DataFusionError>((schema, batches))
+        };
+        let runtime = self
+            .inner
+            .query_runtime
+            .as_ref()
+            .ok_or_else(|| DbError::Internal("query runtime already shut down".into()))?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            // The receiver only disappears if the caller is gone; nothing to report then.
+            let _ = sender.send(run.await);
+        });
+        let outcome = receiver
+            .recv()
+            .map_err(|_| DbError::Internal("snapshot query task vanished".into()))?;
+        outcome.map_err(|e| DbError::Query {
+            message: laminar_sql::SqlError::plan("SELECT", &e)
+                .to_string()
+                .trim_start_matches("SELECT: ")
+                .to_string(),
+        })
+    }
+
+    /// A handle to push rows into source `name` (a source without a connector).
+    pub fn source(&self, name: &str) -> Result<SourceHandle> {
+        let catalog = self.catalog();
+        let object = catalog.get(name).ok_or_else(|| DbError::NotFound {
+            kind: "source",
+            name: name.to_string(),
+            hint: hint(&catalog.names()),
+        })?;
+        match &object.state {
+            ObjectState::PushSource { ingress, .. } => Ok(SourceHandle::new(
+                object.name.clone(),
+                object.schema.clone(),
+                Arc::clone(ingress),
+            )),
+            ObjectState::ConnectorSource { connector_name, .. } => Err(DbError::NotAllowed {
+                statement: format!("push into {name}"),
+                message: format!("source {name} reads from {connector_name}; push and INSERT feed sources without a connector"),
+            }),
+            ObjectState::Derived { .. } => Err(DbError::WrongKind {
+                name: name.to_string(),
+                actual: object.kind.noun(),
+                expected: "source",
+            }),
+        }
+    }
+
+    /// Subscribes to the changes of a stream, materialized view or push source, from now on.
+    pub fn subscribe(&self, name: &str) -> Result<Subscription> {
+        let catalog = self.catalog();
+        let object = catalog.get(name).ok_or_else(|| DbError::NotFound {
+            kind: "stream or view",
+            name: name.to_string(),
+            hint: hint(&catalog.names()),
+        })?;
+        let outlet = match &object.state {
+            ObjectState::PushSource { outlet, .. } => outlet,
+            ObjectState::Derived { outlet, .. } if object.kind != ObjectKind::Sink => outlet,
+            _ => {
+                return Err(DbError::NotAllowed {
+                    statement: format!("subscribe to {name}"),
+                    message: format!(
+                        "{name} is a {}; subscribe to a stream, a materialized view or a source without a connector",
+                        object.kind.noun()
+                    ),
+                })
+            }
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_CHANNEL_CAPACITY_BATCHES);
+        // A stream that already ended gives a subscription that ends at once.
+        outlet.subscribe(sender);
+        Ok(Subscription::new(name.to_string(), receiver))
+    }
+
+    /// Waits until every row pushed so far has been processed by the workers.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.runtime.sync(SYNC_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Waits until every row pushed so far is processed, every bounded connector source
+    /// (file, generator with `events`) is read to its end, and sinks whose input ended have
+    /// closed: afterwards views hold the complete result of the input available so far.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.runtime.sync(SYNC_TIMEOUT)?;
+        let settled = self.inner.runtime.wait_until(SYNC_TIMEOUT, || {
+            let catalog = self.catalog();
+            let bounded = |source: &str| {
+                catalog.get(source).is_some_and(|o| match &o.state {
+                    ObjectState::ConnectorSource { connector, .. } => connector.is_bounded(),
+                    _ => false,
+                })
+            };
+            catalog.objects().iter().all(|o| match &o.state {
+                ObjectState::Derived {
+                    outlet,
+                    instances,
+                    sink,
+                    ..
+                } => {
+                    let inputs_read = instances
+                        .iter()
+                        .filter(|i| bounded(&i.source))
+                        .all(|i| i.outlet.is_ended() || i.error().is_some());
+                    let sink_done = !outlet.is_ended()
+                        || sink
+                            .as_ref()
+                            .is_none_or(crate::sink_runner::SinkTask::is_closed);
+                    inputs_read && sink_done
+                }
+                _ => true,
+            })
+        });
+        if !settled {
+            return Err(DbError::Core(laminar_core::CoreError::Timeout {
+                what: "bounded sources to be read to their end (FLUSH)".into(),
+                waited_ms: SYNC_TIMEOUT.as_millis() as u64,
+            }));
+        }
+        self.inner.runtime.sync(SYNC_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Ends every source without a connector (no more pushes will come), so pipelines
+    /// reading only finished inputs complete.
+    pub fn finish_push_sources(&self) -> Result<()> {
+        let catalog = self.catalog();
+        for object in catalog.objects() {
+            if let ObjectState::PushSource { ingress, .. } = &object.state {
+                ingress.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` until every stream, view and sink has finished (all inputs
+    /// ended, results delivered, sinks closed); returns whether they have.
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        self.inner
+            .runtime
+            .wait_until(timeout, || self.metrics().all_finished())
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        let catalog = self.catalog();
+        let mut metrics = Metrics {
+            workers: self.inner.runtime.worker_stats(),
+            ..Metrics::default()
+        };
+        for object in catalog.objects() {
+            match &object.state {
+                ObjectState::PushSource { outlet, .. } => metrics.sources.push(SourceStats {
+                    name: object.name.clone(),
+                    rows: outlet.rows(),
+                    watermark_ms: visible_watermark(outlet.watermark_ms()),
+                    malformed_records: 0,
+                    first_error: outlet.error(),
+                }),
+                ObjectState::ConnectorSource {
+                    metrics: source, ..
+                } => {
+                    let mut rows = 0;
+                    let mut watermark: Option<i64> = None;
+                    let mut first_error = source.first_error();
+                    for reader in catalog.objects() {
+                        if let ObjectState::Derived { instances, .. } = &reader.state {
+                            for instance in instances.iter().filter(|i| i.source == object.name) {
+                                rows += instance.outlet.rows();
+                                if let Some(ms) = visible_watermark(instance.outlet.watermark_ms())
+                                {
+                                    watermark = Some(watermark.map_or(ms, |w| w.min(ms)));
+                                }
+                                first_error = first_error.or_else(|| instance.error());
+                            }
+                        }
+                    }
+                    metrics.sources.push(SourceStats {
+                        name: object.name.clone(),
+                        rows,
+                        watermark_ms: watermark,
+                        malformed_records: source.records_malformed(),
+                        first_error,
+                    });
+                }
+                ObjectState::Derived {
+                    outlet,
+                    instances,
+                    sink,
+                    ..
+                } => {
+                    let error = outlet
+                        .error()
+                        .or_else(|| {
+                            instances
+                                .iter()
+                                .find_map(|i| i.error().or_else(|| i.outlet.error()))
+                        })
+                        .or_else(|| sink.as_ref().and_then(crate::sink_runner::SinkTask::error));
+                    metrics.queries.push(QueryStats {
+                        name: object.name.clone(),
+                        kind: object.kind,
+                        rows_out: outlet.rows(),
+                        watermark_ms: visible_watermark(outlet.watermark_ms()),
+                        finished: outlet.is_ended()
+                            && sink
+                                .as_ref()
+                                .is_none_or(crate::sink_runner::SinkTask::is_closed),
+                        error,
+                    });
+                }
+            }
+        }
+        metrics
+    }
+}
+
+/// Parses `sql` as exactly one `SELECT`.
+fn single_query(sql: &str) -> Result<Box<Query>> {
+    let mut statements = parse_statements(sql)?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(Statement::Query(query)), true) => Ok(query),
+        (Some(other), true) => Err(DbError::NotAllowed {
+            statement: other.label(),
+            message: "query() runs one SELECT; use execute() for other statements".into(),
+        }),
+        _ => Err(DbError::NotAllowed {
+            statement: sql.trim().to_string(),
+            message: "query() runs exactly one SELECT".into(),
+        }),
+    }
+}
+
+/// ` (known: a, b)` or empty.
+pub(crate) fn hint(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
+}

@@ -1,0 +1,407 @@
+//! Creating and dropping catalog objects: sources (push or connector), streams,
+//! materialized views and sinks. Each `CREATE` validates everything (schema, watermark,
+//! query, connector options) before it starts anything, so a failed statement leaves no
+//! trace; a `DROP` is refused while another object reads from the one dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
+use laminar_connectors::{
+    create_sink, create_source, ConnectorOptions, SourceConnector, SourceMetrics,
+};
+use laminar_core::{ResultTable, WatermarkGenerator};
+use laminar_sql::parser::{CreateSource, SinkInput};
+use laminar_sql::types::arrow_type;
+use laminar_sql::{parse_statements, ConnectorSpec, ObjectKind, SqlError, Statement};
+
+use crate::catalog::{Catalog, Object, ObjectState};
+use crate::db::{hint, LaminarDB};
+use crate::error::{DbError, Result};
+use crate::result::ExecuteResult;
+use crate::sink_runner::SinkTask;
+use crate::source_runner::SourceInstance;
+
+/// `CREATE SINK ... FROM name` is `AS SELECT * FROM name`.
+pub(crate) fn sink_query(input: &SinkInput) -> Result<Box<Query>> {
+    match input {
+        SinkInput::Query(query) => Ok(query.clone()),
+        SinkInput::From(name) => {
+            let sql = format!("SELECT * FROM {}", laminar_sql::parser::quote_ident(name));
+            match parse_statements(&sql)?.pop() {
+                Some(Statement::Query(query)) => Ok(query),
+                _ => Err(DbError::Internal(format!(
+                    "`{sql}` did not parse as a query"
+                ))),
+            }
+        }
+    }
+}
+
+fn connector_options(spec: &ConnectorSpec) -> ConnectorOptions {
+    ConnectorOptions::new(spec.options.iter().cloned())
+}
+
+impl LaminarDB {
+    fn persist(&self, catalog: &Catalog) -> Result<()> {
+        if let Some(store) = &self.inner.store {
+            store.save(&catalog.statements())?;
+        }
+        Ok(())
+    }
+
+    fn check_absent(catalog: &Catalog, name: &str) -> Result<()> {
+        match catalog.get(name) {
+            Some(existing) => Err(DbError::AlreadyExists {
+                kind: existing.kind.noun(),
+                name: name.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn create_source(
+        &self,
+        create: &CreateSource,
+        persist: bool,
+    ) -> Result<ExecuteResult> {
+        let mut catalog = self.catalog();
+        let name = &create.name;
+        if create.if_not_exists && catalog.get(name).is_some() {
+            return Ok(ExecuteResult::Skipped {
+                reason: format!("{name} already exists; skipped"),
+            });
+        }
+        Self::check_absent(&catalog, name)?;
+        let context = format!("CREATE SOURCE {name}");
+        let declared = declared_schema(create, &context)?;
+        let mut canonical = create.clone();
+        canonical.if_not_exists = false;
+        let sql = Statement::CreateSource(Box::new(canonical)).to_string();
+
+        let (schema, connector) = match &create.connector {
+            Some(spec) => {
+                let metrics = Arc::new(SourceMetrics::default());
+                let connector: Arc<dyn SourceConnector> = Arc::from(create_source(
+                    &spec.name.to_lowercase(),
+                    &connector_options(spec),
+                    declared.clone(),
+                    Arc::clone(&metrics),
+                )?);
+                (
+                    connector.schema(),
+                    Some((spec.name.clone(), connector, metrics)),
+                )
+            }
+            None => match declared {
+                Some(schema) => (schema, None),
+                None => {
+                    return Err(DbError::Sql(SqlError::Invalid {
+                        context,
+                        message: "a source without a connector must declare its columns".into(),
+                    }))
+                }
+            },
+        };
+
+        self.inner.planner.register(name, schema.clone())?;
+        let watermark = match &create.watermark {
+            None => None,
+            Some(spec) => {
+                let planned = schema
+                    .field_with_name(&spec.column)
+                    .map_err(|_| {
+                        DbError::Sql(SqlError::Invalid {
+                            context: context.clone(),
+                            message: format!("WATERMARK FOR {}: no such column", spec.column),
+                        })
+                    })
+                    .and_then(|_| Ok(self.inner.planner.plan_watermark(name, &spec.expr)?));
+                let expr = planned.inspect_err(|_| self.inner.planner.deregister(name))?;
+                Some(WatermarkGenerator::new(name.clone(), expr))
+            }
+        };
+
+        let state = if let Some((connector_name, connector, metrics)) = connector {
+            ObjectState::ConnectorSource {
+                connector,
+                connector_name,
+                watermark,
+                metrics,
+            }
+        } else {
+            let (stream, outlet) = self.inner.runtime.create_stream(name, schema.clone(), None);
+            let ingress = self
+                .inner
+                .runtime
+                .create_ingress(stream, watermark.as_ref())
+                .map(Arc::new)
+                .inspect_err(|_| self.inner.planner.deregister(name))?;
+            ObjectState::PushSource {
+                stream,
+                outlet,
+                ingress,
+            }
+        };
+        // Registering a name that was just checked absent cannot clash.
+        let _ = self
+            .inner
+            .snapshot
+            .register_unqueryable(name, "source", schema.clone());
+        catalog.insert(Object {
+            name: name.clone(),
+            kind: ObjectKind::Source,
+            sql,
+            schema,
+            inputs: Vec::new(),
+            watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
+            state,
+        });
+        if persist {
+            self.persist(&catalog)?;
+        }
+        Ok(ExecuteResult::Created {
+            kind: ObjectKind::Source,
+            name: name.clone(),
+        })
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per CREATE kind; a struct would only rename them"
+    )]
+    pub(crate) fn create_derived(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        if_not_exists: bool,
+        query: &Query,
+        sink: Option<&ConnectorSpec>,
+        sql: String,
+        persist: bool,
+    ) -> Result<ExecuteResult> {
+        let mut catalog = self.catalog();
+        if if_not_exists && catalog.get(name).is_some() {
+            return Ok(ExecuteResult::Skipped {
+                reason: format!("{name} already exists; skipped"),
+            });
+        }
+        Self::check_absent(&catalog, name)?;
+        let context = format!("{} {name}", kind.noun());
+        let planned = self.inner.planner.plan_query(query, &context)?;
+        let schema = planned.schema.clone();
+        let sink_connector = match sink {
+            Some(spec) => Some(create_sink(
+                &spec.name.to_lowercase(),
+                &connector_options(spec),
+                schema.clone(),
+            )?),
+            None => None,
+        };
+
+        let runtime = &self.inner.runtime;
+        let table = (kind == ObjectKind::MaterializedView)
+            .then(|| Arc::new(ResultTable::new(schema.clone())));
+        let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
+        let sink_task = match sink_connector {
+            Some(connector) => {
+                let (task, sender) = SinkTask::start(name, connector, runtime.progress())
+                    .map_err(|e| DbError::Internal(format!("cannot start sink thread: {e}")))?;
+                outlet.attach_sink(sender);
+                Some(task)
+            }
+            None => None,
+        };
+
+        let mut bindings = HashMap::new();
+        let mut pending = Vec::new();
+        for input in &planned.inputs {
+            let object = catalog.get(input).ok_or_else(|| DbError::NotFound {
+                kind: "source, stream or view",
+                name: input.clone(),
+                hint: hint(&catalog.names()),
+            })?;
+            match &object.state {
+                ObjectState::PushSource { stream, .. } | ObjectState::Derived { stream, .. } => {
+                    bindings.insert(input.clone(), *stream);
+                }
+                ObjectState::ConnectorSource {
+                    connector,
+                    watermark,
+                    ..
+                } => {
+                    let (instance_stream, instance_outlet) = runtime.create_stream(
+                        &format!("{input}@{name}"),
+                        object.schema.clone(),
+                        None,
+                    );
+                    let ingress =
+                        Arc::new(runtime.create_ingress(instance_stream, watermark.as_ref())?);
+                    bindings.insert(input.clone(), instance_stream);
+                    pending.push((
+                        input.clone(),
+                        Arc::clone(connector),
+                        instance_stream,
+                        instance_outlet,
+                        ingress,
+                    ));
+                }
+            }
+        }
+        runtime.add_query(name, &planned.graph, &bindings, stream)?;
+        let mut instances = Vec::with_capacity(pending.len());
+        for (source, connector, instance_stream, instance_outlet, ingress) in pending {
+            let instance = SourceInstance::start(
+                &source,
+                connector,
+                instance_stream,
+                instance_outlet,
+                ingress,
+            )
+            .map_err(|e| DbError::Internal(format!("cannot start source thread: {e}")))?;
+            instances.push(instance);
+        }
+
+        match kind {
+            ObjectKind::MaterializedView => {
+                self.inner.planner.register(name, schema.clone())?;
+                if let Some(table) = &table {
+                    let _ = self.inner.snapshot.register_view(name, Arc::clone(table));
+                }
+            }
+            ObjectKind::Stream => {
+                self.inner.planner.register(name, schema.clone())?;
+                let _ = self
+                    .inner
+                    .snapshot
+                    .register_unqueryable(name, "stream", schema.clone());
+            }
+            ObjectKind::Sink | ObjectKind::Source => {}
+        }
+        catalog.insert(Object {
+            name: name.to_string(),
+            kind,
+            sql,
+            schema,
+            inputs: planned.inputs,
+            watermark_column: None,
+            state: ObjectState::Derived {
+                stream,
+                outlet,
+                instances,
+                sink: sink_task,
+            },
+        });
+        if persist {
+            self.persist(&catalog)?;
+        }
+        Ok(ExecuteResult::Created {
+            kind,
+            name: name.to_string(),
+        })
+    }
+
+    pub(crate) fn drop_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<ExecuteResult> {
+        let mut catalog = self.catalog();
+        let Some(object) = catalog.get(name) else {
+            if if_exists {
+                return Ok(ExecuteResult::Skipped {
+                    reason: format!("{} {name} does not exist; skipped", kind.noun()),
+                });
+            }
+            return Err(DbError::NotFound {
+                kind: kind.noun(),
+                name: name.to_string(),
+                hint: hint(&catalog.names()),
+            });
+        };
+        if object.kind != kind {
+            return Err(DbError::WrongKind {
+                name: name.to_string(),
+                actual: object.kind.noun(),
+                expected: kind.noun(),
+            });
+        }
+        let dependents = catalog.dependents(name);
+        if !dependents.is_empty() {
+            return Err(DbError::HasDependents {
+                kind: kind.noun(),
+                name: name.to_string(),
+                dependents: dependents.join(", "),
+            });
+        }
+        let Some(mut object) = catalog.remove(name) else {
+            return Err(DbError::Internal(format!("{name} vanished during DROP")));
+        };
+        let runtime = &self.inner.runtime;
+        match &mut object.state {
+            ObjectState::PushSource {
+                stream, ingress, ..
+            } => {
+                ingress.abandon();
+                runtime.remove_stream(*stream);
+            }
+            ObjectState::ConnectorSource { .. } => {}
+            ObjectState::Derived {
+                stream, instances, ..
+            } => {
+                runtime.remove_query(name);
+                for instance in instances.iter_mut() {
+                    instance.stop();
+                    runtime.remove_stream(instance.stream);
+                }
+                runtime.remove_stream(*stream);
+            }
+        }
+        self.inner.planner.deregister(name);
+        self.inner.snapshot.deregister(name);
+        self.persist(&catalog)?;
+        Ok(ExecuteResult::Dropped {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The schema declared in `CREATE SOURCE`, or `None` when no columns are listed.
+fn declared_schema(create: &CreateSource, context: &str) -> Result<Option<SchemaRef>> {
+    if create.columns.is_empty() {
+        return Ok(None);
+    }
+    let mut fields: Vec<Field> = Vec::with_capacity(create.columns.len());
+    for column in &create.columns {
+        let name = if column.name.quote_style.is_some() {
+            column.name.value.clone()
+        } else {
+            column.name.value.to_lowercase()
+        };
+        if fields.iter().any(|f| *f.name() == name) {
+            return Err(DbError::Sql(SqlError::Invalid {
+                context: context.to_string(),
+                message: format!("column {name} is declared twice"),
+            }));
+        }
+        let data_type = arrow_type(&column.data_type, &format!("{context}, column {name}"))?;
+        let mut nullable = true;
+        for option in &column.options {
+            match &option.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => nullable = true,
+                other => {
+                    return Err(DbError::Sql(SqlError::Unsupported {
+                        construct: format!("column option {other}"),
+                        context: format!("{context}, column {name}"),
+                    }))
+                }
+            }
+        }
+        fields.push(Field::new(name, data_type, nullable));
+    }
+    Ok(Some(Arc::new(Schema::new(fields))))
+}

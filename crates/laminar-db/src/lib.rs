@@ -1,0 +1,59 @@
+//! LaminarDB: an embedded streaming SQL database, "SQLite for streams".
+//!
+//! Declare sources and continuous queries in SQL, push events (or read them from files and
+//! generators), and read always-fresh results: subscribe to a stream's changes, query a
+//! materialized view with ordinary `SELECT`, or write them out through a sink. Queries run on
+//! a thread-per-core runtime (`workers`, default: one per core).
+//!
+//! ```
+//! use laminar_db::LaminarDB;
+//!
+//! # fn main() -> Result<(), laminar_db::DbError> {
+//! let db = LaminarDB::builder().workers(2).in_memory()?;
+//! db.execute("CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
+//!             WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)")?;
+//! db.execute("CREATE MATERIALIZED VIEW big_bids AS
+//!             SELECT auction, price * 2 AS doubled FROM bids WHERE price > 100")?;
+//!
+//! // Rows arrive by INSERT, by `source(..).push(batch)`, or as typed rows.
+//! db.execute("INSERT INTO bids VALUES (1, 50, '2024-01-01 00:00:00'),
+//!                                     (2, 150, '2024-01-01 00:00:01')")?;
+//! #[derive(serde::Serialize)]
+//! struct Bid { auction: i64, price: i64, ts: i64 }
+//! db.source("bids")?.push_rows(&[Bid { auction: 3, price: 300, ts: 1_704_067_202_000 }])?;
+//!
+//! // Snapshot reads see everything pushed before them.
+//! let batches = db.query("SELECT auction, doubled FROM big_bids ORDER BY auction")?;
+//! let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+//! assert_eq!(rows, 2);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod catalog;
+mod catalog_store;
+mod db;
+mod ddl;
+mod error;
+mod insert;
+mod metrics;
+mod result;
+mod sink_runner;
+mod snapshot;
+mod source_handle;
+mod source_runner;
+mod statements;
+mod subscription;
+
+pub use db::{LaminarDB, LaminarDbBuilder};
+pub use error::{DbError, Result};
+pub use metrics::{Metrics, QueryStats, SourceStats};
+pub use result::ExecuteResult;
+pub use source_handle::SourceHandle;
+pub use subscription::Subscription;
+
+pub use datafusion::arrow;
+pub use laminar_core::runtime::WorkerStats;
+pub use laminar_core::ChangeBatch;
+pub use laminar_sql::ObjectKind;

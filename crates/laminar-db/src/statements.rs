@@ -1,0 +1,167 @@
+//! The statements that read the catalog or feed a source rather than create anything:
+//! `INSERT`, `SHOW`, `DESCRIBE` and `EXPLAIN`. Their answers are ordinary record batches.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use laminar_sql::types::sql_type_name;
+use laminar_sql::{ObjectKind, SqlError, Statement};
+
+use crate::catalog::ObjectState;
+use crate::db::{hint, LaminarDB};
+use crate::error::{DbError, Result};
+use crate::insert::{parse_insert, to_source_batch};
+use crate::result::ExecuteResult;
+
+/// A batch of text columns.
+fn text_batch(columns: &[&str], rows: &[Vec<String>]) -> Result<ExecuteResult> {
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> = (0..columns.len())
+        .map(|i| {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r[i].as_str()),
+            )) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| DbError::Internal(format!("building a result batch: {e}")))?;
+    Ok(ExecuteResult::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+impl LaminarDB {
+    pub(crate) fn insert(&self, statement: &SqlStatement) -> Result<ExecuteResult> {
+        let SqlStatement::Insert(insert) = statement else {
+            return Err(DbError::Internal("INSERT statement expected".into()));
+        };
+        let target = parse_insert(insert)?;
+        let handle = {
+            let catalog = self.catalog();
+            match catalog.get(&target.table) {
+                None => {
+                    return Err(DbError::NotFound {
+                        kind: "source",
+                        name: target.table.clone(),
+                        hint: hint(&catalog.names()),
+                    })
+                }
+                Some(object) if object.kind != ObjectKind::Source => {
+                    return Err(DbError::NotAllowed {
+                        statement: format!("INSERT INTO {}", target.table),
+                        message: format!(
+                            "{} is a {}; INSERT feeds sources",
+                            target.table,
+                            object.kind.noun()
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+            drop(catalog);
+            self.source(&target.table)?
+        };
+        let (computed_schema, batches) = self.run_query(&target.source, false)?;
+        let batch = to_source_batch(
+            &target.table,
+            &handle.schema(),
+            &target.columns,
+            &computed_schema,
+            &batches,
+        )?;
+        let rows = batch.num_rows() as u64;
+        if rows > 0 {
+            handle.push(batch)?;
+        }
+        Ok(ExecuteResult::Inserted { rows })
+    }
+
+    pub(crate) fn show(&self, kind: ObjectKind) -> Result<ExecuteResult> {
+        let catalog = self.catalog();
+        let mut rows: Vec<Vec<String>> = catalog
+            .objects()
+            .iter()
+            .filter(|o| o.kind == kind)
+            .map(|o| {
+                let detail = match &o.state {
+                    ObjectState::PushSource { .. } => "push".to_string(),
+                    ObjectState::ConnectorSource { connector_name, .. } => connector_name.clone(),
+                    ObjectState::Derived { .. } => o.inputs.join(", "),
+                };
+                vec![o.name.clone(), detail, o.sql.clone()]
+            })
+            .collect();
+        rows.sort();
+        let detail = if kind == ObjectKind::Source {
+            "connector"
+        } else {
+            "inputs"
+        };
+        text_batch(&["name", detail, "definition"], &rows)
+    }
+
+    pub(crate) fn describe(&self, name: &str) -> Result<ExecuteResult> {
+        let catalog = self.catalog();
+        let object = catalog.get(name).ok_or_else(|| DbError::NotFound {
+            kind: "object",
+            name: name.to_string(),
+            hint: hint(&catalog.names()),
+        })?;
+        let rows: Vec<Vec<String>> = object
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let event_time = object.watermark_column.as_deref() == Some(f.name().as_str());
+                vec![
+                    f.name().clone(),
+                    sql_type_name(f.data_type()),
+                    if f.is_nullable() { "YES" } else { "NO" }.to_string(),
+                    if event_time { "WATERMARK" } else { "" }.to_string(),
+                ]
+            })
+            .collect();
+        text_batch(
+            &["column_name", "data_type", "nullable", "event_time"],
+            &rows,
+        )
+    }
+
+    pub(crate) fn explain(&self, inner: &Statement) -> Result<ExecuteResult> {
+        let (name, query) = match inner {
+            Statement::CreateStream { name, query, .. }
+            | Statement::CreateMaterializedView { name, query, .. } => {
+                (name.clone(), query.clone())
+            }
+            Statement::CreateSink(sink) => {
+                (sink.name.clone(), crate::ddl::sink_query(&sink.input)?)
+            }
+            Statement::Query(query) => {
+                let (schema, batches) = self.run_query(query, true)?;
+                return Ok(ExecuteResult::Rows { schema, batches });
+            }
+            other => {
+                return Err(DbError::Sql(SqlError::Unsupported {
+                    construct: format!("EXPLAIN of {}", other.label()),
+                    context: "EXPLAIN".into(),
+                }))
+            }
+        };
+        let planned = self
+            .inner
+            .planner
+            .plan_query(&query, &format!("EXPLAIN {}", inner.label()))?;
+        let text = planned.graph.explain(&name, self.workers());
+        let rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
+        text_batch(&["dataflow"], &rows)
+    }
+}

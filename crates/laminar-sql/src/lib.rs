@@ -1,0 +1,18 @@
+//! LaminarDB's SQL layer: the streaming statements (`CREATE SOURCE`, `CREATE STREAM`,
+//! `CREATE MATERIALIZED VIEW`, `CREATE SINK`, `SHOW`, `DESCRIBE`, `EXPLAIN`, ...) parsed on
+//! top of `sqlparser`, and continuous queries planned by DataFusion and translated into
+//! `laminar-core` dataflow graphs. Nothing here runs a query.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod parser;
+pub mod planner;
+mod translate;
+pub mod types;
+
+pub use error::{Result, SqlError};
+pub use parser::{parse_statements, ConnectorSpec, ObjectKind, Statement};
+pub use planner::{PlannedQuery, StreamPlanner};
+
+/// DataFusion's SQL parser, re-exported so callers use the same version.
+pub use datafusion::sql::sqlparser;

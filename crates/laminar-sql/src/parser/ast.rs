@@ -1,0 +1,264 @@
+//! The statements LaminarDB adds to SQL, printable back as canonical SQL text.
+
+use std::fmt;
+
+use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Query, Statement as SqlStatement};
+
+use super::ddl_normalize::quote_ident;
+
+/// Kinds of catalog objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `CREATE SOURCE`: input rows, pushed or read by a connector.
+    Source,
+    /// `CREATE STREAM ... AS`: a derived, unstored stream.
+    Stream,
+    /// `CREATE MATERIALIZED VIEW ... AS`: a derived stream whose result is stored and queryable.
+    MaterializedView,
+    /// `CREATE SINK`: a query's output written to a connector.
+    Sink,
+}
+
+impl ObjectKind {
+    /// The SQL spelling, e.g. `MATERIALIZED VIEW`.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::Source => "SOURCE",
+            Self::Stream => "STREAM",
+            Self::MaterializedView => "MATERIALIZED VIEW",
+            Self::Sink => "SINK",
+        }
+    }
+
+    /// Lower-case noun for messages, e.g. `materialized view`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Stream => "stream",
+            Self::MaterializedView => "materialized view",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.sql_name())
+    }
+}
+
+/// `name (key = 'value', ...)` after `FROM` or `INTO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorSpec {
+    /// Connector name, upper case (e.g. `FILE`, `DATAGEN`).
+    pub name: String,
+    /// Options in the order written; keys lower case.
+    pub options: Vec<(String, String)>,
+}
+
+impl fmt::Display for ConnectorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (", self.name)?;
+        for (i, (key, value)) in self.options.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{key} = '{}'", value.replace('\'', "''"))?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// `WATERMARK FOR column AS expr`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatermarkSpec {
+    /// The event-time column.
+    pub column: String,
+    /// The watermark expression, e.g. `ts - INTERVAL '2' SECOND`.
+    pub expr: Expr,
+}
+
+/// `CREATE SOURCE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSource {
+    /// Source name (normalized).
+    pub name: String,
+    /// `IF NOT EXISTS` was given.
+    pub if_not_exists: bool,
+    /// Declared columns (may be empty when a connector supplies the schema).
+    pub columns: Vec<ColumnDef>,
+    /// The watermark declaration, if any.
+    pub watermark: Option<WatermarkSpec>,
+    /// `FROM connector (...)`, or `None` for a source fed by `push`/`INSERT`.
+    pub connector: Option<ConnectorSpec>,
+}
+
+/// What a sink writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkInput {
+    /// `AS SELECT ...`
+    Query(Box<Query>),
+    /// `FROM name`
+    From(String),
+}
+
+/// `CREATE SINK`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSink {
+    /// Sink name (normalized).
+    pub name: String,
+    /// `IF NOT EXISTS` was given.
+    pub if_not_exists: bool,
+    /// `INTO connector (...)`.
+    pub connector: ConnectorSpec,
+    /// The rows written.
+    pub input: SinkInput,
+}
+
+/// A parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// `CREATE SOURCE`.
+    CreateSource(Box<CreateSource>),
+    /// `CREATE STREAM name AS query`.
+    CreateStream {
+        /// Stream name (normalized).
+        name: String,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+        /// The continuous query.
+        query: Box<Query>,
+    },
+    /// `CREATE MATERIALIZED VIEW name AS query`.
+    CreateMaterializedView {
+        /// View name (normalized).
+        name: String,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+        /// The continuous query.
+        query: Box<Query>,
+    },
+    /// `CREATE SINK`.
+    CreateSink(CreateSink),
+    /// `INSERT INTO source ...`, as sqlparser parsed it.
+    Insert(Box<SqlStatement>),
+    /// `DROP kind [IF EXISTS] name`.
+    Drop {
+        /// The kind named in the statement.
+        kind: ObjectKind,
+        /// Object name (normalized).
+        name: String,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `SHOW SOURCES | STREAMS | MATERIALIZED VIEWS | SINKS`.
+    Show(ObjectKind),
+    /// `DESCRIBE name`.
+    Describe(String),
+    /// `EXPLAIN statement`.
+    Explain(Box<Statement>),
+    /// A snapshot `SELECT` over materialized views.
+    Query(Box<Query>),
+    /// `FLUSH`: wait until pushed rows are processed and bounded sources are fully read.
+    Flush,
+}
+
+impl Statement {
+    /// Short description for error messages, e.g. `CREATE MATERIALIZED VIEW hot`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::CreateSource(s) => format!("CREATE SOURCE {}", s.name),
+            Self::CreateStream { name, .. } => format!("CREATE STREAM {name}"),
+            Self::CreateMaterializedView { name, .. } => format!("CREATE MATERIALIZED VIEW {name}"),
+            Self::CreateSink(s) => format!("CREATE SINK {}", s.name),
+            Self::Insert(_) => "INSERT".into(),
+            Self::Drop { kind, name, .. } => format!("DROP {kind} {name}"),
+            Self::Show(kind) => format!("SHOW {kind}S"),
+            Self::Describe(name) => format!("DESCRIBE {name}"),
+            Self::Explain(inner) => format!("EXPLAIN {}", inner.label()),
+            Self::Query(_) => "SELECT".into(),
+            Self::Flush => "FLUSH".into(),
+        }
+    }
+}
+
+fn if_not_exists(f: &mut fmt::Formatter<'_>, yes: bool) -> fmt::Result {
+    if yes {
+        f.write_str("IF NOT EXISTS ")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CreateSource(source) => {
+                f.write_str("CREATE SOURCE ")?;
+                if_not_exists(f, source.if_not_exists)?;
+                f.write_str(&quote_ident(&source.name))?;
+                if !source.columns.is_empty() || source.watermark.is_some() {
+                    f.write_str(" (")?;
+                    let mut items: Vec<String> =
+                        source.columns.iter().map(ToString::to_string).collect();
+                    if let Some(w) = &source.watermark {
+                        items.push(format!(
+                            "WATERMARK FOR {} AS {}",
+                            quote_ident(&w.column),
+                            w.expr
+                        ));
+                    }
+                    f.write_str(&items.join(", "))?;
+                    f.write_str(")")?;
+                }
+                if let Some(connector) = &source.connector {
+                    write!(f, " FROM {connector}")?;
+                }
+                Ok(())
+            }
+            Self::CreateStream {
+                name,
+                if_not_exists: ine,
+                query,
+            } => {
+                f.write_str("CREATE STREAM ")?;
+                if_not_exists(f, *ine)?;
+                write!(f, "{} AS {query}", quote_ident(name))
+            }
+            Self::CreateMaterializedView {
+                name,
+                if_not_exists: ine,
+                query,
+            } => {
+                f.write_str("CREATE MATERIALIZED VIEW ")?;
+                if_not_exists(f, *ine)?;
+                write!(f, "{} AS {query}", quote_ident(name))
+            }
+            Self::CreateSink(sink) => {
+                f.write_str("CREATE SINK ")?;
+                if_not_exists(f, sink.if_not_exists)?;
+                write!(f, "{} INTO {}", quote_ident(&sink.name), sink.connector)?;
+                match &sink.input {
+                    SinkInput::Query(q) => write!(f, " AS {q}"),
+                    SinkInput::From(name) => write!(f, " FROM {}", quote_ident(name)),
+                }
+            }
+            Self::Insert(statement) => write!(f, "{statement}"),
+            Self::Drop {
+                kind,
+                name,
+                if_exists,
+            } => {
+                write!(f, "DROP {kind} ")?;
+                if *if_exists {
+                    f.write_str("IF EXISTS ")?;
+                }
+                f.write_str(&quote_ident(name))
+            }
+            Self::Show(kind) => write!(f, "SHOW {kind}S"),
+            Self::Describe(name) => write!(f, "DESCRIBE {}", quote_ident(name)),
+            Self::Explain(inner) => write!(f, "EXPLAIN {inner}"),
+            Self::Query(query) => write!(f, "{query}"),
+            Self::Flush => f.write_str("FLUSH"),
+        }
+    }
+}

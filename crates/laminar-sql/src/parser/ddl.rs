@@ -1,0 +1,326 @@
+//! Recursive-descent parsing of LaminarDB's statements over `sqlparser`'s token stream;
+//! standard SQL (`SELECT`, `INSERT`) is delegated to `sqlparser`, other statements are an
+//! `Unsupported` error naming them.
+
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement as SqlStatement, Value};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::ast::{
+    ConnectorSpec, CreateSink, CreateSource, ObjectKind, SinkInput, Statement, WatermarkSpec,
+};
+use super::ddl_normalize::normalize_ident;
+use super::syntax;
+use crate::error::{Result, SqlError};
+
+/// The word at lookahead `n`, upper case, if it is an unquoted word.
+fn word(parser: &Parser<'_>, n: usize) -> Option<String> {
+    match parser.peek_nth_token(n).token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_uppercase()),
+        _ => None,
+    }
+}
+
+fn words_are(parser: &Parser<'_>, expected: &[&str]) -> bool {
+    expected
+        .iter()
+        .enumerate()
+        .all(|(i, e)| word(parser, i).as_deref() == Some(*e))
+}
+
+fn advance(parser: &mut Parser<'_>, count: usize) {
+    for _ in 0..count {
+        parser.next_token();
+    }
+}
+
+fn unsupported(construct: impl Into<String>, context: impl Into<String>) -> SqlError {
+    SqlError::Unsupported {
+        construct: construct.into(),
+        context: context.into(),
+    }
+}
+
+fn object_name(parser: &mut Parser<'_>) -> Result<String> {
+    let name: ObjectName = parser.parse_object_name(false).map_err(syntax)?;
+    let parts: Vec<&Ident> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    match parts.as_slice() {
+        [single] if name.0.len() == 1 => Ok(normalize_ident(single)),
+        _ => Err(unsupported(
+            format!("qualified name {name} (schemas and catalogs)"),
+            "object name",
+        )),
+    }
+}
+
+fn if_not_exists(parser: &mut Parser<'_>) -> bool {
+    parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS])
+}
+
+/// Parses one statement at the parser's position.
+pub(crate) fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement> {
+    let first = word(parser, 0);
+    match first.as_deref() {
+        Some("CREATE") => parse_create(parser),
+        Some("DROP") => parse_drop(parser),
+        Some("SHOW") => parse_show(parser),
+        Some("FLUSH") => {
+            advance(parser, 1);
+            Ok(Statement::Flush)
+        }
+        Some("DESCRIBE" | "DESC") => {
+            advance(parser, 1);
+            Ok(Statement::Describe(object_name(parser)?))
+        }
+        Some("EXPLAIN") => {
+            advance(parser, 1);
+            let inner = parse_statement(parser)?;
+            if matches!(inner, Statement::Explain(_)) {
+                return Err(unsupported("EXPLAIN EXPLAIN", "EXPLAIN"));
+            }
+            Ok(Statement::Explain(Box::new(inner)))
+        }
+        _ => {
+            let statement = parser.parse_statement().map_err(syntax)?;
+            match statement {
+                SqlStatement::Query(query) => Ok(Statement::Query(query)),
+                SqlStatement::Insert(_) => Ok(Statement::Insert(Box::new(statement))),
+                other => {
+                    let text = other.to_string();
+                    let construct: String = text
+                        .split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    Err(unsupported(format!("statement {construct}"), text))
+                }
+            }
+        }
+    }
+}
+
+fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
+    if words_are(parser, &["CREATE", "SOURCE"]) {
+        advance(parser, 2);
+        return parse_create_source(parser);
+    }
+    if words_are(parser, &["CREATE", "STREAM"]) {
+        advance(parser, 2);
+        let if_not_exists = if_not_exists(parser);
+        let name = object_name(parser)?;
+        parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
+        let query = parser.parse_query().map_err(syntax)?;
+        return Ok(Statement::CreateStream {
+            name,
+            if_not_exists,
+            query,
+        });
+    }
+    if words_are(parser, &["CREATE", "MATERIALIZED", "VIEW"]) {
+        advance(parser, 3);
+        let if_not_exists = if_not_exists(parser);
+        let name = object_name(parser)?;
+        parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
+        let query = parser.parse_query().map_err(syntax)?;
+        return Ok(Statement::CreateMaterializedView {
+            name,
+            if_not_exists,
+            query,
+        });
+    }
+    if words_are(parser, &["CREATE", "SINK"]) {
+        advance(parser, 2);
+        return parse_create_sink(parser);
+    }
+    let what = match word(parser, 1).as_deref() {
+        Some("VIEW") => "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW or CREATE STREAM",
+        Some("TABLE") => "CREATE TABLE (reference tables are not supported yet); use CREATE SOURCE",
+        Some("OR") => "CREATE OR REPLACE; DROP the object and create it again",
+        _ => "",
+    };
+    if what.is_empty() {
+        let statement = parser.parse_statement().map_err(syntax)?;
+        let text = statement.to_string();
+        let construct: String = text
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(unsupported(format!("statement {construct}"), text));
+    }
+    Err(unsupported(what, "CREATE"))
+}
+
+fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
+    let if_not_exists = if_not_exists(parser);
+    let name = object_name(parser)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            if words_are(parser, &["WATERMARK", "FOR"]) {
+                let at = parser.peek_token().span.start;
+                advance(parser, 2);
+                let column = normalize_ident(&parser.parse_identifier().map_err(syntax)?);
+                parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
+                let expr = parser.parse_expr().map_err(syntax)?;
+                if watermark.is_some() {
+                    return Err(SqlError::Invalid {
+                        context: format!("CREATE SOURCE {name}"),
+                        message: format!("a source has at most one WATERMARK (second one at {at})"),
+                    });
+                }
+                watermark = Some(WatermarkSpec { column, expr });
+            } else {
+                columns.push(parser.parse_column_def().map_err(syntax)?);
+            }
+            if parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            parser.expect_token(&Token::RParen).map_err(syntax)?;
+            break;
+        }
+    }
+    let connector = if parser.parse_keyword(Keyword::FROM) {
+        Some(parse_connector(parser)?)
+    } else {
+        None
+    };
+    Ok(Statement::CreateSource(Box::new(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        connector,
+    })))
+}
+
+fn parse_create_sink(parser: &mut Parser<'_>) -> Result<Statement> {
+    let if_not_exists = if_not_exists(parser);
+    let name = object_name(parser)?;
+    parser.expect_keyword_is(Keyword::INTO).map_err(syntax)?;
+    let connector = parse_connector(parser)?;
+    let input = if parser.parse_keyword(Keyword::AS) {
+        SinkInput::Query(parser.parse_query().map_err(syntax)?)
+    } else if parser.parse_keyword(Keyword::FROM) {
+        SinkInput::From(object_name(parser)?)
+    } else {
+        return Err(syntax(ParserError::ParserError(format!(
+            "Expected: AS SELECT ... or FROM <stream> after the sink's connector, found: {} at {}",
+            parser.peek_token().token,
+            parser.peek_token().span.start
+        ))));
+    };
+    Ok(Statement::CreateSink(CreateSink {
+        name,
+        if_not_exists,
+        connector,
+        input,
+    }))
+}
+
+/// `NAME ( key = value, ... )`; keys may be dotted (`format.delimiter`).
+fn parse_connector(parser: &mut Parser<'_>) -> Result<ConnectorSpec> {
+    let name = parser
+        .parse_identifier()
+        .map_err(syntax)?
+        .value
+        .to_uppercase();
+    let mut options = Vec::new();
+    parser.expect_token(&Token::LParen).map_err(syntax)?;
+    if parser.consume_token(&Token::RParen) {
+        return Ok(ConnectorSpec { name, options });
+    }
+    loop {
+        let mut key = parser
+            .parse_identifier()
+            .map_err(syntax)?
+            .value
+            .to_lowercase();
+        while parser.consume_token(&Token::Period) {
+            key.push('.');
+            key.push_str(
+                &parser
+                    .parse_identifier()
+                    .map_err(syntax)?
+                    .value
+                    .to_lowercase(),
+            );
+        }
+        parser.expect_token(&Token::Eq).map_err(syntax)?;
+        let value = match parser.parse_value().map_err(syntax)?.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s,
+            Value::Number(n, _) => n,
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        if options.iter().any(|(k, _)| *k == key) {
+            return Err(SqlError::Invalid {
+                context: format!("connector {name}"),
+                message: format!("option '{key}' is given twice"),
+            });
+        }
+        options.push((key, value));
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        parser.expect_token(&Token::RParen).map_err(syntax)?;
+        break;
+    }
+    Ok(ConnectorSpec { name, options })
+}
+
+fn parse_object_kind(parser: &mut Parser<'_>) -> Option<ObjectKind> {
+    let (kind, words) = match word(parser, 0).as_deref() {
+        Some("SOURCE") => (ObjectKind::Source, 1),
+        Some("STREAM") => (ObjectKind::Stream, 1),
+        Some("SINK") => (ObjectKind::Sink, 1),
+        Some("MATERIALIZED") if word(parser, 1).as_deref() == Some("VIEW") => {
+            (ObjectKind::MaterializedView, 2)
+        }
+        _ => return None,
+    };
+    advance(parser, words);
+    Some(kind)
+}
+
+fn parse_drop(parser: &mut Parser<'_>) -> Result<Statement> {
+    advance(parser, 1);
+    let Some(kind) = parse_object_kind(parser) else {
+        let what = word(parser, 0).unwrap_or_else(|| parser.peek_token().token.to_string());
+        return Err(unsupported(
+            format!("DROP {what}; DROP takes SOURCE, STREAM, MATERIALIZED VIEW or SINK"),
+            "DROP",
+        ));
+    };
+    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = object_name(parser)?;
+    Ok(Statement::Drop {
+        kind,
+        name,
+        if_exists,
+    })
+}
+
+fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
+    advance(parser, 1);
+    let kind = match word(parser, 0).as_deref() {
+        Some("SOURCES") => Some((ObjectKind::Source, 1)),
+        Some("STREAMS") => Some((ObjectKind::Stream, 1)),
+        Some("SINKS") => Some((ObjectKind::Sink, 1)),
+        Some("MATERIALIZED") if word(parser, 1).as_deref() == Some("VIEWS") => {
+            Some((ObjectKind::MaterializedView, 2))
+        }
+        _ => None,
+    };
+    let Some((kind, words)) = kind else {
+        let what = word(parser, 0).unwrap_or_else(|| parser.peek_token().token.to_string());
+        return Err(unsupported(
+            format!("SHOW {what}; SHOW takes SOURCES, STREAMS, MATERIALIZED VIEWS or SINKS"),
+            "SHOW",
+        ));
+    };
+    advance(parser, words);
+    Ok(Statement::Show(kind))
+}

@@ -1,0 +1,284 @@
+//! `StreamPlanner`: plans continuous queries with DataFusion against the catalog's schemas
+//! (every source, stream and view is registered as a schema-only table), runs DataFusion's
+//! optimizer, and translates the result into a `laminar-core` [`QueryGraph`].
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Volatility};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    visit_relations, Expr as SqlExpr, Query, Statement as SqlStatement,
+};
+use laminar_core::QueryGraph;
+
+use crate::error::{Result, SqlError};
+use crate::parser::ddl_normalize;
+use crate::translate::{check_supported, translate};
+
+/// A continuous query, planned.
+#[derive(Debug)]
+pub struct PlannedQuery {
+    /// The dataflow graph to run.
+    pub graph: QueryGraph,
+    /// Schema of the query's rows.
+    pub schema: SchemaRef,
+    /// Names of the sources, streams and views it reads.
+    pub inputs: Vec<String>,
+}
+
+/// Plans continuous queries against the registered schemas.
+pub struct StreamPlanner {
+    ctx: SessionContext,
+    names: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for StreamPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPlanner").finish_non_exhaustive()
+    }
+}
+
+impl Default for StreamPlanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamPlanner {
+    /// A planner with no tables.
+    pub fn new() -> Self {
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(false);
+        Self {
+            ctx: SessionContext::new_with_config(config),
+            names: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Makes `name` (a source, stream or view) readable by later queries.
+    pub fn register(&self, name: &str, schema: SchemaRef) -> Result<()> {
+        self.ctx
+            .register_table(name, Arc::new(EmptyTable::new(schema)))
+            .map_err(|e| SqlError::plan(format!("registering {name}"), &e))?;
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+        Ok(())
+    }
+
+    /// Forgets `name`.
+    pub fn deregister(&self, name: &str) {
+        // Deregistering a name that is not registered is not an error worth reporting.
+        let _ = self.ctx.deregister_table(name);
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    /// Names currently registered.
+    pub fn names(&self) -> Vec<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Plans `query` as the continuous query of `context` (e.g. `materialized view hot`).
+    pub fn plan_query(&self, query: &Query, context: &str) -> Result<PlannedQuery> {
+        reject_streaming_extensions(query, context)?;
+        self.check_relations(query)?;
+        let state = self.state();
+        let statement =
+            DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
+        let plan =
+            block_on_own_thread(|| futures::executor::block_on(state.statement_to_plan(statement)))
+                .map_err(|e| SqlError::plan(context, &e))?;
+        check_supported(&plan, context)?;
+        reject_frozen_functions(&plan, context)?;
+        let optimized = state
+            .optimize(&plan)
+            .map_err(|e| SqlError::plan(context, &e))?;
+        // The optimizer may prove a filter always false and drop the scan; the unoptimized
+        // plan still reads its inputs, so the query ends when they end.
+        let chosen = if contains_scan(&optimized) {
+            &optimized
+        } else {
+            &plan
+        };
+        let graph = translate(chosen, &state, context)?;
+        let schema = graph.schema.clone();
+        let inputs = graph.inputs();
+        Ok(PlannedQuery {
+            graph,
+            schema,
+            inputs,
+        })
+    }
+
+    /// Plans a source's watermark expression over its own columns. The expression must be a
+    /// `TIMESTAMP` or epoch-millisecond `BIGINT`.
+    pub fn plan_watermark(&self, source: &str, expr: &SqlExpr) -> Result<Arc<dyn PhysicalExpr>> {
+        let context = format!("WATERMARK of source {source}");
+        let sql = format!("SELECT {expr} FROM {}", ddl_normalize::quote_ident(source));
+        let state = self.state();
+        let plan =
+            block_on_own_thread(|| futures::executor::block_on(state.create_logical_plan(&sql)))
+                .map_err(|e| SqlError::plan(&context, &e))?;
+        let LogicalPlan::Projection(projection) = &plan else {
+            return Err(SqlError::Invalid {
+                context,
+                message: format!("cannot use {expr} as a watermark"),
+            });
+        };
+        let [watermark] = projection.expr.as_slice() else {
+            return Err(SqlError::Invalid {
+                context,
+                message: format!("cannot use {expr} as a watermark"),
+            });
+        };
+        let input_schema = projection.input.schema();
+        let data_type = watermark
+            .get_type(input_schema)
+            .map_err(|e| SqlError::plan(&context, &e))?;
+        if !matches!(data_type, DataType::Timestamp(..) | DataType::Int64) {
+            return Err(SqlError::Invalid {
+                context,
+                message: format!(
+                    "the watermark expression {expr} is {data_type}; it must be a TIMESTAMP or a BIGINT of epoch milliseconds"
+                ),
+            });
+        }
+        state
+            .create_physical_expr(watermark.clone(), input_schema)
+            .map_err(|e| SqlError::plan(&context, &e))
+    }
+
+    /// Every table a query names must be a registered source, stream or view (CTE names
+    /// excepted).
+    fn check_relations(&self, query: &Query) -> Result<()> {
+        let known = self
+            .names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let ctes: BTreeSet<String> = query
+            .with
+            .iter()
+            .flat_map(|with| with.cte_tables.iter())
+            .map(|cte| ddl_normalize::normalize_ident(&cte.alias.name))
+            .collect();
+        let outcome = visit_relations(query, |relation| {
+            let name = match relation.0.as_slice() {
+                [part] => part.as_ident().map(ddl_normalize::normalize_ident),
+                _ => None,
+            };
+            match name {
+                Some(name) if known.contains(&name) || ctes.contains(&name) => {
+                    ControlFlow::Continue(())
+                }
+                Some(name) => ControlFlow::Break(name),
+                None => ControlFlow::Break(relation.to_string()),
+            }
+        });
+        if let ControlFlow::Break(name) = outcome {
+            let hint = if known.is_empty() {
+                " (no sources, streams or views exist yet)".to_string()
+            } else {
+                format!(
+                    " (known: {})",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(SqlError::UnknownObject { name, hint });
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` (which blocks on a DataFusion planning future) on a scoped thread of its
+/// own: callers may themselves be inside an async executor, where blocking on a nested
+/// executor is refused. Planning happens once per statement, so the thread is cheap.
+fn block_on_own_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn contains_scan(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    // The closure never fails, so neither can the traversal.
+    let _ = plan.apply(|node| {
+        if matches!(node, LogicalPlan::TableScan(_)) {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Event-time windows and EMIT clauses are planned by later work; naming them here beats
+/// DataFusion's "function not found".
+fn reject_streaming_extensions(query: &Query, context: &str) -> Result<()> {
+    let text = query.to_string().to_lowercase();
+    for function in ["tumble", "hop", "session"] {
+        let call = format!("{function}(");
+        let spaced = format!("{function} (");
+        if text.contains(&call) || text.contains(&spaced) {
+            return Err(SqlError::Unsupported {
+                construct: format!(
+                    "event-time window {} (windowed aggregation is not supported yet)",
+                    function.to_uppercase()
+                ),
+                context: context.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Functions such as `now()` are evaluated once at planning time by DataFusion; in a
+/// continuous query that would freeze them at CREATE time, a silent wrong answer.
+fn reject_frozen_functions(plan: &LogicalPlan, context: &str) -> Result<()> {
+    let mut frozen: Option<String> = None;
+    let _ = plan.apply(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility == Volatility::Stable {
+                        frozen = Some(format!("{}()", f.func.name()));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    match frozen {
+        Some(function) => Err(SqlError::Unsupported {
+            construct: format!(
+                "{function} in a continuous query (it would be fixed at CREATE time); use the event-time column"
+            ),
+            context: context.to_string(),
+        }),
+        None => Ok(()),
+    }
+}

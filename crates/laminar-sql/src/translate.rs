@@ -1,0 +1,191 @@
+//! Translation of an optimized DataFusion `LogicalPlan` into a `laminar-core` query graph.
+//! Only plan nodes with a streaming implementation are accepted; every other node is an
+//! `Unsupported` error naming the SQL construct it came from.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use laminar_core::graph::{QueryGraph, QueryNode};
+use laminar_core::operator::{
+    FilterOperator, Operator, ProjectOperator, ScanOperator, UnionOperator,
+};
+
+use crate::error::{Result, SqlError};
+
+/// Builds the query graph for `plan`.
+pub(crate) fn translate(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    context: &str,
+) -> Result<QueryGraph> {
+    let mut builder = Builder {
+        state,
+        context,
+        nodes: Vec::new(),
+    };
+    builder.add(plan, None)?;
+    Ok(QueryGraph {
+        nodes: builder.nodes,
+        schema: Arc::clone(plan.schema().inner()),
+    })
+}
+
+/// Rejects the constructs without a streaming implementation, on the plan as the user wrote
+/// it: the optimizer rewrites some of them (`DISTINCT` into an aggregate, `IN (SELECT ..)`
+/// into a join), and the error should name what the user wrote.
+pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
+    let unsupported = |construct: &str| SqlError::Unsupported {
+        construct: construct.to_string(),
+        context: context.to_string(),
+    };
+    let mut found: Option<SqlError> = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let problem = match node {
+            LogicalPlan::Distinct(distinct) => Some(
+                if matches!(distinct.input().as_ref(), LogicalPlan::Union(_)) {
+                    unsupported("UNION without ALL (it removes duplicates); use UNION ALL")
+                } else {
+                    unsupported("DISTINCT")
+                },
+            ),
+            LogicalPlan::Subquery(_) => {
+                Some(unsupported("subquery (IN, EXISTS or scalar subquery)"))
+            }
+            other => unsupported_node(other).map(|c| unsupported(&c)),
+        };
+        if let Some(problem) = problem {
+            found = Some(problem);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found.map_or(Ok(()), Err)
+}
+
+/// The SQL construct behind a plan node that has no streaming implementation.
+fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
+    let construct = match plan {
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::TableScan(_)
+        | LogicalPlan::Union(_)
+        | LogicalPlan::SubqueryAlias(_) => return None,
+        LogicalPlan::Distinct(_) => "DISTINCT",
+        LogicalPlan::Aggregate(_) => "aggregation (GROUP BY or aggregate functions)",
+        LogicalPlan::Join(_) => "JOIN (also from IN/EXISTS subqueries, INTERSECT, EXCEPT)",
+        LogicalPlan::Sort(_) => "ORDER BY",
+        LogicalPlan::Limit(_) => "LIMIT/OFFSET",
+        LogicalPlan::Window(_) => "window function (OVER)",
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            "a continuous query without a FROM source"
+        }
+        LogicalPlan::Unnest(_) => "UNNEST",
+        LogicalPlan::RecursiveQuery(_) => "recursive WITH",
+        LogicalPlan::Subquery(_) => "subquery",
+        other => return Some(other.display().to_string()),
+    };
+    Some(construct.to_string())
+}
+
+struct Builder<'a> {
+    state: &'a SessionState,
+    context: &'a str,
+    nodes: Vec<QueryNode>,
+}
+
+impl Builder<'_> {
+    fn push(
+        &mut self,
+        operator: Box<dyn Operator>,
+        parent: Option<(usize, usize)>,
+        ports: usize,
+        input: Option<String>,
+    ) -> usize {
+        self.nodes.push(QueryNode {
+            operator,
+            parent,
+            ports,
+            input,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {
+        SqlError::plan(self.context, error)
+    }
+
+    fn add(&mut self, plan: &LogicalPlan, parent: Option<(usize, usize)>) -> Result<()> {
+        match plan {
+            LogicalPlan::Projection(projection) => {
+                let input_schema = projection.input.schema();
+                let exprs = projection
+                    .expr
+                    .iter()
+                    .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
+                    .collect::<datafusion::error::Result<Vec<_>>>()
+                    .map_err(|e| self.plan_error(&e))?;
+                let schema = Arc::clone(projection.schema.inner());
+                let node = self.push(
+                    Box::new(ProjectOperator::new(exprs, schema)),
+                    parent,
+                    1,
+                    None,
+                );
+                self.add(&projection.input, Some((node, 0)))
+            }
+            LogicalPlan::Filter(filter) => {
+                let predicate = self
+                    .state
+                    .create_physical_expr(filter.predicate.clone(), filter.input.schema())
+                    .map_err(|e| self.plan_error(&e))?;
+                let node = self.push(Box::new(FilterOperator::new(predicate)), parent, 1, None);
+                self.add(&filter.input, Some((node, 0)))
+            }
+            LogicalPlan::TableScan(scan) => {
+                if !scan.filters.is_empty() {
+                    return Err(SqlError::plan(
+                        self.context,
+                        &datafusion::error::DataFusionError::Internal(
+                            "a filter was pushed into a stream scan (a bug in LaminarDB)".into(),
+                        ),
+                    ));
+                }
+                if scan.fetch.is_some() {
+                    return Err(self.unsupported("LIMIT"));
+                }
+                let name = scan.table_name.table().to_string();
+                let schema = Arc::clone(scan.projected_schema.inner());
+                let operator = ScanOperator::new(name.clone(), scan.projection.clone(), schema);
+                self.push(Box::new(operator), parent, 1, Some(name));
+                Ok(())
+            }
+            LogicalPlan::Union(union) => {
+                let schema = Arc::clone(union.schema.inner());
+                let ports = union.inputs.len();
+                let node = self.push(
+                    Box::new(UnionOperator::new(ports, schema)),
+                    parent,
+                    ports,
+                    None,
+                );
+                for (port, input) in union.inputs.iter().enumerate() {
+                    self.add(input, Some((node, port)))?;
+                }
+                Ok(())
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.add(&alias.input, parent),
+            other => Err(self.unsupported(
+                &unsupported_node(other).unwrap_or_else(|| other.display().to_string()),
+            )),
+        }
+    }
+
+    fn unsupported(&self, construct: &str) -> SqlError {
+        SqlError::Unsupported {
+            construct: construct.to_string(),
+            context: self.context.to_string(),
+        }
+    }
+}
