@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -95,7 +96,7 @@ impl SnapshotContext {
 
     pub(crate) fn register_view(&self, name: &str, table: Arc<ResultTable>) -> DfResult<()> {
         self.ctx
-            .register_table(name, Arc::new(ViewTable { table }))
+            .register_table(TableReference::bare(name), Arc::new(ViewTable { table }))
             .map(|_| ())
     }
 
@@ -107,7 +108,7 @@ impl SnapshotContext {
     ) -> DfResult<()> {
         self.ctx
             .register_table(
-                name,
+                TableReference::bare(name),
                 Arc::new(Unqueryable {
                     name: name.to_string(),
                     kind,
@@ -119,6 +120,6 @@ impl SnapshotContext {
 
     pub(crate) fn deregister(&self, name: &str) {
         // Forgetting an unknown name is harmless.
-        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::TableReference;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
@@ -67,7 +68,10 @@ impl StreamPlanner {
     /// Makes `name` (a source, stream or view) readable by later queries.
     pub fn register(&self, name: &str, schema: SchemaRef) -> Result<()> {
         self.ctx
-            .register_table(name, Arc::new(EmptyTable::new(schema)))
+            .register_table(
+                TableReference::bare(name),
+                Arc::new(EmptyTable::new(schema)),
+            )
             .map_err(|e| SqlError::plan(format!("registering {name}"), &e))?;
         self.names
             .lock()
@@ -79,7 +83,7 @@ impl StreamPlanner {
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
         // Deregistering a name that is not registered is not an error worth reporting.
-        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.deregister_table(TableReference::bare(name));
         self.names
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

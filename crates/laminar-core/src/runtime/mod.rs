@@ -158,6 +158,7 @@ impl Runtime {
             self.workers.len(),
             table,
             Arc::clone(&self.progress),
+            Arc::clone(&self.shutdown),
         ));
         self.outlets
             .lock()

@@ -4,8 +4,9 @@
 //! batch, never per row.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -46,6 +47,16 @@ pub struct StreamOutlet {
     ended_workers: AtomicUsize,
     error: Mutex<Option<String>>,
     progress: Arc<Progress>,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Longest pause between retries while a subscriber's or sink's channel is full.
+const DELIVERY_BACKOFF_MAX_US: u64 = 1_000;
+
+/// Outcome of handing a batch to one receiver.
+enum Delivery {
+    Sent,
+    Gone,
 }
 
 impl StreamOutlet {
@@ -55,6 +66,7 @@ impl StreamOutlet {
         workers: usize,
         table: Option<Arc<ResultTable>>,
         progress: Arc<Progress>,
+        shutdown: Arc<AtomicBool>,
     ) -> Self {
         Self {
             name,
@@ -71,6 +83,7 @@ impl StreamOutlet {
             ended_workers: AtomicUsize::new(0),
             error: Mutex::new(None),
             progress,
+            shutdown,
         }
     }
 
@@ -168,11 +181,53 @@ impl StreamOutlet {
                 .subscribers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            // A failed send means the subscriber was dropped: forget it.
-            subscribers.retain(|s| s.blocking_send(batch.clone()).is_ok());
+            // A closed channel means the subscriber was dropped: forget it.
+            subscribers.retain(|s| {
+                matches!(
+                    self.send_with_backpressure(batch.clone(), |b| match s.try_send(b) {
+                        Ok(()) => Ok(()),
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => Err(Some(b)),
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(None),
+                    }),
+                    Delivery::Sent
+                )
+            });
         }
         let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
-        sinks.retain(|s| s.send(EgressMessage::Data(batch.clone())).is_ok());
+        sinks.retain(|s| {
+            matches!(
+                self.send_with_backpressure(batch.clone(), |b| {
+                    match s.try_send(EgressMessage::Data(b)) {
+                        Ok(()) => Ok(()),
+                        Err(TrySendError::Full(EgressMessage::Data(b))) => Err(Some(b)),
+                        Err(_) => Err(None),
+                    }
+                }),
+                Delivery::Sent
+            )
+        });
+    }
+
+    /// Offers `batch` until the receiver takes it (a full channel is backpressure: the
+    /// worker waits) or is gone; gives up when the runtime shuts down.
+    fn send_with_backpressure(
+        &self,
+        mut batch: ChangeBatch,
+        mut try_send: impl FnMut(ChangeBatch) -> Result<(), Option<ChangeBatch>>,
+    ) -> Delivery {
+        let mut backoff_us = 1;
+        loop {
+            match try_send(batch) {
+                Ok(()) => return Delivery::Sent,
+                Err(None) => return Delivery::Gone,
+                Err(Some(returned)) => batch = returned,
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                return Delivery::Gone;
+            }
+            std::thread::sleep(Duration::from_micros(backoff_us));
+            backoff_us = (backoff_us * 2).min(DELIVERY_BACKOFF_MAX_US);
+        }
     }
 
     fn deliver_end(&self, worker: usize) {

@@ -1,0 +1,596 @@
+//! End-to-end tests through the public API: push, subscribe and query; the same answer at 1
+//! and 4 workers (and from DataFusion in batch); files in and out; the generator; catalog
+//! persistence; and the errors users meet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use laminar_db::{DbError, ExecuteResult, LaminarDB};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn db(workers: usize) -> LaminarDB {
+    LaminarDB::builder()
+        .workers(workers)
+        .pin_workers(false)
+        .in_memory()
+        .expect("database starts")
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+fn text(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).expect("formats").to_string()
+}
+
+fn events_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, true),
+        Field::new("amount", DataType::Int64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]))
+}
+
+/// Deterministic pseudo-random events: ids ascending, kinds from a small set, some NULLs.
+fn events(start: i64, count: usize, seed: u64) -> RecordBatch {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as i64
+    };
+    let kinds = ["view", "click", "buy", "Refund"];
+    let mut ids = Vec::with_capacity(count);
+    let mut kind = Vec::with_capacity(count);
+    let mut amount = Vec::with_capacity(count);
+    let mut ts = Vec::with_capacity(count);
+    for i in 0..count {
+        let r = next();
+        ids.push(start + i as i64);
+        kind.push((r % 11 != 0).then(|| kinds[(r % 4) as usize]));
+        amount.push((r % 13 != 0).then_some(r % 1000 - 100));
+        ts.push(Some(1_704_067_200_000 + (start + i as i64) * 10 - r % 500));
+    }
+    RecordBatch::try_new(
+        events_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(kind)),
+            Arc::new(Int64Array::from(amount)),
+            Arc::new(TimestampMillisecondArray::from(ts)),
+        ],
+    )
+    .expect("valid batch")
+}
+
+const EVENTS_DDL: &str =
+    "CREATE SOURCE events (id BIGINT NOT NULL, kind VARCHAR, amount BIGINT, ts TIMESTAMP,
+    WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)";
+
+const SHAPED_QUERY: &str = "SELECT id, lower(kind) AS kind,
+        CASE WHEN amount IS NULL THEN 'unknown' WHEN amount < 0 THEN 'refund' WHEN amount > 500 THEN 'large' ELSE 'normal' END AS size,
+        CAST(amount AS DOUBLE) / 100.0 AS dollars, date_trunc('second', ts) AS second
+    FROM events WHERE kind IS NOT NULL AND (amount > 0 OR kind = 'Refund')";
+
+/// Runs the shaped query over 20k events pushed in uneven batches, returning the view sorted.
+fn shaped_result(workers: usize) -> Vec<RecordBatch> {
+    let db = db(workers);
+    db.execute(EVENTS_DDL).expect("source");
+    db.execute(&format!(
+        "CREATE MATERIALIZED VIEW shaped AS {SHAPED_QUERY}"
+    ))
+    .expect("view");
+    let source = db.source("events").expect("handle");
+    let mut start = 0;
+    for (i, size) in [1, 7, 100, 3_000, 64, 8_192, 5_000, 3_636]
+        .iter()
+        .enumerate()
+    {
+        source.push(events(start, *size, i as u64)).expect("push");
+        start += *size as i64;
+    }
+    db.query("SELECT * FROM shaped ORDER BY id").expect("query")
+}
+
+#[test]
+fn same_result_at_one_and_four_workers_and_in_datafusion_batch() {
+    let one = shaped_result(1);
+    let four = shaped_result(4);
+    assert!(
+        rows(&one) > 5_000,
+        "the filter keeps a good share of 20k rows, got {}",
+        rows(&one)
+    );
+    assert_eq!(text(&one), text(&four));
+
+    // The same SQL run by DataFusion over the same rows, in batch.
+    let ctx = SessionContext::new();
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for (i, size) in [1, 7, 100, 3_000, 64, 8_192, 5_000, 3_636]
+        .iter()
+        .enumerate()
+    {
+        batches.push(events(start, *size, i as u64));
+        start += *size as i64;
+    }
+    let table = MemTable::try_new(events_schema(), vec![batches]).expect("table");
+    ctx.register_table("events", Arc::new(table))
+        .expect("register");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let expected = runtime
+        .block_on(async {
+            ctx.sql(&format!("{SHAPED_QUERY} ORDER BY id"))
+                .await?
+                .collect()
+                .await
+        })
+        .expect("batch answer");
+    assert_eq!(text(&one), text(&expected));
+}
+
+#[test]
+fn push_subscribe_and_query() {
+    let db = db(2);
+    db.execute(EVENTS_DDL).expect("source");
+    db.execute("CREATE STREAM buys AS SELECT id, amount FROM events WHERE kind = 'buy'")
+        .expect("stream");
+    db.execute(
+        "CREATE MATERIALIZED VIEW big_buys AS SELECT id, amount FROM buys WHERE amount > 100",
+    )
+    .expect("view");
+    let mut live = db.subscribe("buys").expect("subscribe");
+
+    let source = db.source("events").expect("handle");
+    source.push(events(0, 1_000, 42)).expect("push");
+
+    #[derive(serde::Serialize)]
+    struct Event {
+        id: i64,
+        kind: &'static str,
+        amount: i64,
+        ts: i64,
+    }
+    source
+        .push_rows(&[
+            Event {
+                id: 5_000,
+                kind: "buy",
+                amount: 999,
+                ts: 1_704_067_200_000,
+            },
+            Event {
+                id: 5_001,
+                kind: "view",
+                amount: 1,
+                ts: 1_704_067_200_001,
+            },
+        ])
+        .expect("typed push");
+
+    let expected_buys = {
+        let batch = events(0, 1_000, 42);
+        let kinds = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("kinds");
+        (0..batch.num_rows())
+            .filter(|i| kinds.is_valid(*i) && kinds.value(*i) == "buy")
+            .count()
+            + 1
+    };
+    let big = db
+        .query("SELECT id, amount FROM big_buys WHERE id = 5000")
+        .expect("query");
+    assert_eq!(rows(&big), 1, "the typed row is visible right after push");
+
+    // End the input: the subscription delivers everything and then ends.
+    source.finish().expect("finish");
+    let received: usize = live.blocking_iter().map(|b| b.num_rows()).sum();
+    assert_eq!(received, expected_buys);
+    assert!(
+        db.wait_finished(WAIT),
+        "queries over a finished source finish"
+    );
+    assert!(
+        matches!(source.push(events(0, 1, 1)), Err(DbError::Core(_))),
+        "a finished source refuses rows"
+    );
+
+    let metrics = db.metrics();
+    assert_eq!(metrics.sources[0].rows, 1_002);
+    let buys = metrics
+        .queries
+        .iter()
+        .find(|q| q.name == "buys")
+        .expect("buys stats");
+    assert_eq!(buys.rows_out as usize, expected_buys);
+    assert!(buys.finished);
+    assert!(
+        buys.watermark_ms.is_none(),
+        "after the end the watermark is past every event"
+    );
+}
+
+#[test]
+fn subscription_is_an_async_stream() {
+    let db = db(1);
+    db.execute("CREATE SOURCE s (x BIGINT)").expect("source");
+    db.execute("CREATE STREAM doubled AS SELECT x * 2 AS y FROM s")
+        .expect("stream");
+    let mut live = db.subscribe("doubled").expect("subscribe");
+    db.execute("INSERT INTO s VALUES (1), (2), (3)")
+        .expect("insert");
+    db.source("s").expect("handle").finish().expect("finish");
+    let all: Vec<i64> = futures::executor::block_on(async {
+        let mut values = Vec::new();
+        while let Some(change) = live.next().await {
+            let ys = change
+                .batch()
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("ys")
+                .clone();
+            values.extend(ys.iter().flatten());
+        }
+        values
+    });
+    assert_eq!(all, vec![2, 4, 6]);
+}
+
+#[test]
+fn pushed_batches_are_checked_against_the_schema() {
+    let db = db(1);
+    db.execute(EVENTS_DDL).expect("source");
+    db.execute("CREATE MATERIALIZED VIEW all_events AS SELECT * FROM events")
+        .expect("view");
+    let source = db.source("events").expect("handle");
+
+    let wrong_type = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(StringArray::from(vec!["12"])),
+        ],
+    )
+    .expect("batch");
+    let error = source
+        .push(wrong_type)
+        .expect_err("type mismatch")
+        .to_string();
+    assert_eq!(
+        error,
+        "source events, column amount: expected BIGINT, got VARCHAR"
+    );
+
+    let extra = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("colour", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(StringArray::from(vec!["red"])),
+        ],
+    )
+    .expect("batch");
+    let error = source.push(extra).expect_err("extra column").to_string();
+    assert!(
+        error.contains("the batch has column 'colour', which the source does not declare"),
+        "{error}"
+    );
+
+    let missing_key = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "amount",
+            DataType::Int64,
+            true,
+        )])),
+        vec![Arc::new(Int64Array::from(vec![1]))],
+    )
+    .expect("batch");
+    let error = source
+        .push(missing_key)
+        .expect_err("missing NOT NULL column")
+        .to_string();
+    assert!(error.contains("lacks column id"), "{error}");
+
+    // Only a subset given: the other nullable columns are NULL.
+    let subset = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![7]))],
+    )
+    .expect("batch");
+    source.push(subset).expect("subset push");
+    let all = db.query("SELECT id, kind FROM all_events").expect("query");
+    assert_eq!(text(&all).matches("| 7  |").count(), 1, "{}", text(&all));
+    assert_eq!(rows(&all), 1, "rejected batches left nothing behind");
+}
+
+fn laminar_core_capacity() -> usize {
+    // Subscriber channel + the batch the worker is blocked delivering + the ingress ring.
+    256 + 1 + 64
+}
+
+#[test]
+fn a_full_queue_is_backpressure() {
+    let db = db(1);
+    db.execute("CREATE SOURCE s (x BIGINT)").expect("source");
+    db.execute("CREATE STREAM copy AS SELECT x FROM s")
+        .expect("stream");
+    // A subscriber that does not read fills its channel, then the worker waits on it, then
+    // the source's queue fills: a non-blocking push reports it.
+    let stalled = db.subscribe("copy").expect("subscribe");
+    let source = db.source("s").expect("handle");
+    let one = || {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .expect("batch")
+    };
+    // Capacity: 256 batches in the subscriber's channel, 1 held by the waiting worker, 64
+    // in the source's queue. Pushes succeed until all of it is taken, then report Full.
+    let capacity = laminar_core_capacity();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut accepted = 0;
+    let mut last_error = String::new();
+    while std::time::Instant::now() < deadline && accepted < capacity + 10 {
+        match source.try_push(one()) {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                last_error = e.to_string();
+                if accepted >= capacity - 1 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+    assert!(
+        (capacity - 1..=capacity).contains(&accepted),
+        "accepted {accepted} of capacity {capacity}"
+    );
+    assert!(last_error.contains("input queue is full"), "{last_error}");
+    // Dropping the stalled subscriber releases the pipeline.
+    drop(stalled);
+    source
+        .push(one())
+        .expect("blocking push succeeds once the pipeline drains");
+    db.sync().expect("everything processed");
+}
+
+#[test]
+fn csv_in_parquet_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("in.csv");
+    std::fs::write(
+        &csv,
+        "city,temp,ts\nOslo,-3.5,2024-01-01 00:00:00\nRome,14.0,2024-01-01 00:00:01\nbad,row\nLima,22.5,2024-01-01 00:00:02\n",
+    )
+    .expect("write csv");
+    let out = dir.path().join("out/warm.parquet");
+    let db = db(2);
+    db.execute(&format!(
+        "CREATE SOURCE readings (city VARCHAR, temp DOUBLE, ts TIMESTAMP) FROM FILE (path = '{}', format = 'csv')",
+        csv.display()
+    ))
+    .expect("source");
+    db.execute(&format!(
+        "CREATE SINK warm INTO FILE (path = '{}', format = 'parquet') AS SELECT upper(city) AS city, temp FROM readings WHERE temp > 0",
+        out.display()
+    ))
+    .expect("sink");
+    db.execute("CREATE MATERIALIZED VIEW cold AS SELECT city FROM readings WHERE temp <= 0")
+        .expect("view");
+    assert!(db.wait_finished(WAIT), "bounded file pipeline finishes");
+
+    let cold = db.query("SELECT * FROM cold").expect("query");
+    assert_eq!(text(&cold).matches("Oslo").count(), 1);
+
+    let file = std::fs::File::open(&out).expect("parquet written");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let written: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("batches");
+    let mut cities: Vec<String> = written
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("city")
+                .clone();
+            c.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    cities.sort();
+    assert_eq!(cities, vec!["LIMA", "ROME"]);
+
+    let metrics = db.metrics();
+    let readings = metrics
+        .sources
+        .iter()
+        .find(|s| s.name == "readings")
+        .expect("source stats");
+    assert_eq!(
+        readings.malformed_records, 2,
+        "the bad row is skipped once per reading query"
+    );
+    let first = readings.first_error.clone().expect("first error kept");
+    assert!(first.contains("in.csv line 4"), "{first}");
+}
+
+#[test]
+fn on_error_fail_stops_the_source_and_reports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "n\n1\n2\nnot-a-number\n4\n").expect("write");
+    let db = db(1);
+    db.execute(&format!(
+        "CREATE SOURCE nums (n BIGINT) FROM FILE (path = '{}', on_error = 'fail')",
+        csv.display()
+    ))
+    .expect("source");
+    db.execute("CREATE MATERIALIZED VIEW v AS SELECT n FROM nums")
+        .expect("view");
+    assert!(db.wait_finished(WAIT));
+    let error = db.metrics().first_error().expect("the failure is reported");
+    assert!(
+        error.contains("line 4") && error.contains("in.csv"),
+        "{error}"
+    );
+    let kept = db.query("SELECT n FROM v ORDER BY n").expect("query");
+    assert_eq!(rows(&kept), 2, "rows before the bad record are kept");
+}
+
+#[test]
+fn generator_is_deterministic_and_proportioned() {
+    let run = |seed: u64| {
+        let db = db(2);
+        for table in ["person", "auction", "bid"] {
+            db.execute(&format!(
+                "CREATE SOURCE {table} FROM DATAGEN (kind = 'nexmark', table = '{table}', events = '5000', seed = '{seed}')"
+            ))
+            .expect("source");
+            db.execute(&format!(
+                "CREATE MATERIALIZED VIEW all_{table} AS SELECT * FROM {table}"
+            ))
+            .expect("view");
+        }
+        db.execute("FLUSH").expect("flush");
+        let counts = db
+            .query("SELECT (SELECT count(*) FROM all_person) AS p, (SELECT count(*) FROM all_auction) AS a, (SELECT count(*) FROM all_bid) AS b")
+            .expect("counts");
+        let bids = db
+            .query("SELECT * FROM all_bid ORDER BY date_time, auction, bidder, price")
+            .expect("bids");
+        (text(&counts), text(&bids))
+    };
+    let (counts, bids) = run(11);
+    assert!(counts.contains("| 100 | 300 | 4600 |"), "{counts}");
+    let (_, again) = run(11);
+    assert_eq!(bids, again, "same seed, same rows");
+    let (_, other) = run(12);
+    assert_ne!(bids, other, "another seed, other rows");
+}
+
+#[test]
+fn catalog_is_restored_on_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let db = LaminarDB::builder()
+            .workers(1)
+            .pin_workers(false)
+            .open(dir.path())
+            .expect("open");
+        db.execute("CREATE SOURCE \"Orders\" (id BIGINT, qty INT, WATERMARK FOR id AS id)")
+            .expect("source");
+        db.execute("CREATE MATERIALIZED VIEW big AS SELECT id FROM \"Orders\" WHERE qty > 10")
+            .expect("view");
+        db.execute("CREATE SOURCE temp (x INT)").expect("source");
+        db.execute("DROP SOURCE temp").expect("drop");
+    }
+    let db = LaminarDB::builder()
+        .workers(1)
+        .pin_workers(false)
+        .open(dir.path())
+        .expect("reopen");
+    let sources = db.execute("SHOW SOURCES").expect("show");
+    let shown = text(sources.batches().expect("rows"));
+    assert!(
+        shown.contains("Orders") && !shown.contains("temp"),
+        "{shown}"
+    );
+    db.execute("INSERT INTO \"Orders\" VALUES (1, 50), (2, 5)")
+        .expect("insert after reopen");
+    assert_eq!(rows(&db.query("SELECT * FROM big").expect("query")), 1);
+    drop(db);
+
+    std::fs::write(dir.path().join("catalog.json"), "{ not json").expect("corrupt");
+    let error = LaminarDB::open(dir.path())
+        .expect_err("corrupt catalog refused")
+        .to_string();
+    assert!(
+        error.contains("catalog.json") && error.contains("not a valid catalog"),
+        "{error}"
+    );
+}
+
+#[test]
+fn explain_prints_the_dataflow() {
+    let db = db(4);
+    db.execute(EVENTS_DDL).expect("source");
+    db.execute(
+        "CREATE SOURCE more (id BIGINT NOT NULL, kind VARCHAR, amount BIGINT, ts TIMESTAMP)",
+    )
+    .expect("source");
+    let explained = db
+        .execute("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT id, amount * 2 AS a FROM events WHERE kind = 'buy' UNION ALL SELECT id, amount FROM more")
+        .expect("explain");
+    let plan = text(explained.batches().expect("rows"));
+    for expected in [
+        "Dataflow for v (4 workers",
+        "Union ALL (2 inputs)",
+        "Filter",
+        "Project",
+        "Scan events",
+        "Scan more",
+        "forward",
+    ] {
+        assert!(plan.contains(expected), "missing {expected} in\n{plan}");
+    }
+    assert!(
+        matches!(db.execute("SHOW MATERIALIZED VIEWS").expect("show"), ExecuteResult::Rows { ref batches, .. } if rows(batches) == 0),
+        "EXPLAIN creates nothing"
+    );
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let db = db(1);
+    let syntax = db
+        .execute("CREATE STREAM x AS\n SELEC a FROM s")
+        .expect_err("syntax")
+        .to_string();
+    assert!(syntax.contains("SELEC at Line: 2, Column: 2"), "{syntax}");
+    db.execute("CREATE SOURCE s (a INT)").expect("source");
+    let column = db
+        .execute("CREATE STREAM t AS SELECT b FROM s")
+        .expect_err("column")
+        .to_string();
+    assert!(
+        column.contains('b') && column.contains("stream t"),
+        "{column}"
+    );
+    let unknown = db.subscribe("nope").expect_err("unknown").to_string();
+    assert!(
+        unknown.contains("'nope' does not exist (known: s)"),
+        "{unknown}"
+    );
+    let not_select = db
+        .query("DROP SOURCE s")
+        .expect_err("query only selects")
+        .to_string();
+    assert!(
+        not_select.contains("query() runs one SELECT"),
+        "{not_select}"
+    );
+}
