@@ -24,6 +24,9 @@ use crate::subscription::Subscription;
 /// How long a snapshot read waits for the workers to catch up with rows pushed before it.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long dropping a database waits for each sink to flush and close its output.
+const SINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Configures a database before opening it.
 #[derive(Debug, Clone, Default)]
 pub struct LaminarDbBuilder {
@@ -92,8 +95,9 @@ impl Drop for Inner {
                 sinks.push(sink);
             }
         }
+        let progress = self.runtime.progress();
         for mut sink in sinks {
-            sink.join();
+            sink.join(&progress, SINK_CLOSE_TIMEOUT);
         }
         if let Some(runtime) = self.query_runtime.take() {
             // Dropping a tokio runtime inside another would panic; this never blocks.

@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
     create_sink, create_source, ConnectorOptions, SourceConnector, SourceMetrics,
 };
+use laminar_core::runtime::StreamId;
 use laminar_core::{ResultTable, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
@@ -38,6 +39,15 @@ pub(crate) fn sink_query(input: &SinkInput) -> Result<Box<Query>> {
         }
     }
 }
+
+/// A connector source instance created for a query, started once the query runs.
+type PendingInstance = (
+    String,
+    Arc<dyn SourceConnector>,
+    StreamId,
+    Arc<laminar_core::runtime::StreamOutlet>,
+    Arc<laminar_core::runtime::IngressHandle>,
+);
 
 fn connector_options(spec: &ConnectorSpec) -> ConnectorOptions {
     ConnectorOptions::new(spec.options.iter().cloned())
@@ -214,41 +224,7 @@ impl LaminarDB {
             None => None,
         };
 
-        let mut bindings = HashMap::new();
-        let mut pending = Vec::new();
-        for input in &planned.inputs {
-            let object = catalog.get(input).ok_or_else(|| DbError::NotFound {
-                kind: "source, stream or view",
-                name: input.clone(),
-                hint: hint(&catalog.names()),
-            })?;
-            match &object.state {
-                ObjectState::PushSource { stream, .. } | ObjectState::Derived { stream, .. } => {
-                    bindings.insert(input.clone(), *stream);
-                }
-                ObjectState::ConnectorSource {
-                    connector,
-                    watermark,
-                    ..
-                } => {
-                    let (instance_stream, instance_outlet) = runtime.create_stream(
-                        &format!("{input}@{name}"),
-                        object.schema.clone(),
-                        None,
-                    );
-                    let ingress =
-                        Arc::new(runtime.create_ingress(instance_stream, watermark.as_ref())?);
-                    bindings.insert(input.clone(), instance_stream);
-                    pending.push((
-                        input.clone(),
-                        Arc::clone(connector),
-                        instance_stream,
-                        instance_outlet,
-                        ingress,
-                    ));
-                }
-            }
-        }
+        let (bindings, pending) = self.bind_inputs(&catalog, &planned.inputs, name)?;
         runtime.add_query(name, &planned.graph, &bindings, stream)?;
         let mut instances = Vec::with_capacity(pending.len());
         for (source, connector, instance_stream, instance_outlet, ingress) in pending {
@@ -263,22 +239,7 @@ impl LaminarDB {
             instances.push(instance);
         }
 
-        match kind {
-            ObjectKind::MaterializedView => {
-                self.inner.planner.register(name, schema.clone())?;
-                if let Some(table) = &table {
-                    let _ = self.inner.snapshot.register_view(name, Arc::clone(table));
-                }
-            }
-            ObjectKind::Stream => {
-                self.inner.planner.register(name, schema.clone())?;
-                let _ = self
-                    .inner
-                    .snapshot
-                    .register_unqueryable(name, "stream", schema.clone());
-            }
-            ObjectKind::Sink | ObjectKind::Source => {}
-        }
+        self.register_readable(kind, name, &schema, table.as_ref())?;
         catalog.insert(Object {
             name: name.to_string(),
             kind,
@@ -300,6 +261,88 @@ impl LaminarDB {
             kind,
             name: name.to_string(),
         })
+    }
+
+    /// Maps each input of a query to the stream feeding it. A connector source gets a fresh
+    /// instance (its own stream and rings) that starts reading once the query is running.
+    fn bind_inputs(
+        &self,
+        catalog: &Catalog,
+        inputs: &[String],
+        query: &str,
+    ) -> Result<(HashMap<String, StreamId>, Vec<PendingInstance>)> {
+        let runtime = &self.inner.runtime;
+        let mut bindings = HashMap::new();
+        let mut pending = Vec::new();
+        for input in inputs {
+            let object = catalog.get(input).ok_or_else(|| DbError::NotFound {
+                kind: "source, stream or view",
+                name: input.clone(),
+                hint: hint(&catalog.names()),
+            })?;
+            match &object.state {
+                ObjectState::PushSource { stream, .. } | ObjectState::Derived { stream, .. } => {
+                    bindings.insert(input.clone(), *stream);
+                }
+                ObjectState::ConnectorSource {
+                    connector,
+                    watermark,
+                    ..
+                } => {
+                    let (instance_stream, instance_outlet) = runtime.create_stream(
+                        &format!("{input}@{query}"),
+                        object.schema.clone(),
+                        None,
+                    );
+                    let ingress =
+                        Arc::new(runtime.create_ingress(instance_stream, watermark.as_ref())?);
+                    bindings.insert(input.clone(), instance_stream);
+                    pending.push((
+                        input.clone(),
+                        Arc::clone(connector),
+                        instance_stream,
+                        instance_outlet,
+                        ingress,
+                    ));
+                }
+            }
+        }
+        Ok((bindings, pending))
+    }
+
+    /// Makes a new stream or view readable by later queries, and every derived object known
+    /// to snapshot queries (so reading a stream or sink explains why it has no rows).
+    fn register_readable(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        schema: &SchemaRef,
+        table: Option<&Arc<ResultTable>>,
+    ) -> Result<()> {
+        // Names were checked absent, so the snapshot registrations cannot clash.
+        match kind {
+            ObjectKind::MaterializedView => {
+                self.inner.planner.register(name, schema.clone())?;
+                if let Some(table) = table {
+                    let _ = self.inner.snapshot.register_view(name, Arc::clone(table));
+                }
+            }
+            ObjectKind::Stream => {
+                self.inner.planner.register(name, schema.clone())?;
+                let _ = self
+                    .inner
+                    .snapshot
+                    .register_unqueryable(name, "stream", schema.clone());
+            }
+            ObjectKind::Sink => {
+                let _ = self
+                    .inner
+                    .snapshot
+                    .register_unqueryable(name, "sink", schema.clone());
+            }
+            ObjectKind::Source => {}
+        }
+        Ok(())
     }
 
     pub(crate) fn drop_object(

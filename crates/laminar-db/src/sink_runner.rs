@@ -65,11 +65,18 @@ impl SinkTask {
             .clone()
     }
 
-    /// Waits for the writer to finish (after its stream ended or its sender was dropped).
-    pub(crate) fn join(&mut self) {
+    /// Waits up to `timeout` for the writer to finish (after its stream ended or its
+    /// sender was dropped); a writer still busy after that is left to finish on its own.
+    pub(crate) fn join(&mut self, progress: &Progress, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let closed = progress.wait_until(deadline, std::time::Duration::from_millis(10), || {
+            self.is_closed()
+        });
         if let Some(thread) = self.thread.take() {
-            // A panicking connector already lost its output; nothing to add.
-            let _ = thread.join();
+            if closed {
+                // A panicking connector already lost its output; nothing to add.
+                let _ = thread.join();
+            }
         }
     }
 }

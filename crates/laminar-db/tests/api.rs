@@ -139,6 +139,14 @@ fn same_result_at_one_and_four_workers_and_in_datafusion_batch() {
     assert_eq!(text(&one), text(&expected));
 }
 
+#[derive(serde::Serialize)]
+struct Event {
+    id: i64,
+    kind: &'static str,
+    amount: i64,
+    ts: i64,
+}
+
 #[test]
 fn push_subscribe_and_query() {
     let db = db(2);
@@ -154,13 +162,6 @@ fn push_subscribe_and_query() {
     let source = db.source("events").expect("handle");
     source.push(events(0, 1_000, 42)).expect("push");
 
-    #[derive(serde::Serialize)]
-    struct Event {
-        id: i64,
-        kind: &'static str,
-        amount: i64,
-        ts: i64,
-    }
     source
         .push_rows(&[
             Event {
@@ -593,4 +594,32 @@ fn errors_name_what_is_wrong() {
         not_select.contains("query() runs one SELECT"),
         "{not_select}"
     );
+}
+
+#[test]
+fn dropping_the_database_closes_live_sinks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("live.csv");
+    let started = std::time::Instant::now();
+    {
+        let db = db(2);
+        db.execute("CREATE SOURCE s (x BIGINT)").expect("source");
+        db.execute(&format!(
+            "CREATE SINK live INTO FILE (path = '{}', format = 'csv') AS SELECT x FROM s",
+            out.display()
+        ))
+        .expect("sink");
+        db.execute("INSERT INTO s VALUES (1), (2), (3)")
+            .expect("insert");
+        db.sync().expect("processed");
+        // The source never ends; dropping the database must still flush and close the file.
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "drop returned promptly"
+    );
+    let written = std::fs::read_to_string(&out).expect("file written");
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["1", "2", "3", "x"]);
 }

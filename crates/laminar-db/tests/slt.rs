@@ -1,7 +1,7 @@
 //! Runs every sqllogictest file under `tests/slt/` at the repository root, each on a fresh
 //! in-memory database, once with 1 worker and once with 4: the answers must not depend on
 //! the number of workers. `__DATA__` in a statement is replaced by the path of
-//! `tests/slt/data`.
+//! `tests/slt/data`, `__TMP__` by a fresh temporary directory of the file's own.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 struct SltDb {
     db: LaminarDB,
     data_dir: String,
+    tmp_dir: tempfile::TempDir,
 }
 
 impl sqllogictest::DB for SltDb {
@@ -20,7 +21,9 @@ impl sqllogictest::DB for SltDb {
     type ColumnType = DefaultColumnType;
 
     fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let sql = sql.replace("__DATA__", &self.data_dir);
+        let sql = sql
+            .replace("__DATA__", &self.data_dir)
+            .replace("__TMP__", &self.tmp_dir.path().display().to_string());
         match self.db.execute(&sql)? {
             ExecuteResult::Rows { schema, batches } => {
                 let types = schema
@@ -94,7 +97,12 @@ fn run_all(workers: usize) {
                     .workers(workers)
                     .pin_workers(false)
                     .in_memory()?;
-                Ok(SltDb { db, data_dir: data })
+                let tmp_dir = tempfile::tempdir().map_err(|e| DbError::Internal(e.to_string()))?;
+                Ok(SltDb {
+                    db,
+                    data_dir: data,
+                    tmp_dir,
+                })
             }
         });
         if let Err(e) = runner.run_file(file) {

@@ -340,6 +340,9 @@ impl Runtime {
             // A worker that panicked has nothing left to clean up.
             let _ = thread.join();
         }
+        for worker in &self.workers {
+            worker.discard_commands();
+        }
         // Outlets hold the senders of sinks and subscribers; releasing them ends those.
         self.outlets
             .lock()

@@ -59,6 +59,13 @@ enum Delivery {
     Gone,
 }
 
+/// Outcome of one attempt to hand a batch over.
+enum Offer {
+    Taken,
+    Full(ChangeBatch),
+    Gone,
+}
+
 impl StreamOutlet {
     pub(crate) fn new(
         name: String,
@@ -185,9 +192,9 @@ impl StreamOutlet {
             subscribers.retain(|s| {
                 matches!(
                     self.send_with_backpressure(batch.clone(), |b| match s.try_send(b) {
-                        Ok(()) => Ok(()),
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => Err(Some(b)),
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(None),
+                        Ok(()) => Offer::Taken,
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => Offer::Full(b),
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
                     }),
                     Delivery::Sent
                 )
@@ -198,9 +205,9 @@ impl StreamOutlet {
             matches!(
                 self.send_with_backpressure(batch.clone(), |b| {
                     match s.try_send(EgressMessage::Data(b)) {
-                        Ok(()) => Ok(()),
-                        Err(TrySendError::Full(EgressMessage::Data(b))) => Err(Some(b)),
-                        Err(_) => Err(None),
+                        Ok(()) => Offer::Taken,
+                        Err(TrySendError::Full(EgressMessage::Data(b))) => Offer::Full(b),
+                        Err(_) => Offer::Gone,
                     }
                 }),
                 Delivery::Sent
@@ -213,14 +220,14 @@ impl StreamOutlet {
     fn send_with_backpressure(
         &self,
         mut batch: ChangeBatch,
-        mut try_send: impl FnMut(ChangeBatch) -> Result<(), Option<ChangeBatch>>,
+        mut try_send: impl FnMut(ChangeBatch) -> Offer,
     ) -> Delivery {
         let mut backoff_us = 1;
         loop {
             match try_send(batch) {
-                Ok(()) => return Delivery::Sent,
-                Err(None) => return Delivery::Gone,
-                Err(Some(returned)) => batch = returned,
+                Offer::Taken => return Delivery::Sent,
+                Offer::Gone => return Delivery::Gone,
+                Offer::Full(returned) => batch = returned,
             }
             if self.shutdown.load(Ordering::Acquire) {
                 return Delivery::Gone;

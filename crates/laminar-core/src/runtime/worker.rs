@@ -84,6 +84,14 @@ impl WorkerShared {
         }
     }
 
+    /// Drops commands the worker never applied (after it stopped), releasing what they hold.
+    pub(crate) fn discard_commands(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Unparks the worker unconditionally (used at shutdown).
     pub(crate) fn send_wake(&self) {
         if let Some(thread) = self.thread.get() {

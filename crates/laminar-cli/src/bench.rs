@@ -1,0 +1,203 @@
+//! `laminardb bench`: throughput benchmarks through the public API. The input is generated
+//! first, in a separate database, and held in memory, so the timed part measures the
+//! engine (push, route, filter, project, deliver to a subscriber) and not the generator.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use laminar_db::{LaminarDB, Subscription};
+
+use crate::error::CliError;
+use crate::{table, units};
+
+/// The longest a benchmark phase may take before it is reported as stuck.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often a waiting phase checks for query errors.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The filter benchmark's query.
+const FILTER_QUERY: &str =
+    "SELECT auction, price * 100 AS price_cents, date_time FROM bid WHERE price > 1000000";
+/// The push source the timed run feeds: the columns of DATAGEN's Nexmark `bid` table.
+const BID_SOURCE: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, \
+     channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR)";
+
+/// Options of `bench filter`.
+#[derive(Debug, Clone)]
+pub struct FilterOptions {
+    /// Nexmark events to generate (all three tables; about 92% are bids).
+    pub events: u64,
+    /// Worker threads of the measured database.
+    pub workers: usize,
+    /// Rows per pushed batch.
+    pub batch_rows: usize,
+}
+
+/// Runs the filter benchmark and prints its report.
+pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
+    eprintln!(
+        "generating {} Nexmark events ...",
+        units::count(options.events)
+    );
+    let bids = generate_bids(options.events, options.workers)?;
+    let batches = slices(&bids, options.batch_rows.max(1));
+    eprintln!(
+        "pushing {} bids in {} batches through {} worker(s) ...",
+        units::count(bids.num_rows() as u64),
+        units::count(batches.len() as u64),
+        options.workers
+    );
+
+    let db = LaminarDB::builder().workers(options.workers).in_memory()?;
+    db.execute(BID_SOURCE)?;
+    db.execute(&format!("CREATE STREAM hot_bids AS {FILTER_QUERY}"))?;
+    // One subscriber that only counts, so delivery is measured without storing results.
+    let counter = spawn_counter(db.subscribe("hot_bids")?)?;
+    let source = db.source("bid")?;
+
+    let started = Instant::now();
+    for batch in batches {
+        source.push(batch)?;
+    }
+    source.finish()?;
+    wait_finished(&db, "the filter query")?;
+    let rows_out = counter.join().map_err(|_| {
+        CliError::environment("counting the results", "the counting thread panicked")
+    })?;
+    let elapsed = started.elapsed();
+
+    report(options, bids.num_rows() as u64, rows_out, elapsed)
+}
+
+/// Runs DATAGEN into a materialized view in a throwaway database and reads the bids back
+/// as one batch.
+fn generate_bids(events: u64, workers: usize) -> Result<RecordBatch, CliError> {
+    let db = LaminarDB::builder().workers(workers).in_memory()?;
+    db.execute(&format!(
+        "CREATE SOURCE g FROM DATAGEN (kind = 'nexmark', table = 'bid', events = '{events}', seed = '1')"
+    ))?;
+    db.execute("CREATE MATERIALIZED VIEW all_bids AS SELECT * FROM g")?;
+    wait_finished(&db, "generating the input")?;
+    let batches = db.query("SELECT * FROM all_bids")?;
+    let Some(first) = batches.first() else {
+        return Err(CliError::environment(
+            "generating the input",
+            format!("{events} events gave no bids; use more --events"),
+        ));
+    };
+    concat_batches(&first.schema(), &batches)
+        .map_err(|e| CliError::environment("generating the input", e))
+}
+
+/// `batch` cut into consecutive batches of at most `rows` rows (zero-copy slices).
+fn slices(batch: &RecordBatch, rows: usize) -> Vec<RecordBatch> {
+    (0..batch.num_rows())
+        .step_by(rows)
+        .map(|offset| batch.slice(offset, rows.min(batch.num_rows() - offset)))
+        .collect()
+}
+
+fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle<u64>, CliError> {
+    std::thread::Builder::new()
+        .name("bench-count".into())
+        .spawn(move || {
+            let mut rows = 0_u64;
+            while let Some(batch) = subscription.next_blocking() {
+                rows += batch.num_rows() as u64;
+            }
+            rows
+        })
+        .map_err(|e| CliError::environment("cannot start the counting thread", e))
+}
+
+/// Waits until every query of `db` finished, failing on a query error or after
+/// [`PHASE_TIMEOUT`].
+fn wait_finished(db: &LaminarDB, phase: &'static str) -> Result<(), CliError> {
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    loop {
+        if db.wait_finished(POLL_INTERVAL) {
+            return Ok(());
+        }
+        if let Some(message) = db.metrics().first_error() {
+            return Err(CliError::environment(phase, message));
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::environment(
+                phase,
+                format!("not finished after {}", units::elapsed(PHASE_TIMEOUT)),
+            ));
+        }
+    }
+}
+
+fn report(
+    options: &FilterOptions,
+    rows_in: u64,
+    rows_out: u64,
+    elapsed: Duration,
+) -> Result<(), CliError> {
+    let seconds = elapsed.as_secs_f64();
+    let per_second = if seconds > 0.0 {
+        rows_in as f64 / seconds
+    } else {
+        0.0
+    };
+    let build = if cfg!(debug_assertions) {
+        "dev (debug assertions on: far slower than a release build)"
+    } else {
+        "release"
+    };
+    let entries = [
+        (
+            "benchmark",
+            "filter + projection over Nexmark bids".to_string(),
+        ),
+        ("query", FILTER_QUERY.to_string()),
+        ("build", build.to_string()),
+        ("workers", options.workers.to_string()),
+        ("events generated", units::count(options.events)),
+        ("events in (bids)", units::count(rows_in)),
+        ("batch rows", units::count(options.batch_rows as u64)),
+        ("elapsed", units::elapsed(elapsed)),
+        ("events/s", units::rate(per_second)),
+        (
+            "events/s per worker",
+            units::rate(per_second / options.workers as f64),
+        ),
+        ("rows out", units::count(rows_out)),
+    ]
+    .map(|(key, value)| (key.to_string(), value));
+    let text = table::key_values(("metric", "value"), &entries)
+        .map_err(|e| CliError::environment("formatting the report", e))?;
+    println!("{text}");
+    if cfg!(debug_assertions) {
+        println!("note: this is a dev build; measure with `cargo run --release -p laminar-cli -- bench ...`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn slices_cover_the_batch_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>()))],
+        )
+        .expect("one Int64 column matches its schema");
+        let sizes: Vec<usize> = slices(&batch, 4)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        assert!(slices(&batch.slice(0, 0), 4).is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! `laminardb`: the command-line face of LaminarDB. It parses arguments and hands each
+//! subcommand (`run`, `repl`, `bench`) to its module; all database work goes through the
+//! public `laminar-db` API. Failures print `error: <message>` on stderr and exit non-zero.
+
+mod bench;
+mod console;
+mod error;
+mod interrupt;
+mod printer;
+mod progress;
+mod repl;
+mod run;
+mod script;
+mod table;
+mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Rows per pushed batch in `bench` unless `--batch-rows` says otherwise.
+const BENCH_BATCH_ROWS_DEFAULT: usize = 8_192;
+
+/// LaminarDB: an embedded streaming SQL database.
+#[derive(Debug, Parser)]
+#[command(name = "laminardb", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a SQL script: print the live rows of its streams and views until its sources
+    /// end, Ctrl-C is pressed or --for elapses.
+    Run(RunArgs),
+    /// An interactive SQL shell.
+    Repl(DatabaseArgs),
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        benchmark: Benchmark,
+    },
+}
+
+/// Where the database lives and how many workers it runs.
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one)]
+    workers: Option<usize>,
+    /// Keep the catalog in DIR (restored on the next start) instead of in memory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The SQL script to run.
+    file: PathBuf,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Stop after this long even if the sources have not ended (e.g. 500ms, 30s, 2m, 1h).
+    #[arg(long = "for", value_name = "DURATION", value_parser = units::parse_duration)]
+    duration: Option<Duration>,
+    /// Do not print the rows of streams and views (SELECT results still print).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Benchmark {
+    /// Filter and project pre-generated Nexmark bids pushed into a source.
+    Filter {
+        /// Nexmark events to generate (about 92% are bids).
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        events: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long, value_name = "W", value_parser = parse_at_least_one)]
+        workers: Option<usize>,
+        /// Rows per pushed batch.
+        #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
+        batch_rows: usize,
+    },
+}
+
+/// A count that must be at least one.
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least 1, got '{text}'"
+        )),
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(&run::RunOptions {
+            file: args.file,
+            workers: args.database.workers,
+            duration: args.duration,
+            quiet: args.quiet,
+            data_dir: args.database.data_dir,
+        }),
+        Command::Repl(args) => repl::repl(&repl::ReplOptions {
+            workers: args.workers,
+            data_dir: args.data_dir,
+        }),
+        Command::Bench {
+            benchmark:
+                Benchmark::Filter {
+                    events,
+                    workers,
+                    batch_rows,
+                },
+        } => bench::filter(&bench::FilterOptions {
+            events,
+            workers: workers.unwrap_or_else(default_workers),
+            batch_rows,
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(error: &CliError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(error.exit_code())
+}
