@@ -53,6 +53,17 @@ fn connector_options(spec: &ConnectorSpec) -> ConnectorOptions {
     ConnectorOptions::new(spec.options.iter().cloned())
 }
 
+/// Options of a source connector. A generator without an explicit `partitions` produces one
+/// partition per worker, so its rows spread over every worker rather than one.
+fn source_options(spec: &ConnectorSpec, workers: usize) -> ConnectorOptions {
+    let mut options = spec.options.clone();
+    if spec.name.eq_ignore_ascii_case("datagen") && !options.iter().any(|(k, _)| k == "partitions")
+    {
+        options.push(("partitions".to_string(), workers.to_string()));
+    }
+    ConnectorOptions::new(options)
+}
+
 impl LaminarDB {
     fn persist(&self, catalog: &Catalog) -> Result<()> {
         if let Some(store) = &self.inner.store {
@@ -95,7 +106,7 @@ impl LaminarDB {
                 let metrics = Arc::new(SourceMetrics::default());
                 let connector: Arc<dyn SourceConnector> = Arc::from(create_source(
                     &spec.name.to_lowercase(),
-                    &connector_options(spec),
+                    &source_options(spec, self.inner.runtime.workers()),
                     declared.clone(),
                     Arc::clone(&metrics),
                 )?);

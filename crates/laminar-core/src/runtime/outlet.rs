@@ -109,11 +109,14 @@ impl StreamOutlet {
         self.rows.load(Ordering::Relaxed)
     }
 
-    /// The stream's watermark: the minimum over workers (epoch ms; `i64::MIN` before any).
+    /// The stream's watermark (epoch ms; `i64::MIN` before any): the minimum over the
+    /// workers that have one. A worker whose partition has produced no row yet is idle and
+    /// does not hold the others back (a source with fewer partitions than workers).
     pub fn watermark_ms(&self) -> i64 {
         self.watermarks_ms
             .iter()
             .map(|w| w.load(Ordering::Acquire))
+            .filter(|ms| *ms != WATERMARK_MIN_MS)
             .min()
             .unwrap_or(WATERMARK_MIN_MS)
     }
