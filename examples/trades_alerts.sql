@@ -7,7 +7,7 @@ FROM DATAGEN (kind = 'trades', symbols = '20', events = '50000', seed = '3');
 
 CREATE STREAM large_trades AS
 SELECT symbol, price, volume, round(price * volume, 2) AS notional,
-       CASE WHEN price * volume > 500000 THEN 'block' ELSE 'large' END AS size,
+       CASE WHEN price * volume > 350000 THEN 'block' ELSE 'large' END AS size,
        ts
 FROM trades
 WHERE price * volume > 250000;

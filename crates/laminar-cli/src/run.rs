@@ -55,6 +55,9 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
     let console = Arc::new(Console::new());
     let mut printers = Vec::new();
     let mut stopped = None;
+    // Files and generators start reading once every statement ran, so each view, sink and
+    // printed subscription of the pipeline sees every row.
+    let hold = db.hold_sources();
     for (i, statement) in statements.iter().enumerate() {
         if let Some(outcome) = stop_requested(&interrupt, deadline) {
             stopped = Some(outcome);
@@ -70,10 +73,7 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
                 kind: ObjectKind::Stream | ObjectKind::MaterializedView,
                 name,
             } if !options.quiet => {
-                // Subscribe straight after CREATE returns: a view over a connector source is
-                // already reading, so rows it emits between its creation and this call are
-                // not printed (they still count in the progress line, and a view keeps them).
-                // Closing that small gap needs a create-and-subscribe call in laminar-db.
+                // Sources are held until the script ran, so no row precedes this subscription.
                 let subscription = db.subscribe(&name).map_err(failed)?;
                 printers.push(Printer::spawn(subscription, Arc::clone(&console))?);
             }
@@ -82,6 +82,7 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
         }
     }
 
+    drop(hold);
     let mut failures = FailureLog::default();
     let outcome = if let Some(outcome) = stopped {
         outcome

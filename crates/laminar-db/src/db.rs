@@ -2,6 +2,7 @@
 //! the catalog and the snapshot-query engine, and routes each statement to them.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ impl LaminarDbBuilder {
 }
 
 pub(crate) struct Inner {
+    /// Live `SourceHold`s (and `execute` calls); connector sources wait while above zero.
+    source_holds: AtomicUsize,
     pub(crate) runtime: Runtime,
     pub(crate) planner: StreamPlanner,
     pub(crate) snapshot: SnapshotContext,
@@ -156,6 +159,7 @@ impl LaminarDB {
         };
         let db = Self {
             inner: Arc::new(Inner {
+                source_holds: AtomicUsize::new(0),
                 runtime,
                 planner: StreamPlanner::new(),
                 snapshot: SnapshotContext::new(),
@@ -200,8 +204,40 @@ impl LaminarDB {
             .collect())
     }
 
+    /// Holds connector sources: those created while a hold lives (by `CREATE STREAM`,
+    /// `MATERIALIZED VIEW` or `SINK` over a file or generator) start reading when the last hold
+    /// ends. Declaring a whole pipeline under one hold means every query of it, and every
+    /// subscription taken meanwhile, sees every row, whatever the order of the statements.
+    /// `execute` holds for the duration of its statements; `FLUSH` starts held sources.
+    pub fn hold_sources(&self) -> SourceHold {
+        self.inner.source_holds.fetch_add(1, Ordering::AcqRel);
+        SourceHold { db: self.clone() }
+    }
+
+    pub(crate) fn sources_held(&self) -> bool {
+        self.inner.source_holds.load(Ordering::Acquire) > 0
+    }
+
+    /// Starts every prepared connector source instance that is not reading yet.
+    pub(crate) fn start_held_sources(&self, force: bool) {
+        let mut catalog = self.catalog();
+        // Checked under the catalog lock, so a hold taken meanwhile keeps its sources.
+        if !force && self.sources_held() {
+            return;
+        }
+        for object in catalog.objects_mut() {
+            if let ObjectState::Derived { instances, .. } = &mut object.state {
+                for instance in instances.iter_mut().filter(|i| !i.is_started()) {
+                    instance.start();
+                }
+            }
+        }
+    }
+
     /// Executes one or more `;`-separated statements; returns the last one's result.
+    /// Connector sources created by the statements start reading once all of them ran.
     pub fn execute(&self, sql: &str) -> Result<ExecuteResult> {
+        let _hold = self.hold_sources();
         let statements = parse_statements(sql)?;
         let mut last = None;
         for statement in statements {
@@ -394,8 +430,10 @@ impl LaminarDB {
             hint: hint(&catalog.names()),
         })?;
         let outlet = match &object.state {
-            ObjectState::PushSource { outlet, .. } => outlet,
-            ObjectState::Derived { outlet, .. } if object.kind != ObjectKind::Sink => outlet,
+            ObjectState::PushSource { outlet, .. } => Arc::clone(outlet),
+            ObjectState::Derived { outlet, .. } if object.kind != ObjectKind::Sink => {
+                Arc::clone(outlet)
+            }
             _ => {
                 return Err(DbError::NotAllowed {
                     statement: format!("subscribe to {name}"),
@@ -406,6 +444,8 @@ impl LaminarDB {
                 })
             }
         };
+        // The outlet may be busy delivering (under backpressure); don't block the catalog.
+        drop(catalog);
         let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_CHANNEL_CAPACITY_BATCHES);
         // A stream that already ended gives a subscription that ends at once.
         outlet.subscribe(sender);
@@ -422,6 +462,7 @@ impl LaminarDB {
     /// (file, generator with `events`) is read to its end, and sinks whose input ended have
     /// closed: afterwards views hold the complete result of the input available so far.
     pub fn flush(&self) -> Result<()> {
+        self.start_held_sources(true);
         self.inner.runtime.sync(SYNC_TIMEOUT)?;
         let settled = self.inner.runtime.wait_until(SYNC_TIMEOUT, || {
             let catalog = self.catalog();
@@ -464,11 +505,18 @@ impl LaminarDB {
     /// Ends every source without a connector (no more pushes will come), so pipelines
     /// reading only finished inputs complete.
     pub fn finish_push_sources(&self) -> Result<()> {
-        let catalog = self.catalog();
-        for object in catalog.objects() {
-            if let ObjectState::PushSource { ingress, .. } = &object.state {
-                ingress.finish()?;
-            }
+        // Finishing waits while queues are full; the catalog must not be locked meanwhile.
+        let ingresses: Vec<_> = self
+            .catalog()
+            .objects()
+            .iter()
+            .filter_map(|o| match &o.state {
+                ObjectState::PushSource { ingress, .. } => Some(Arc::clone(ingress)),
+                _ => None,
+            })
+            .collect();
+        for ingress in ingresses {
+            ingress.finish()?;
         }
         Ok(())
     }
@@ -552,6 +600,26 @@ impl LaminarDB {
             }
         }
         metrics
+    }
+}
+
+/// Keeps connector sources from starting until dropped (see [`LaminarDB::hold_sources`]).
+#[must_use = "sources start again as soon as the hold is dropped"]
+pub struct SourceHold {
+    db: LaminarDB,
+}
+
+impl std::fmt::Debug for SourceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceHold").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SourceHold {
+    fn drop(&mut self) {
+        if self.db.inner.source_holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.db.start_held_sources(false);
+        }
     }
 }
 

@@ -40,6 +40,9 @@ pub(crate) fn sink_query(input: &SinkInput) -> Result<Box<Query>> {
     }
 }
 
+/// How long `DROP` waits for accepted rows to be processed and for a sink to close.
+const DROP_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A connector source instance created for a query, started once the query runs.
 type PendingInstance = (
     String,
@@ -65,9 +68,13 @@ fn source_options(spec: &ConnectorSpec, workers: usize) -> ConnectorOptions {
 }
 
 impl LaminarDB {
-    fn persist(&self, catalog: &Catalog) -> Result<()> {
+    /// Stores the catalog as it will be once `sql` is created, before anything starts: a
+    /// catalog that cannot be written fails the statement and leaves no trace.
+    fn persist_with(&self, catalog: &Catalog, sql: &str) -> Result<()> {
         if let Some(store) = &self.inner.store {
-            store.save(&catalog.statements())?;
+            let mut statements = catalog.statements();
+            statements.push(sql.to_string());
+            store.save(&statements)?;
         }
         Ok(())
     }
@@ -144,6 +151,10 @@ impl LaminarDB {
             }
         };
 
+        if persist {
+            self.persist_with(&catalog, &sql)
+                .inspect_err(|_| self.inner.planner.deregister(name))?;
+        }
         let state = if let Some((connector_name, connector, metrics)) = connector {
             ObjectState::ConnectorSource {
                 connector,
@@ -179,9 +190,6 @@ impl LaminarDB {
             watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
             state,
         });
-        if persist {
-            self.persist(&catalog)?;
-        }
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Source,
             name: name.clone(),
@@ -221,7 +229,12 @@ impl LaminarDB {
             None => None,
         };
 
+        if persist {
+            self.persist_with(&catalog, &sql)?;
+        }
         let runtime = &self.inner.runtime;
+        // Rows accepted before this statement are not part of the new query's input.
+        runtime.sync(DROP_SYNC_TIMEOUT)?;
         let table = (kind == ObjectKind::MaterializedView)
             .then(|| Arc::new(ResultTable::new(schema.clone())));
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
@@ -237,16 +250,19 @@ impl LaminarDB {
 
         let (bindings, pending) = self.bind_inputs(&catalog, &planned.inputs, name)?;
         runtime.add_query(name, &planned.graph, &bindings, stream)?;
+        let held = self.sources_held();
         let mut instances = Vec::with_capacity(pending.len());
         for (source, connector, instance_stream, instance_outlet, ingress) in pending {
-            let instance = SourceInstance::start(
+            let mut instance = SourceInstance::prepare(
                 &source,
                 connector,
                 instance_stream,
                 instance_outlet,
                 ingress,
-            )
-            .map_err(|e| DbError::Internal(format!("cannot start source thread: {e}")))?;
+            );
+            if !held {
+                instance.start();
+            }
             instances.push(instance);
         }
 
@@ -265,9 +281,6 @@ impl LaminarDB {
                 sink: sink_task,
             },
         });
-        if persist {
-            self.persist(&catalog)?;
-        }
         Ok(ExecuteResult::Created {
             kind,
             name: name.to_string(),
@@ -390,10 +403,25 @@ impl LaminarDB {
                 dependents: dependents.join(", "),
             });
         }
+        let runtime = &self.inner.runtime;
+        // Everything that can fail happens before anything changes: rows already accepted
+        // reach the query, and the catalog without the object is stored.
+        if matches!(object.state, ObjectState::Derived { .. }) {
+            runtime.sync(DROP_SYNC_TIMEOUT)?;
+        }
+        if let Some(store) = &self.inner.store {
+            let remaining: Vec<String> = catalog
+                .objects()
+                .iter()
+                .filter(|o| o.name != name)
+                .map(|o| o.sql.clone())
+                .collect();
+            store.save(&remaining)?;
+        }
         let Some(mut object) = catalog.remove(name) else {
             return Err(DbError::Internal(format!("{name} vanished during DROP")));
         };
-        let runtime = &self.inner.runtime;
+        let mut closing_sink = None;
         match &mut object.state {
             ObjectState::PushSource {
                 stream, ingress, ..
@@ -403,7 +431,10 @@ impl LaminarDB {
             }
             ObjectState::ConnectorSource { .. } => {}
             ObjectState::Derived {
-                stream, instances, ..
+                stream,
+                instances,
+                sink,
+                ..
             } => {
                 runtime.remove_query(name);
                 for instance in instances.iter_mut() {
@@ -411,11 +442,18 @@ impl LaminarDB {
                     runtime.remove_stream(instance.stream);
                 }
                 runtime.remove_stream(*stream);
+                closing_sink = sink.take();
             }
         }
         self.inner.planner.deregister(name);
         self.inner.snapshot.deregister(name);
-        self.persist(&catalog)?;
+        drop(catalog);
+        // Once the workers and this object let go of the stream, the sink sees its input end;
+        // its output is complete when DROP returns. The catalog is not locked meanwhile.
+        drop(object);
+        if let Some(mut sink) = closing_sink {
+            sink.join(&runtime.progress(), DROP_SYNC_TIMEOUT);
+        }
         Ok(ExecuteResult::Dropped {
             kind,
             name: name.to_string(),

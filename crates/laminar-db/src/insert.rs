@@ -90,7 +90,13 @@ pub(crate) fn to_source_batch(
     let targets: Vec<String> = if target_columns.is_empty() {
         schema.fields().iter().map(|f| f.name().clone()).collect()
     } else {
-        for column in target_columns {
+        for (i, column) in target_columns.iter().enumerate() {
+            if target_columns[..i].contains(column) {
+                return Err(DbError::BadBatch {
+                    source_name: source.to_string(),
+                    message: format!("INSERT names column {column} twice"),
+                });
+            }
             if schema.field_with_name(column).is_err() {
                 return Err(DbError::BadBatch {
                     source_name: source.to_string(),

@@ -46,7 +46,7 @@ mod source_runner;
 mod statements;
 mod subscription;
 
-pub use db::{LaminarDB, LaminarDbBuilder};
+pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
 pub use error::{DbError, Result};
 pub use metrics::{Metrics, QueryStats, SourceStats};
 pub use result::ExecuteResult;

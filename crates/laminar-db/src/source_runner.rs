@@ -13,46 +13,73 @@ use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
 /// Largest batch a connector hands to the engine.
 pub(crate) const SOURCE_BATCH_ROWS_MAX: usize = 8192;
 
-/// One query's reader of a connector source.
+/// One query's reader of a connector source. Prepared when the query is created and
+/// started once the database is not holding sources (see `LaminarDB::hold_sources`).
 pub(crate) struct SourceInstance {
     pub(crate) source: String,
     pub(crate) stream: StreamId,
     pub(crate) outlet: Arc<StreamOutlet>,
+    connector: Arc<dyn SourceConnector>,
     ingress: Arc<IngressHandle>,
     stop: Arc<AtomicBool>,
+    started: bool,
     thread: Option<JoinHandle<()>>,
     error: Arc<Mutex<Option<String>>>,
 }
 
 impl SourceInstance {
-    /// Starts reading `connector` into `ingress`.
-    pub(crate) fn start(
+    /// A reader of `connector` into `ingress`, not yet reading.
+    pub(crate) fn prepare(
         source: &str,
         connector: Arc<dyn SourceConnector>,
         stream: StreamId,
         outlet: Arc<StreamOutlet>,
         ingress: Arc<IngressHandle>,
-    ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let error = Arc::new(Mutex::new(None));
-        let thread = {
-            let ingress = Arc::clone(&ingress);
-            let stop = Arc::clone(&stop);
-            let error = Arc::clone(&error);
-            let source = source.to_string();
-            std::thread::Builder::new()
-                .name(format!("laminar-source-{source}"))
-                .spawn(move || read_loop(&source, connector.as_ref(), &ingress, &stop, &error))?
-        };
-        Ok(Self {
+    ) -> Self {
+        Self {
             source: source.to_string(),
             stream,
             outlet,
+            connector,
             ingress,
-            stop,
-            thread: Some(thread),
-            error,
-        })
+            stop: Arc::new(AtomicBool::new(false)),
+            started: false,
+            thread: None,
+            error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Starts the reader thread; idempotent. A thread that cannot be spawned is recorded as
+    /// the instance's error and ends its stream, so queries over it finish.
+    pub(crate) fn start(&mut self) {
+        if self.started || self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        self.started = true;
+        let connector = Arc::clone(&self.connector);
+        let ingress = Arc::clone(&self.ingress);
+        let stop = Arc::clone(&self.stop);
+        let error = Arc::clone(&self.error);
+        let source = self.source.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("laminar-source-{source}"))
+            .spawn(move || read_loop(&source, connector.as_ref(), &ingress, &stop, &error));
+        match spawned {
+            Ok(thread) => self.thread = Some(thread),
+            Err(e) => {
+                *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
+                    "source {}: cannot start its reader thread: {e}",
+                    self.source
+                ));
+                // Ending the stream lets the queries over it finish instead of waiting.
+                let _ = self.ingress.finish();
+            }
+        }
+    }
+
+    /// True once `start` ran.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
     }
 
     /// The error that stopped the reader, if any.

@@ -16,7 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    visit_relations, Expr as SqlExpr, Query, Statement as SqlStatement,
+    visit_relations, Expr as SqlExpr, Query, Statement as SqlStatement, TableFactor, Visit, Visitor,
 };
 use laminar_core::QueryGraph;
 
@@ -151,6 +151,14 @@ impl StreamPlanner {
                 message: format!("cannot use {expr} as a watermark"),
             });
         };
+        // Only a per-row expression over the source's columns makes a watermark: an
+        // aggregate or window function would be planned over another input.
+        if !matches!(projection.input.as_ref(), LogicalPlan::TableScan(_)) {
+            return Err(SqlError::Invalid {
+                context,
+                message: format!("{expr} is not a per-row expression over the source's columns"),
+            });
+        }
         let [watermark] = projection.expr.as_slice() else {
             return Err(SqlError::Invalid {
                 context,
@@ -239,24 +247,71 @@ fn contains_scan(plan: &LogicalPlan) -> bool {
     found
 }
 
-/// Event-time windows and EMIT clauses are planned by later work; naming them here beats
-/// DataFusion's "function not found".
+/// Event-time windows are planned by later work, and some table clauses are parsed by
+/// sqlparser but dropped by DataFusion's planner (a silent wrong answer); naming them here
+/// beats "function not found" or a query that ignores them.
 fn reject_streaming_extensions(query: &Query, context: &str) -> Result<()> {
-    let text = query.to_string().to_lowercase();
-    for function in ["tumble", "hop", "session"] {
-        let call = format!("{function}(");
-        let spaced = format!("{function} (");
-        if text.contains(&call) || text.contains(&spaced) {
-            return Err(SqlError::Unsupported {
-                construct: format!(
-                    "event-time window {} (windowed aggregation is not supported yet)",
-                    function.to_uppercase()
-                ),
-                context: context.to_string(),
-            });
+    struct Check;
+    impl Visitor for Check {
+        type Break = String;
+
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+            if let TableFactor::Table {
+                name,
+                args,
+                sample,
+                version,
+                partitions,
+                with_hints,
+                ..
+            } = factor
+            {
+                let function = name.to_string().to_lowercase();
+                if args.is_some() && is_window_function(&function) {
+                    return ControlFlow::Break(window_construct(&function));
+                }
+                if sample.is_some() {
+                    return ControlFlow::Break("TABLESAMPLE".into());
+                }
+                if version.is_some() {
+                    return ControlFlow::Break("FOR SYSTEM_TIME AS OF (temporal tables)".into());
+                }
+                if !partitions.is_empty() {
+                    return ControlFlow::Break("PARTITION (...) on a table".into());
+                }
+                if !with_hints.is_empty() {
+                    return ControlFlow::Break("table hints (WITH (...))".into());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+
+        fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<String> {
+            if let SqlExpr::Function(function) = expr {
+                let name = function.name.to_string().to_lowercase();
+                if is_window_function(&name) {
+                    return ControlFlow::Break(window_construct(&name));
+                }
+            }
+            ControlFlow::Continue(())
         }
     }
-    Ok(())
+    fn is_window_function(name: &str) -> bool {
+        matches!(name, "tumble" | "hop" | "session")
+    }
+    fn window_construct(name: &str) -> String {
+        format!(
+            "event-time window {} (windowed aggregation is not supported yet)",
+            name.to_uppercase()
+        )
+    }
+    match query.visit(&mut Check) {
+        ControlFlow::Break(construct) => Err(SqlError::Unsupported {
+            construct,
+            context: context.to_string(),
+        }),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 /// Functions such as `now()` are evaluated once at planning time by DataFusion; in a

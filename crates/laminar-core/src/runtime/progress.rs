@@ -24,17 +24,18 @@ impl Progress {
 
     /// Waits until `done()` holds or `deadline` passes; returns whether it holds.
     /// `done` is re-checked at least every `recheck` in case its inputs change silently.
+    /// `done` runs without the counter's lock held, so it may take other locks freely.
     pub fn wait_until(
         &self,
         deadline: Instant,
         recheck: Duration,
         mut done: impl FnMut() -> bool,
     ) -> bool {
-        let mut generation = self
-            .generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         loop {
+            let seen = *self
+                .generation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if done() {
                 return true;
             }
@@ -43,11 +44,17 @@ impl Progress {
                 return false;
             }
             let wait = (deadline - now).min(recheck);
-            generation = self
-                .changed
-                .wait_timeout(generation, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            let generation = self
+                .generation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // A bump between reading `seen` and here is not missed: the count changed.
+            if *generation == seen {
+                let _unused = self
+                    .changed
+                    .wait_timeout(generation, wait)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         }
     }
 }

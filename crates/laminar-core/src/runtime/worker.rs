@@ -306,6 +306,11 @@ impl Worker {
                 }
             }
         }
+        for slot in self.ingress.iter().filter(|slot| slot.done) {
+            // Whatever is left in a retired ring will never be processed; waiters on it
+            // (read-your-writes) must not wait for it.
+            slot.counters.processed.store(u64::MAX, Ordering::SeqCst);
+        }
         self.ingress.retain(|slot| !slot.done);
         did_work
     }
