@@ -186,36 +186,44 @@ impl StreamOutlet {
         if let Some(table) = &self.table {
             table.append(batch.batch().clone());
         }
-        {
-            let mut subscribers = self
-                .subscribers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // A closed channel means the subscriber was dropped: forget it.
-            subscribers.retain(|s| {
-                matches!(
-                    self.send_with_backpressure(batch.clone(), |b| match s.try_send(b) {
-                        Ok(()) => Offer::Taken,
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => Offer::Full(b),
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
-                    }),
-                    Delivery::Sent
-                )
+        // Receivers are cloned out so a slow one never holds the lock: other workers, a new
+        // `subscribe` and the end of the stream proceed while this worker waits on it.
+        let subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for subscriber in &subscribers {
+            let delivery =
+                self.send_with_backpressure(batch.clone(), |b| match subscriber.try_send(b) {
+                    Ok(()) => Offer::Taken,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(b)) => Offer::Full(b),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+                });
+            if matches!(delivery, Delivery::Gone) {
+                // The subscription was dropped: forget it.
+                self.subscribers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|s| !s.same_channel(subscriber));
+            }
+        }
+        let sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for sink in &sinks {
+            // A writer that stopped (its error is recorded by the sink) refuses at once; the
+            // sender goes away with the sink's query.
+            let _ = self.send_with_backpressure(batch.clone(), |b| {
+                match sink.try_send(EgressMessage::Data(b)) {
+                    Ok(()) => Offer::Taken,
+                    Err(TrySendError::Full(EgressMessage::Data(b))) => Offer::Full(b),
+                    Err(_) => Offer::Gone,
+                }
             });
         }
-        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
-        sinks.retain(|s| {
-            matches!(
-                self.send_with_backpressure(batch.clone(), |b| {
-                    match s.try_send(EgressMessage::Data(b)) {
-                        Ok(()) => Offer::Taken,
-                        Err(TrySendError::Full(EgressMessage::Data(b))) => Offer::Full(b),
-                        Err(_) => Offer::Gone,
-                    }
-                }),
-                Delivery::Sent
-            )
-        });
     }
 
     /// Offers `batch` until the receiver takes it (a full channel is backpressure: the
