@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::operator::Operator;
+use std::sync::Arc;
+
+use crate::operator::{KeyRouter, Operator};
 
 /// One node of a query graph.
 pub struct QueryNode {
@@ -19,6 +21,9 @@ pub struct QueryNode {
     pub ports: usize,
     /// For a leaf: the name of the stream it reads.
     pub input: Option<String>,
+    /// For an exchange: routes the rows reaching it to the worker owning their key. Its
+    /// `ports` are then the sending workers, set when the graph is forked.
+    pub router: Option<Arc<KeyRouter>>,
 }
 
 impl std::fmt::Debug for QueryNode {
@@ -28,6 +33,7 @@ impl std::fmt::Debug for QueryNode {
             .field("parent", &self.parent)
             .field("ports", &self.ports)
             .field("input", &self.input)
+            .field("exchange", &self.router.is_some())
             .finish()
     }
 }
@@ -39,6 +45,8 @@ pub struct QueryGraph {
     pub nodes: Vec<QueryNode>,
     /// Schema of the rows the query produces.
     pub schema: SchemaRef,
+    /// The query's output carries retractions (it aggregates, or reads a changelog).
+    pub changelog: bool,
 }
 
 impl QueryGraph {
@@ -78,6 +86,12 @@ impl QueryGraph {
             let _ = writeln!(
                 text,
                 "{indent}  <- {input} (forward: each worker reads its own partitions)"
+            );
+        }
+        if node.router.is_some() {
+            let _ = writeln!(
+                text,
+                "{indent}  <- from every worker (each key is owned by one worker)"
             );
         }
         for (child, candidate) in self.nodes.iter().enumerate() {

@@ -1,26 +1,63 @@
-//! `ResultTable`: the stored result of a materialized view, appended to by workers and read
-//! by snapshot queries. Append-only queries store every row; retracting queries fold their
-//! changelog here once keyed results land.
+//! `ResultTable`: the stored result of a materialized view, written by workers and read by
+//! snapshot queries. An append-only view keeps its batches; a view over a changelog (an
+//! aggregation) keeps a multiset of rows, folding each change in by its weight, so a
+//! retraction removes exactly the row it names.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+
+use crate::change_batch::ChangeBatch;
+
+enum Rows {
+    Append(Vec<RecordBatch>),
+    Changelog {
+        converter: RowConverter,
+        counts: HashMap<OwnedRow, i64>,
+    },
+}
 
 /// The rows of a materialized view.
-#[derive(Debug)]
 pub struct ResultTable {
     schema: SchemaRef,
-    batches: RwLock<Vec<RecordBatch>>,
+    rows: RwLock<Rows>,
+}
+
+impl std::fmt::Debug for ResultTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultTable")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResultTable {
-    /// An empty table with `schema`.
+    /// An empty table for an append-only query.
     pub fn new(schema: SchemaRef) -> Self {
         Self {
             schema,
-            batches: RwLock::new(Vec::new()),
+            rows: RwLock::new(Rows::Append(Vec::new())),
         }
+    }
+
+    /// An empty table for a query whose output carries retractions.
+    pub fn changelog(schema: SchemaRef) -> Result<Self, ArrowError> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(Self {
+            rows: RwLock::new(Rows::Changelog {
+                converter: RowConverter::new(fields)?,
+                counts: HashMap::new(),
+            }),
+            schema,
+        })
     }
 
     /// The table's schema.
@@ -28,34 +65,49 @@ impl ResultTable {
         self.schema.clone()
     }
 
-    /// Appends inserted rows.
-    pub fn append(&self, batch: RecordBatch) {
-        if batch.num_rows() == 0 {
-            return;
+    /// Applies a change batch: inserts rows, and removes retracted ones.
+    pub fn apply(&self, change: &ChangeBatch) -> Result<(), ArrowError> {
+        if change.num_rows() == 0 {
+            return Ok(());
         }
         // A poisoned lock means a reader panicked mid-clone; the data itself is intact.
-        let mut batches = self
-            .batches
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        batches.push(batch);
+        let mut rows = self.rows.write().unwrap_or_else(PoisonError::into_inner);
+        match &mut *rows {
+            Rows::Append(batches) => {
+                debug_assert!(
+                    change.is_insert_only(),
+                    "retraction into an append-only view"
+                );
+                batches.push(change.batch().clone());
+            }
+            Rows::Changelog { converter, counts } => {
+                let converted = converter.convert_columns(change.batch().columns())?;
+                for (index, row) in converted.iter().enumerate() {
+                    let weight = change.weights().map_or(1, |w| w.value(index));
+                    let count = counts.entry(row.owned()).or_insert(0);
+                    *count += weight;
+                    if *count == 0 {
+                        counts.remove(&row.owned());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// A consistent snapshot of the rows (cheap: batches are reference-counted).
-    pub fn snapshot(&self) -> Vec<RecordBatch> {
-        self.batches
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Number of rows stored.
-    pub fn num_rows(&self) -> usize {
-        self.batches
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(RecordBatch::num_rows)
-            .sum()
+    /// A consistent snapshot of the rows.
+    pub fn snapshot(&self) -> Result<Vec<RecordBatch>, ArrowError> {
+        let rows = self.rows.read().unwrap_or_else(PoisonError::into_inner);
+        match &*rows {
+            Rows::Append(batches) => Ok(batches.clone()),
+            Rows::Changelog { converter, counts } => {
+                let live = counts
+                    .iter()
+                    .filter(|(_, count)| **count > 0)
+                    .flat_map(|(row, count)| std::iter::repeat_n(row.row(), *count as usize));
+                let columns: Vec<ArrayRef> = converter.convert_rows(live)?;
+                Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
+            }
+        }
     }
 }

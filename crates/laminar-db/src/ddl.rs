@@ -220,6 +220,14 @@ impl LaminarDB {
         let context = format!("{} {name}", kind.noun());
         let planned = self.inner.planner.plan_query(query, &context)?;
         let schema = planned.schema.clone();
+        if sink.is_some() && planned.graph.changelog {
+            return Err(DbError::Sql(SqlError::Unsupported {
+                construct: "a sink over a changelog (an aggregation's updates and retractions); \
+                            sinks write append-only results for now"
+                    .into(),
+                context,
+            }));
+        }
         let sink_connector = match sink {
             Some(spec) => Some(create_sink(
                 &spec.name.to_lowercase(),
@@ -235,8 +243,15 @@ impl LaminarDB {
         let runtime = &self.inner.runtime;
         // Rows accepted before this statement are not part of the new query's input.
         runtime.sync(DROP_SYNC_TIMEOUT)?;
-        let table = (kind == ObjectKind::MaterializedView)
-            .then(|| Arc::new(ResultTable::new(schema.clone())));
+        let table = if kind != ObjectKind::MaterializedView {
+            None
+        } else if planned.graph.changelog {
+            let table = ResultTable::changelog(schema.clone())
+                .map_err(|e| DbError::Sql(SqlError::plan(&context, &e.into())))?;
+            Some(Arc::new(table))
+        } else {
+            Some(Arc::new(ResultTable::new(schema.clone())))
+        };
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
         let sink_task = match sink_connector {
             Some(connector) => {
@@ -267,6 +282,9 @@ impl LaminarDB {
         }
 
         self.register_readable(kind, name, &schema, table.as_ref())?;
+        if planned.graph.changelog {
+            self.inner.planner.mark_changelog(name);
+        }
         catalog.insert(Object {
             name: name.to_string(),
             kind,

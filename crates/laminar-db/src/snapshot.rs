@@ -38,7 +38,7 @@ impl TableProvider for ViewTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let rows = self.table.snapshot();
+        let rows = self.table.snapshot()?;
         let exec =
             MemorySourceConfig::try_new_exec(&[rows], self.table.schema(), projection.cloned())?;
         Ok(exec)

@@ -2,7 +2,7 @@
 //! (every source, stream and view is registered as a schema-only table), runs DataFusion's
 //! optimizer, and translates the result into a `laminar-core` [`QueryGraph`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -39,6 +39,7 @@ pub struct PlannedQuery {
 pub struct StreamPlanner {
     ctx: SessionContext,
     names: Mutex<BTreeSet<String>>,
+    changelogs: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -62,6 +63,7 @@ impl StreamPlanner {
         Self {
             ctx: SessionContext::new_with_config(config),
             names: Mutex::new(BTreeSet::new()),
+            changelogs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -80,8 +82,20 @@ impl StreamPlanner {
         Ok(())
     }
 
+    /// Marks `name` (registered) as a changelog: its rows carry retractions.
+    pub fn mark_changelog(&self, name: &str) {
+        self.changelogs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
+        self.changelogs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         // Deregistering a name that is not registered is not an error worth reporting.
         let _ = self.ctx.deregister_table(TableReference::bare(name));
         self.names
@@ -126,7 +140,12 @@ impl StreamPlanner {
         } else {
             &plan
         };
-        let graph = translate(chosen, &state, context)?;
+        let changelogs = self
+            .changelogs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let graph = translate(chosen, &state, context, &changelogs)?;
         let schema = graph.schema.clone();
         let inputs = graph.inputs();
         Ok(PlannedQuery {

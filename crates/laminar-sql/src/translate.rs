@@ -4,31 +4,42 @@
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
+use datafusion::arrow::row::SortField;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
-    FilterOperator, Operator, ProjectOperator, ScanOperator, UnionOperator,
+    AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
+    ProjectOperator, ScanOperator, UnionOperator,
 };
 
 use crate::error::{Result, SqlError};
 
 /// Builds the query graph for `plan`.
+/// `changelogs` are the inputs whose rows carry retractions (views that aggregate).
 pub(crate) fn translate(
     plan: &LogicalPlan,
     state: &SessionState,
     context: &str,
+    changelogs: &HashSet<String>,
 ) -> Result<QueryGraph> {
     let mut builder = Builder {
         state,
         context,
+        changelogs,
         nodes: Vec::new(),
     };
-    builder.add(plan, None)?;
+    let changelog = builder.add(plan, None)?;
     Ok(QueryGraph {
         nodes: builder.nodes,
         schema: Arc::clone(plan.schema().inner()),
+        changelog,
     })
 }
 
@@ -71,9 +82,9 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
         | LogicalPlan::Filter(_)
         | LogicalPlan::TableScan(_)
         | LogicalPlan::Union(_)
+        | LogicalPlan::Aggregate(_)
         | LogicalPlan::SubqueryAlias(_) => return None,
         LogicalPlan::Distinct(_) => "DISTINCT",
-        LogicalPlan::Aggregate(_) => "aggregation (GROUP BY or aggregate functions)",
         LogicalPlan::Join(_) => "JOIN (also from IN/EXISTS subqueries, INTERSECT, EXCEPT)",
         LogicalPlan::Sort(_) => "ORDER BY",
         LogicalPlan::Limit(_) => "LIMIT/OFFSET",
@@ -92,6 +103,7 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
 struct Builder<'a> {
     state: &'a SessionState,
     context: &'a str,
+    changelogs: &'a HashSet<String>,
     nodes: Vec<QueryNode>,
 }
 
@@ -108,16 +120,83 @@ impl Builder<'_> {
             parent,
             ports,
             input,
+            router: None,
         });
         self.nodes.len() - 1
+    }
+
+    /// Aggregation: an exchange routing input rows by group key, then the aggregate.
+    fn add_aggregate(
+        &mut self,
+        aggregate: &Aggregate,
+        parent: Option<(usize, usize)>,
+    ) -> Result<bool> {
+        if aggregate
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return Err(self.unsupported("GROUPING SETS, ROLLUP or CUBE"));
+        }
+        let input_schema = aggregate.input.schema();
+        let keys = aggregate
+            .group_expr
+            .iter()
+            .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let key_fields = aggregate
+            .group_expr
+            .iter()
+            .map(|e| e.get_type(input_schema).map(SortField::new))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let mut calls = Vec::with_capacity(aggregate.aggr_expr.len());
+        for expr in &aggregate.aggr_expr {
+            let planning = PhysicalPlanningContext::default();
+            let lowered = LoweredAggregateBuilder::new(
+                expr,
+                input_schema,
+                input_schema.as_arrow(),
+                self.state.execution_props(),
+                &planning,
+            )
+            .build()
+            .map_err(|e| self.plan_error(&e))?;
+            if !lowered.order_bys.is_empty() {
+                return Err(self.unsupported("ORDER BY inside an aggregate call"));
+            }
+            let (function, filter) = (lowered.aggregate, lowered.filter);
+            calls.push(AggregateCall { function, filter });
+        }
+        let schema = Arc::clone(aggregate.schema.inner());
+        let operator = AggregateOperator::new(keys.clone(), calls, key_fields.clone(), schema)
+            .map_err(|e| self.plan_error(&e))?;
+        let aggregate_node = self.push(Box::new(operator), parent, 1, None);
+        let router = KeyRouter::new(keys.clone(), key_fields).map_err(|e| self.plan_error(&e))?;
+        let exchange = self.push(
+            Box::new(ExchangeOperator::new(keys)),
+            Some((aggregate_node, 0)),
+            1,
+            None,
+        );
+        self.nodes[exchange].router = Some(Arc::new(router));
+        if self.add(&aggregate.input, Some((exchange, 0)))? {
+            return Err(self.unsupported(
+                "aggregation over a changelog (a view or stream that itself aggregates)",
+            ));
+        }
+        Ok(true)
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {
         SqlError::plan(self.context, error)
     }
 
-    fn add(&mut self, plan: &LogicalPlan, parent: Option<(usize, usize)>) -> Result<()> {
+    /// Adds `plan` below `parent`; returns whether its rows carry retractions.
+    fn add(&mut self, plan: &LogicalPlan, parent: Option<(usize, usize)>) -> Result<bool> {
         match plan {
+            LogicalPlan::Aggregate(aggregate) => self.add_aggregate(aggregate, parent),
             LogicalPlan::Projection(projection) => {
                 let input_schema = projection.input.schema();
                 let exprs = projection
@@ -158,8 +237,9 @@ impl Builder<'_> {
                 let name = scan.table_name.table().to_string();
                 let schema = Arc::clone(scan.projected_schema.inner());
                 let operator = ScanOperator::new(name.clone(), scan.projection.clone(), schema);
+                let changelog = self.changelogs.contains(&name);
                 self.push(Box::new(operator), parent, 1, Some(name));
-                Ok(())
+                Ok(changelog)
             }
             LogicalPlan::Union(union) => {
                 let schema = Arc::clone(union.schema.inner());
@@ -170,10 +250,11 @@ impl Builder<'_> {
                     ports,
                     None,
                 );
+                let mut changelog = false;
                 for (port, input) in union.inputs.iter().enumerate() {
-                    self.add(input, Some((node, port)))?;
+                    changelog |= self.add(input, Some((node, port)))?;
                 }
-                Ok(())
+                Ok(changelog)
             }
             LogicalPlan::SubqueryAlias(alias) => self.add(&alias.input, parent),
             other => Err(self.unsupported(

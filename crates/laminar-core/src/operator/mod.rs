@@ -3,11 +3,15 @@
 //! An operator processes batches; watermark and end-of-input hooks have defaults that pass
 //! the event through, so a stateless operator implements one method.
 
+mod aggregate;
+mod exchange;
 mod filter;
 mod project;
 mod scan;
 mod union;
 
+pub use aggregate::{AggregateCall, AggregateOperator};
+pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;

@@ -2,12 +2,14 @@
 //! its own share of the input, fed by bounded SPSC rings. With one worker it is the single
 //! reactor; the same code runs either way.
 
+mod exchange;
 mod ingress;
 mod outlet;
 mod progress;
 mod query_instance;
 mod worker;
 
+pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
 pub use ingress::{IngressHandle, INGRESS_RING_CAPACITY_BATCHES};
 pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
 pub use progress::Progress;
@@ -24,6 +26,7 @@ use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
 use crate::result_table::ResultTable;
 use crate::watermark::WatermarkGenerator;
+use exchange::{ExchangeInbound, ExchangeLink};
 use ingress::{IngressCounters, RingProducer};
 use query_instance::QueryInstance;
 use worker::{Command, Worker, WorkerShared};
@@ -45,6 +48,10 @@ impl Default for RuntimeConfig {
         }
     }
 }
+
+/// Rounds of exchange draining `sync` waits for (the depth of keyed queries over keyed
+/// queries it covers).
+const EXCHANGE_SYNC_ROUNDS_MAX: usize = 16;
 
 /// Per-worker counters, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +75,7 @@ pub struct Runtime {
     next_id: AtomicU64,
     outlets: Mutex<HashMap<StreamId, Arc<StreamOutlet>>>,
     counters: Mutex<Vec<Weak<IngressCounters>>>,
+    exchange_counters: Vec<Arc<IngressCounters>>,
     queries: Mutex<HashMap<String, QueryRecord>>,
     progress: Arc<Progress>,
 }
@@ -90,13 +98,38 @@ impl Runtime {
         } else {
             Vec::new()
         };
-        let mut workers = Vec::with_capacity(workers_count);
+        let workers: Vec<Arc<WorkerShared>> = (0..workers_count)
+            .map(|index| Arc::new(WorkerShared::new(index)))
+            .collect();
+        // One ring per ordered pair of distinct workers.
+        let mut outgoing: Vec<Vec<Option<ExchangeLink>>> = (0..workers_count)
+            .map(|_| (0..workers_count).map(|_| None).collect())
+            .collect();
+        let mut incoming: Vec<Vec<ExchangeInbound>> =
+            (0..workers_count).map(|_| Vec::new()).collect();
+        let mut exchange_counters = Vec::new();
+        for (from, links) in outgoing.iter_mut().enumerate() {
+            for (to, inbound) in incoming
+                .iter_mut()
+                .enumerate()
+                .filter(|(to, _)| *to != from)
+            {
+                let (producer, consumer) = rtrb::RingBuffer::new(EXCHANGE_RING_CAPACITY_MESSAGES);
+                let counters = Arc::new(IngressCounters::default());
+                exchange_counters.push(Arc::clone(&counters));
+                links[to] = Some(ExchangeLink {
+                    producer,
+                    counters: Arc::clone(&counters),
+                });
+                inbound.push(ExchangeInbound { consumer, counters });
+            }
+        }
         let mut threads = Vec::with_capacity(workers_count);
-        for index in 0..workers_count {
-            let shared = Arc::new(WorkerShared::new(index));
+        for ((index, links), inbound) in outgoing.into_iter().enumerate().zip(incoming) {
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
-            let worker_shared = Arc::clone(&shared);
+            let worker_shared = Arc::clone(&workers[index]);
             let worker_shutdown = Arc::clone(&shutdown);
+            let peers = workers.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("laminar-worker-{index}"))
                 .spawn(move || {
@@ -105,11 +138,10 @@ impl Runtime {
                         let _ = core_affinity::set_for_current(core);
                     }
                     // State is allocated after pinning, on the worker's own thread.
-                    Worker::new(worker_shared, worker_shutdown).run();
+                    Worker::new(worker_shared, worker_shutdown, peers, links, inbound).run();
                 })
                 .map_err(|e| CoreError::Internal(format!("cannot spawn worker thread: {e}")))?;
-            shared.set_thread(thread.thread().clone());
-            workers.push(shared);
+            workers[index].set_thread(thread.thread().clone());
             threads.push(thread);
         }
         Ok(Self {
@@ -123,6 +155,7 @@ impl Runtime {
             next_id: AtomicU64::new(1),
             outlets: Mutex::new(HashMap::new()),
             counters: Mutex::new(Vec::new()),
+            exchange_counters,
             queries: Mutex::new(HashMap::new()),
             progress: Arc::new(Progress::default()),
         })
@@ -224,7 +257,7 @@ impl Runtime {
             .ok_or_else(|| CoreError::Internal(format!("query {name}: unknown output stream")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         for worker in &self.workers {
-            let instance = QueryInstance::fork(name, graph);
+            let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
             let mut leaf_bindings = Vec::new();
             for (input, leaf) in instance.leaves() {
                 let stream = bindings.get(input).ok_or_else(|| {
@@ -273,21 +306,45 @@ impl Runtime {
     }
 
     /// Waits until every batch enqueued before this call has been processed by the workers,
-    /// so a snapshot read sees it (read-your-writes).
+    /// including what they sent each other for keyed operators, so a snapshot read sees it
+    /// (read-your-writes).
     pub fn sync(&self, timeout: Duration) -> Result<()> {
-        let targets: Vec<(Arc<IngressCounters>, u64)> = {
+        let deadline = Instant::now() + timeout;
+        let ingress: Vec<Arc<IngressCounters>> = {
             let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
             counters.retain(|c| c.strong_count() > 0);
-            counters
-                .iter()
-                .filter_map(Weak::upgrade)
-                .map(|c| {
-                    let target = c.enqueued.load(Ordering::SeqCst);
-                    (c, target)
-                })
-                .collect()
+            counters.iter().filter_map(Weak::upgrade).collect()
         };
-        let deadline = Instant::now() + timeout;
+        self.wait_processed(&ingress, deadline, timeout)?;
+        // Rows derived from that input may cross several exchanges (a keyed query over a
+        // keyed query): wait round by round until no new exchange message appeared.
+        let mut previous: Vec<u64> = Vec::new();
+        for _ in 0..EXCHANGE_SYNC_ROUNDS_MAX {
+            let produced: Vec<u64> = self
+                .exchange_counters
+                .iter()
+                .map(|c| c.enqueued.load(Ordering::SeqCst))
+                .collect();
+            if produced == previous {
+                break;
+            }
+            self.wait_processed(&self.exchange_counters, deadline, timeout)?;
+            previous = produced;
+        }
+        Ok(())
+    }
+
+    /// Waits until each ring has processed what was enqueued into it when called.
+    fn wait_processed(
+        &self,
+        rings: &[Arc<IngressCounters>],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
+        let targets: Vec<(&Arc<IngressCounters>, u64)> = rings
+            .iter()
+            .map(|c| (c, c.enqueued.load(Ordering::SeqCst)))
+            .collect();
         let mut pause_us = 1;
         loop {
             if targets

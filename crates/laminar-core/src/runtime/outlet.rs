@@ -184,7 +184,9 @@ impl StreamOutlet {
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if let Some(table) = &self.table {
-            table.append(batch.batch().clone());
+            if let Err(e) = table.apply(batch) {
+                self.record_error(format!("storing rows of {}: {e}", self.name));
+            }
         }
         // Receivers are cloned out so a slow one never holds the lock: other workers, a new
         // `subscribe` and the end of the stream proceed while this worker waits on it.

@@ -11,11 +11,13 @@ use datafusion::error::Result as DfResult;
 use crate::change_batch::ChangeBatch;
 use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
+use crate::operator::KeyRouter;
 use crate::operator::{Message, Operator};
 use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
 
 struct NodeState {
     operator: Box<dyn Operator>,
+    router: Option<Arc<KeyRouter>>,
     parent: Option<(usize, usize)>,
     port_watermarks_ms: Vec<i64>,
     port_ended: Vec<bool>,
@@ -23,9 +25,14 @@ struct NodeState {
     ended: bool,
 }
 
+/// A message for another worker: `(worker, exchange node, message)`.
+pub(crate) type Remote = (usize, usize, Message);
+
 /// A query's operators on one worker.
 pub(crate) struct QueryInstance {
     name: String,
+    worker: usize,
+    workers: usize,
     nodes: Vec<NodeState>,
     schema: SchemaRef,
     /// `(stream name, leaf node)` for every leaf.
@@ -34,17 +41,26 @@ pub(crate) struct QueryInstance {
 
 impl QueryInstance {
     /// Forks the graph's operators for one worker.
-    pub(crate) fn fork(name: &str, graph: &QueryGraph) -> Self {
+    pub(crate) fn fork(name: &str, graph: &QueryGraph, worker: usize, workers: usize) -> Self {
         let nodes = graph
             .nodes
             .iter()
-            .map(|node| NodeState {
-                operator: node.operator.fork(),
-                parent: node.parent,
-                port_watermarks_ms: vec![WATERMARK_MIN_MS; node.ports],
-                port_ended: vec![false; node.ports],
-                watermark_ms: WATERMARK_MIN_MS,
-                ended: false,
+            .map(|node| {
+                // An exchange receives from every worker: one port each.
+                let ports = if node.router.is_some() {
+                    workers
+                } else {
+                    node.ports
+                };
+                NodeState {
+                    operator: node.operator.fork(),
+                    router: node.router.clone(),
+                    parent: node.parent,
+                    port_watermarks_ms: vec![WATERMARK_MIN_MS; ports],
+                    port_ended: vec![false; ports],
+                    watermark_ms: WATERMARK_MIN_MS,
+                    ended: false,
+                }
             })
             .collect();
         let leaves = graph
@@ -55,6 +71,8 @@ impl QueryInstance {
             .collect();
         Self {
             name: name.to_string(),
+            worker,
+            workers,
             nodes,
             schema: graph.schema.clone(),
             leaves,
@@ -65,14 +83,35 @@ impl QueryInstance {
         &self.leaves
     }
 
-    /// Feeds `message` into leaf `node`; messages leaving the root are appended to `out`.
+    /// Feeds `message` into leaf `node`; messages leaving the root are appended to `out`,
+    /// messages for other workers' exchanges to `remote`.
     pub(crate) fn push(
         &mut self,
         node: usize,
         message: Message,
         out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
     ) -> Result<()> {
-        self.feed(node, 0, message, out)
+        self.feed(node, 0, message, out, remote)
+    }
+
+    /// Feeds a message that worker `from` routed to exchange `node` on this worker.
+    pub(crate) fn push_remote(
+        &mut self,
+        node: usize,
+        from: usize,
+        message: Message,
+        out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
+    ) -> Result<()> {
+        let valid = self.nodes.get(node).is_some_and(|n| n.router.is_some()) && from < self.workers;
+        if !valid {
+            return Err(CoreError::Internal(format!(
+                "query {}: exchange message for node {node} from worker {from}",
+                self.name
+            )));
+        }
+        self.feed(node, from, message, out, remote)
     }
 
     fn feed(
@@ -81,6 +120,7 @@ impl QueryInstance {
         port: usize,
         message: Message,
         out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
     ) -> Result<()> {
         if self.nodes[index].ended {
             return Ok(());
@@ -92,7 +132,7 @@ impl QueryInstance {
                 let result = node.operator.process(port, batch, &mut produced);
                 self.check(index, result)?;
                 for batch in produced {
-                    self.emit(index, Message::Data(batch), out)?;
+                    self.emit(index, Message::Data(batch), out, remote)?;
                 }
             }
             Message::Watermark(ms) => {
@@ -111,14 +151,23 @@ impl QueryInstance {
                     let result = node.operator.on_watermark(merged, &mut produced);
                     self.check(index, result)?;
                     for batch in produced {
-                        self.emit(index, Message::Data(batch), out)?;
+                        self.emit(index, Message::Data(batch), out, remote)?;
                     }
-                    self.emit(index, Message::Watermark(merged), out)?;
+                    self.emit(index, Message::Watermark(merged), out, remote)?;
                 }
             }
             Message::End => {
+                if self.nodes[index].port_ended[port] {
+                    return Ok(());
+                }
                 // An ended port no longer holds the watermark back.
-                self.feed(index, port, Message::Watermark(WATERMARK_END_MS), out)?;
+                self.feed(
+                    index,
+                    port,
+                    Message::Watermark(WATERMARK_END_MS),
+                    out,
+                    remote,
+                )?;
                 let node = &mut self.nodes[index];
                 node.port_ended[port] = true;
                 if node.port_ended.iter().all(|e| *e) {
@@ -126,24 +175,54 @@ impl QueryInstance {
                     let result = node.operator.on_end(&mut produced);
                     self.check(index, result)?;
                     for batch in produced {
-                        self.emit(index, Message::Data(batch), out)?;
+                        self.emit(index, Message::Data(batch), out, remote)?;
                     }
                     self.nodes[index].ended = true;
-                    self.emit(index, Message::End, out)?;
+                    self.emit(index, Message::End, out, remote)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn emit(&mut self, index: usize, message: Message, out: &mut Vec<Message>) -> Result<()> {
-        if let Some((parent, port)) = self.nodes[index].parent {
-            return self.feed(parent, port, message, out);
+    fn emit(
+        &mut self,
+        index: usize,
+        message: Message,
+        out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
+    ) -> Result<()> {
+        let Some((parent, port)) = self.nodes[index].parent else {
+            out.push(match message {
+                Message::Data(batch) => Message::Data(self.conform(batch)?),
+                other => other,
+            });
+            return Ok(());
+        };
+        let Some(router) = self.nodes[parent].router.clone() else {
+            return self.feed(parent, port, message, out, remote);
+        };
+        // Into an exchange: rows go to the worker owning their key, progress to every
+        // worker (each merges the progress of all senders).
+        let this_worker = self.worker;
+        match message {
+            Message::Data(batch) => {
+                let shares = self.check(parent, router.route(&batch, self.workers))?;
+                for (worker, part) in shares {
+                    if worker == this_worker {
+                        self.feed(parent, this_worker, Message::Data(part), out, remote)?;
+                    } else {
+                        remote.push((worker, parent, Message::Data(part)));
+                    }
+                }
+            }
+            other => {
+                for worker in (0..self.workers).filter(|w| *w != this_worker) {
+                    remote.push((worker, parent, other.clone()));
+                }
+                self.feed(parent, this_worker, other, out, remote)?;
+            }
         }
-        out.push(match message {
-            Message::Data(batch) => Message::Data(self.conform(batch)?),
-            other => other,
-        });
         Ok(())
     }
 
@@ -167,7 +246,7 @@ impl QueryInstance {
         Ok(batch.map_batch(rows))
     }
 
-    fn check(&self, index: usize, result: DfResult<()>) -> Result<()> {
+    fn check<T>(&self, index: usize, result: DfResult<T>) -> Result<T> {
         result.map_err(|source| CoreError::Operator {
             query: self.name.clone(),
             operator: self.nodes[index].operator.name().to_string(),

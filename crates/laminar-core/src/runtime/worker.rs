@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
+use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
 use super::outlet::{StreamId, StreamOutlet};
-use super::query_instance::QueryInstance;
+use super::query_instance::{QueryInstance, Remote};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
 use crate::watermark::{WatermarkGenerator, WATERMARK_END_MS};
@@ -136,13 +137,33 @@ pub(crate) struct Worker {
     ended_streams: HashSet<StreamId>,
     work: VecDeque<(StreamId, Message)>,
     produced: Vec<Message>,
+    remote: Vec<Remote>,
+    peers: Vec<Arc<WorkerShared>>,
+    /// Outgoing exchange rings, by target worker (`None` for this worker itself).
+    exchange_out: Vec<Option<ExchangeLink>>,
+    exchange_in: Vec<ExchangeInbound>,
+    /// Exchange messages whose ring was full, in order. While any wait here, the worker
+    /// takes no new source input but keeps draining its own exchange input, so two workers
+    /// waiting on each other always make progress.
+    overflow: VecDeque<(usize, ExchangeMessage)>,
 }
 
 impl Worker {
-    pub(crate) fn new(shared: Arc<WorkerShared>, shutdown: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<WorkerShared>,
+        shutdown: Arc<AtomicBool>,
+        peers: Vec<Arc<WorkerShared>>,
+        exchange_out: Vec<Option<ExchangeLink>>,
+        exchange_in: Vec<ExchangeInbound>,
+    ) -> Self {
         Self {
             shared,
             shutdown,
+            remote: Vec::new(),
+            peers,
+            exchange_out,
+            exchange_in,
+            overflow: VecDeque::new(),
             ingress: Vec::new(),
             queries: HashMap::new(),
             readers: HashMap::new(),
@@ -163,8 +184,18 @@ impl Worker {
             if self.shared.has_commands.swap(false, Ordering::SeqCst) {
                 self.apply_commands();
             }
-            if self.poll_ingress() {
+            let mut did_work = self.flush_overflow();
+            did_work |= self.poll_exchange();
+            if self.overflow.is_empty() {
+                did_work |= self.poll_ingress();
+            }
+            if did_work {
                 idle_spins = 0;
+                continue;
+            }
+            if !self.overflow.is_empty() {
+                // Waiting for a peer to drain: don't park, it may never wake us.
+                std::thread::yield_now();
                 continue;
             }
             idle_spins += 1;
@@ -372,16 +403,44 @@ impl Worker {
         }
     }
 
-    /// Feeds a message into one query's leaf, queueing what its root produces. A failing
-    /// query records its error, ends its output on this worker, and stops reading.
+    /// Feeds a message into one query's leaf, queueing what its root produces.
     fn push_into_query(&mut self, id: u64, leaf: usize, message: Message) {
+        self.step_query(id, |instance, out, remote| {
+            instance.push(leaf, message, out, remote)
+        });
+    }
+
+    /// Runs one step of query `id`, queueing what its root produces and sending what other
+    /// workers must process. A failing query records its error, ends its output on this
+    /// worker, and stops reading.
+    fn step_query(
+        &mut self,
+        id: u64,
+        step: impl FnOnce(
+            &mut QueryInstance,
+            &mut Vec<Message>,
+            &mut Vec<Remote>,
+        ) -> crate::error::Result<()>,
+    ) {
         let Some(query) = self.queries.get_mut(&id) else {
             return;
         };
         let output = query.output;
-        let result = query.instance.push(leaf, message, &mut self.produced);
+        let result = step(&mut query.instance, &mut self.produced, &mut self.remote);
         for produced in self.produced.drain(..) {
             self.work.push_back((output, produced));
+        }
+        let remote: Vec<Remote> = self.remote.drain(..).collect();
+        for (target, node, message) in remote {
+            self.send_exchange(
+                target,
+                ExchangeMessage {
+                    query: id,
+                    node,
+                    from: self.shared.index,
+                    message,
+                },
+            );
         }
         if let Err(error) = result {
             if let Some(outlet) = self.outlets.get(&output) {
@@ -395,5 +454,89 @@ impl Worker {
             }
             self.queries.remove(&id);
         }
+    }
+
+    /// Sends an exchange message, keeping per-target order: behind earlier messages still
+    /// waiting for room, or into the target's ring.
+    fn send_exchange(&mut self, target: usize, message: ExchangeMessage) {
+        let Some(Some(link)) = self.exchange_out.get_mut(target) else {
+            return;
+        };
+        link.counters.enqueued.fetch_add(1, Ordering::SeqCst);
+        if self.overflow.iter().any(|(t, _)| *t == target) {
+            self.overflow.push_back((target, message));
+            return;
+        }
+        match link.producer.push(message) {
+            Ok(()) => self.peers[target].wake(),
+            Err(rtrb::PushError::Full(message)) => {
+                self.peers[target].wake();
+                self.overflow.push_back((target, message));
+            }
+        }
+    }
+
+    /// Moves waiting exchange messages into rings with room; returns whether any moved.
+    fn flush_overflow(&mut self) -> bool {
+        if self.overflow.is_empty() {
+            return false;
+        }
+        let mut moved = false;
+        let mut blocked = vec![false; self.exchange_out.len()];
+        let mut waiting = VecDeque::with_capacity(self.overflow.len());
+        while let Some((target, message)) = self.overflow.pop_front() {
+            let pushed = match self.exchange_out.get_mut(target) {
+                Some(Some(link)) if !blocked[target] => match link.producer.push(message) {
+                    Ok(()) => None,
+                    Err(rtrb::PushError::Full(message)) => Some(message),
+                },
+                _ => Some(message),
+            };
+            match pushed {
+                None => {
+                    moved = true;
+                    self.peers[target].wake();
+                }
+                Some(message) => {
+                    blocked[target] = true;
+                    waiting.push_back((target, message));
+                }
+            }
+        }
+        self.overflow = waiting;
+        moved
+    }
+
+    /// Drains the exchange rings from other workers; returns whether anything arrived.
+    fn poll_exchange(&mut self) -> bool {
+        let mut did_work = false;
+        for index in 0..self.exchange_in.len() {
+            for _ in 0..RING_BUDGET_MESSAGES {
+                let Ok(message) = self.exchange_in[index].consumer.pop() else {
+                    break;
+                };
+                did_work = true;
+                // A query created before the sender saw its input is visible now.
+                if self.shared.has_commands.swap(false, Ordering::SeqCst) {
+                    self.apply_commands();
+                }
+                let ExchangeMessage {
+                    query,
+                    node,
+                    from,
+                    message,
+                } = message;
+                // Messages of a dropped query find no instance and are discarded.
+                self.step_query(query, |instance, out, remote| {
+                    instance.push_remote(node, from, message, out, remote)
+                });
+                self.drain_work();
+                self.exchange_in[index]
+                    .counters
+                    .processed
+                    .fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        did_work
     }
 }

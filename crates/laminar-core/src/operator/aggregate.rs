@@ -1,0 +1,285 @@
+//! Aggregate: unwindowed `GROUP BY` (and global aggregates) over an append-only input,
+//! producing a changelog. Each group keeps one DataFusion `Accumulator` per aggregate; after a
+//! batch, every group it touched retracts its previous result row and inserts the new one,
+//! so a view folding the changelog always holds one row per live group. The runtime routes
+//! rows by group key, so each worker owns a disjoint set of groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, Int8Array, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::Operator;
+use crate::change_batch::ChangeBatch;
+
+/// One aggregate call: the function, and its `FILTER (WHERE ...)` if any.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    /// The function with its argument expressions.
+    pub function: Arc<AggregateFunctionExpr>,
+    /// Rows the call sees, if filtered.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// The result row last emitted for the group, to retract when it changes.
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+/// Groups rows and maintains aggregates, emitting retract/insert pairs.
+pub struct AggregateOperator {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    calls: Vec<AggregateCall>,
+    schema: SchemaRef,
+    key_fields: Vec<SortField>,
+    converter: RowConverter,
+    groups: HashMap<OwnedRow, Group>,
+    /// The one group of an aggregate without `GROUP BY` (rows have no key to convert).
+    global_key: Option<OwnedRow>,
+}
+
+/// The key of the single group of a global aggregate.
+fn global_key() -> DfResult<OwnedRow> {
+    let converter = RowConverter::new(vec![SortField::new(DataType::Int8)])?;
+    let rows = converter.convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
+    Ok(rows.row(0).owned())
+}
+
+impl std::fmt::Debug for AggregateOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl AggregateOperator {
+    /// Groups by `keys` (evaluated over the input) and computes `calls`; rows of the output
+    /// `schema` are the key columns followed by one column per call.
+    pub fn new(
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        calls: Vec<AggregateCall>,
+        key_fields: Vec<SortField>,
+        schema: SchemaRef,
+    ) -> DfResult<Self> {
+        let keys_empty = keys.is_empty();
+        Ok(Self {
+            keys,
+            calls,
+            schema,
+            converter: RowConverter::new(key_fields.clone())?,
+            global_key: if keys_empty {
+                Some(global_key()?)
+            } else {
+                None
+            },
+            key_fields,
+            groups: HashMap::new(),
+        })
+    }
+
+    fn accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
+        self.calls
+            .iter()
+            .map(|c| c.function.create_accumulator())
+            .collect()
+    }
+}
+
+impl Operator for AggregateOperator {
+    fn name(&self) -> &'static str {
+        "Aggregate"
+    }
+
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(ToString::to_string).collect();
+        let calls: Vec<String> = self
+            .calls
+            .iter()
+            .map(|c| c.function.name().to_string())
+            .collect();
+        format!(
+            "Aggregate [{}] by [{}] (changelog)",
+            calls.join(", "),
+            keys.join(", ")
+        )
+    }
+
+    fn fork(&self) -> Box<dyn Operator> {
+        Box::new(Self {
+            keys: self.keys.clone(),
+            calls: self.calls.clone(),
+            schema: self.schema.clone(),
+            key_fields: self.key_fields.clone(),
+            // `new` built a converter from these very fields, so building another cannot fail.
+            converter: RowConverter::new(self.key_fields.clone())
+                .expect("key types were accepted when the prototype was built"),
+            groups: HashMap::new(),
+            global_key: self.global_key.clone(),
+        })
+    }
+
+    fn process(
+        &mut self,
+        _port: usize,
+        input: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> DfResult<()> {
+        if !input.is_insert_only() {
+            return Err(DataFusionError::Plan(
+                "aggregation over retractions is not supported yet".into(),
+            ));
+        }
+        let batch = input.batch();
+        let rows = batch.num_rows();
+        let key_columns = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(rows))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        // Row indices per group, in first-seen order.
+        let mut order: Vec<OwnedRow> = Vec::new();
+        let mut members: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
+        if let Some(global) = &self.global_key {
+            order.push(global.clone());
+            members.insert(global.clone(), (0..rows as u32).collect());
+        } else {
+            let keys = self.converter.convert_columns(&key_columns)?;
+            for (index, key) in keys.iter().enumerate() {
+                let entry = members.entry(key.owned()).or_insert_with(|| {
+                    order.push(key.owned());
+                    Vec::new()
+                });
+                entry.push(index as u32);
+            }
+        }
+
+        // Arguments of every call, with its FILTER folded into a mask.
+        let mut arguments: Vec<(Vec<ArrayRef>, Option<BooleanArray>)> =
+            Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let values = call
+                .function
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(rows))
+                .collect::<DfResult<Vec<_>>>()?;
+            let mask = match &call.filter {
+                None => None,
+                Some(filter) => {
+                    let mask = filter.evaluate(batch)?.into_array(rows)?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataFusionError::Plan("FILTER is not BOOLEAN".into()))?
+                        .clone();
+                    Some(mask)
+                }
+            };
+            arguments.push((values, mask));
+        }
+
+        let mut retracted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
+        let mut inserted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
+        for key in order {
+            let indices = UInt32Array::from(members.remove(&key).unwrap_or_default());
+            if !self.groups.contains_key(&key) {
+                let group = Group {
+                    accumulators: self.accumulators()?,
+                    emitted: None,
+                };
+                self.groups.insert(key.clone(), group);
+            }
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            for (accumulator, (values, mask)) in group.accumulators.iter_mut().zip(&arguments) {
+                let mut taken = values
+                    .iter()
+                    .map(|v| take(v.as_ref(), &indices, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(mask) = mask {
+                    let group_mask = take(mask, &indices, None)?;
+                    let group_mask = group_mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataFusionError::Internal("FILTER mask".into()))?;
+                    // The filter kernel drops NULL like false, as SQL's FILTER (WHERE) does.
+                    taken = taken
+                        .iter()
+                        .map(|v| datafusion::arrow::compute::filter(v.as_ref(), group_mask))
+                        .collect::<Result<Vec<_>, _>>()?;
+                }
+                accumulator.update_batch(&taken)?;
+            }
+            let values = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<DfResult<Vec<_>>>()?;
+            if group.emitted.as_ref() == Some(&values) {
+                continue;
+            }
+            if let Some(previous) = group.emitted.replace(values.clone()) {
+                retracted.push((key.clone(), previous));
+            }
+            inserted.push((key, values));
+        }
+        if let Some(change) = self.changes(&retracted, &inserted)? {
+            out.push(change);
+        }
+        Ok(())
+    }
+}
+
+impl AggregateOperator {
+    /// Builds one change batch: the retractions, then the insertions.
+    fn changes(
+        &self,
+        retracted: &[(OwnedRow, Vec<ScalarValue>)],
+        inserted: &[(OwnedRow, Vec<ScalarValue>)],
+    ) -> DfResult<Option<ChangeBatch>> {
+        let all: Vec<&(OwnedRow, Vec<ScalarValue>)> = retracted.iter().chain(inserted).collect();
+        if all.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = if self.global_key.is_some() {
+            Vec::new()
+        } else {
+            self.converter
+                .convert_rows(all.iter().map(|(key, _)| key.row()))?
+        };
+        for call in 0..self.calls.len() {
+            let values = all.iter().map(|(_, values)| values[call].clone());
+            columns.push(ScalarValue::iter_to_array(values)?);
+        }
+        // Aggregate results may be typed more loosely than the planned schema (e.g. a
+        // nullable count); the schema's types are authoritative.
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column)
+                } else {
+                    datafusion::arrow::compute::cast(&column, field.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let weights = Int64Array::from_iter_values(
+            std::iter::repeat_n(-1, retracted.len()).chain(std::iter::repeat_n(1, inserted.len())),
+        );
+        Ok(Some(ChangeBatch::with_weights(batch, weights)))
+    }
+}
