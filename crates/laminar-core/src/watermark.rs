@@ -44,6 +44,15 @@ impl WatermarkGenerator {
 
     /// Observes a batch; returns the new watermark if it advanced.
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<Option<i64>> {
+        let Some(batch_max) = self.batch_max(batch)? else {
+            return Ok(None);
+        };
+        Ok(self.advance(batch_max))
+    }
+
+    /// The watermark a batch would allow (the expression's maximum over it), without
+    /// advancing; `None` for an empty or all-NULL batch.
+    pub fn batch_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
         if batch.num_rows() == 0 {
             return Ok(None);
         }
@@ -52,14 +61,17 @@ impl WatermarkGenerator {
             .evaluate(batch)
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|source| self.error(source))?;
-        let Some(batch_max) = max_epoch_ms(values.as_ref()).map_err(|e| self.error(e))? else {
-            return Ok(None);
-        };
+        max_epoch_ms(values.as_ref()).map_err(|e| self.error(e))
+    }
+
+    /// Moves the watermark to `batch_max` if that is later; returns the new watermark if it
+    /// advanced.
+    pub fn advance(&mut self, batch_max: i64) -> Option<i64> {
         if batch_max > self.current_ms {
             self.current_ms = batch_max;
-            Ok(Some(batch_max))
+            Some(batch_max)
         } else {
-            Ok(None)
+            None
         }
     }
 

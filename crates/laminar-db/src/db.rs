@@ -11,7 +11,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use laminar_core::runtime::SUBSCRIBER_CHANNEL_CAPACITY_BATCHES;
 use laminar_core::{Runtime, RuntimeConfig};
-use laminar_sql::{parse_statements, ObjectKind, Statement, StreamPlanner};
+use laminar_sql::{parse_statements, Emit, ObjectKind, Statement, StreamPlanner};
 
 use crate::catalog::{Catalog, ObjectState};
 use crate::catalog_store::CatalogStore;
@@ -263,11 +263,13 @@ impl LaminarDB {
                 name,
                 if_not_exists,
                 query,
+                emit,
             } => {
                 let sql = Statement::CreateStream {
                     name: name.clone(),
                     if_not_exists: false,
                     query: query.clone(),
+                    emit,
                 }
                 .to_string();
                 self.create_derived(
@@ -276,6 +278,7 @@ impl LaminarDB {
                     if_not_exists,
                     &query,
                     None,
+                    emit,
                     sql,
                     persist,
                 )
@@ -284,11 +287,13 @@ impl LaminarDB {
                 name,
                 if_not_exists,
                 query,
+                emit,
             } => {
                 let sql = Statement::CreateMaterializedView {
                     name: name.clone(),
                     if_not_exists: false,
                     query: query.clone(),
+                    emit,
                 }
                 .to_string();
                 self.create_derived(
@@ -297,6 +302,7 @@ impl LaminarDB {
                     if_not_exists,
                     &query,
                     None,
+                    emit,
                     sql,
                     persist,
                 )
@@ -312,6 +318,7 @@ impl LaminarDB {
                     sink.if_not_exists,
                     &query,
                     Some(&sink.connector),
+                    Emit::OnUpdate,
                     sql,
                     persist,
                 )

@@ -15,7 +15,7 @@ use laminar_core::runtime::StreamId;
 use laminar_core::{ResultTable, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
-use laminar_sql::{parse_statements, ConnectorSpec, ObjectKind, SqlError, Statement};
+use laminar_sql::{parse_statements, ConnectorSpec, Emit, ObjectKind, SqlError, Statement};
 
 use crate::catalog::{Catalog, Object, ObjectState};
 use crate::db::{hint, LaminarDB};
@@ -167,7 +167,7 @@ impl LaminarDB {
             let ingress = self
                 .inner
                 .runtime
-                .create_ingress(stream, watermark.as_ref())
+                .create_ingress(stream, watermark.as_ref(), true)
                 .map(Arc::new)
                 .inspect_err(|_| self.inner.planner.deregister(name))?;
             ObjectState::PushSource {
@@ -207,6 +207,7 @@ impl LaminarDB {
         if_not_exists: bool,
         query: &Query,
         sink: Option<&ConnectorSpec>,
+        emit: Emit,
         sql: String,
         persist: bool,
     ) -> Result<ExecuteResult> {
@@ -218,7 +219,7 @@ impl LaminarDB {
         }
         Self::check_absent(&catalog, name)?;
         let context = format!("{} {name}", kind.noun());
-        let planned = self.inner.planner.plan_query(query, &context)?;
+        let planned = self.inner.planner.plan_query(query, &context, emit)?;
         let schema = planned.schema.clone();
         if sink.is_some() && planned.graph.changelog {
             return Err(DbError::Sql(SqlError::Unsupported {
@@ -336,8 +337,11 @@ impl LaminarDB {
                         object.schema.clone(),
                         None,
                     );
-                    let ingress =
-                        Arc::new(runtime.create_ingress(instance_stream, watermark.as_ref())?);
+                    let ingress = Arc::new(runtime.create_ingress(
+                        instance_stream,
+                        watermark.as_ref(),
+                        false,
+                    )?);
                     bindings.insert(input.clone(), instance_stream);
                     pending.push((
                         input.clone(),

@@ -137,14 +137,18 @@ impl LaminarDB {
     }
 
     pub(crate) fn explain(&self, inner: &Statement) -> Result<ExecuteResult> {
-        let (name, query) = match inner {
-            Statement::CreateStream { name, query, .. }
-            | Statement::CreateMaterializedView { name, query, .. } => {
-                (name.clone(), query.clone())
+        let (name, query, emit) = match inner {
+            Statement::CreateStream {
+                name, query, emit, ..
             }
-            Statement::CreateSink(sink) => {
-                (sink.name.clone(), crate::ddl::sink_query(&sink.input)?)
-            }
+            | Statement::CreateMaterializedView {
+                name, query, emit, ..
+            } => (name.clone(), query.clone(), *emit),
+            Statement::CreateSink(sink) => (
+                sink.name.clone(),
+                crate::ddl::sink_query(&sink.input)?,
+                laminar_sql::Emit::OnUpdate,
+            ),
             Statement::Query(query) => {
                 let (schema, batches) = self.run_query(query, true)?;
                 return Ok(ExecuteResult::Rows { schema, batches });
@@ -156,10 +160,10 @@ impl LaminarDB {
                 }))
             }
         };
-        let planned = self
-            .inner
-            .planner
-            .plan_query(&query, &format!("EXPLAIN {}", inner.label()))?;
+        let planned =
+            self.inner
+                .planner
+                .plan_query(&query, &format!("EXPLAIN {}", inner.label()), emit)?;
         let text = planned.graph.explain(&name, self.workers());
         let rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
         text_batch(&["dataflow"], &rows)

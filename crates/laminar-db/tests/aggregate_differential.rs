@@ -169,3 +169,119 @@ fn grouped_aggregation_matches_datafusion_at_one_and_four_workers() {
         }
     }
 }
+
+/// Rows with event times out of order within `delay_ms` of the newest row seen so far.
+fn timed_batches(seed: u64, delay_ms: i64) -> Vec<RecordBatch> {
+    let schema = timed_schema();
+    let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(1);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1_000_000) as i64
+    };
+    let base = 1_704_067_200_000_i64;
+    let mut clock = 0_i64;
+    [5, 300, 1, 700, 64, 930]
+        .iter()
+        .map(|&size| {
+            let mut keys = Vec::new();
+            let mut prices = Vec::new();
+            let mut ts = Vec::new();
+            for _ in 0..size {
+                let r = next();
+                clock += r % 40;
+                keys.push(r % 13);
+                prices.push((r % 7 != 0).then_some(r % 500));
+                // Behind the newest row by less than the watermark delay: never late.
+                ts.push(base + clock - (r % delay_ms));
+            }
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(keys)),
+                    Arc::new(Int64Array::from(prices)),
+                    Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(
+                        ts,
+                    )),
+                ],
+            )
+            .expect("valid batch")
+        })
+        .collect()
+}
+
+fn timed_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("price", DataType::Int64, true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+    ]))
+}
+
+#[test]
+fn tumbling_windows_on_close_match_datafusion_date_bin() {
+    let aggregates = "count(*) AS n, sum(price) AS total, min(price) AS low, max(price) AS high, \
+                      count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean";
+    let streaming = format!(
+        "SELECT k, window_start, window_end, {aggregates} FROM TUMBLE(events, ts, INTERVAL '2' SECOND) \
+         GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE"
+    );
+    let batch = format!(
+        "SELECT k, date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, \
+         date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') + INTERVAL '2' SECOND AS window_end, \
+         {aggregates} FROM events GROUP BY 1, 2, 3"
+    );
+    for seed in [3, 99, 2024] {
+        let input = timed_batches(seed, 300);
+        let expected = {
+            let ctx = SessionContext::new();
+            let table = MemTable::try_new(timed_schema(), vec![input.clone()]).expect("table");
+            ctx.register_table("events", Arc::new(table))
+                .expect("register");
+            let runtime = tokio::runtime::Runtime::new().expect("tokio");
+            rows(
+                &runtime
+                    .block_on(async { ctx.sql(&batch).await?.collect().await })
+                    .expect("batch answer"),
+            )
+        };
+        assert!(expected.len() > 50, "seed {seed}: too few windows");
+        for workers in [1, 4] {
+            let db = LaminarDB::builder()
+                .workers(workers)
+                .pin_workers(false)
+                .in_memory()
+                .expect("database");
+            db.execute(
+                "CREATE SOURCE events (k BIGINT NOT NULL, price BIGINT, ts TIMESTAMP NOT NULL, \
+                 WATERMARK FOR ts AS ts - INTERVAL '300' MILLISECOND)",
+            )
+            .expect("source");
+            db.execute(&format!("CREATE MATERIALIZED VIEW w AS {streaming}"))
+                .expect("view");
+            let source = db.source("events").expect("handle");
+            for part in &input {
+                source.push(part.clone()).expect("push");
+            }
+            // Before the end, only windows the watermark passed have fired: a strict subset.
+            let early = rows(&db.query("SELECT * FROM w").expect("query"));
+            assert!(
+                early.len() < expected.len(),
+                "seed {seed}: the last windows are still open"
+            );
+            assert!(
+                early.iter().all(|row| expected.contains(row)),
+                "seed {seed}: an early row is not final"
+            );
+            source.finish().expect("finish");
+            assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+            let all = rows(&db.query("SELECT * FROM w").expect("query"));
+            assert_eq!(all, expected, "seed {seed}, {workers} workers");
+        }
+    }
+}

@@ -9,9 +9,10 @@ pub mod parser;
 pub mod planner;
 mod translate;
 pub mod types;
+mod windows;
 
 pub use error::{Result, SqlError};
-pub use parser::{parse_statements, ConnectorSpec, ObjectKind, Statement};
+pub use parser::{parse_statements, ConnectorSpec, Emit, ObjectKind, Statement};
 pub use planner::{PlannedQuery, StreamPlanner};
 
 /// DataFusion's SQL parser, re-exported so callers use the same version.

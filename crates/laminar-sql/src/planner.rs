@@ -22,7 +22,9 @@ use laminar_core::QueryGraph;
 
 use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
+use crate::parser::Emit;
 use crate::translate::{check_supported, translate};
+use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
 #[derive(Debug)]
@@ -119,7 +121,10 @@ impl StreamPlanner {
     }
 
     /// Plans `query` as the continuous query of `context` (e.g. `materialized view hot`).
-    pub fn plan_query(&self, query: &Query, context: &str) -> Result<PlannedQuery> {
+    pub fn plan_query(&self, query: &Query, context: &str, emit: Emit) -> Result<PlannedQuery> {
+        let mut query = query.clone();
+        rewrite_window_functions(&mut query, context)?;
+        let query = &query;
         reject_streaming_extensions(query, context)?;
         self.check_relations(query)?;
         let state = self.state();
@@ -145,7 +150,7 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let graph = translate(chosen, &state, context, &changelogs)?;
+        let graph = translate(chosen, &state, context, &changelogs, emit)?;
         let schema = graph.schema.clone();
         let inputs = graph.inputs();
         Ok(PlannedQuery {

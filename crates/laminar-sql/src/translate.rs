@@ -20,6 +20,7 @@ use laminar_core::operator::{
 };
 
 use crate::error::{Result, SqlError};
+use crate::parser::Emit;
 
 /// Builds the query graph for `plan`.
 /// `changelogs` are the inputs whose rows carry retractions (views that aggregate).
@@ -28,14 +29,25 @@ pub(crate) fn translate(
     state: &SessionState,
     context: &str,
     changelogs: &HashSet<String>,
+    emit: Emit,
 ) -> Result<QueryGraph> {
     let mut builder = Builder {
         state,
         context,
         changelogs,
+        emit,
+        windowed: false,
         nodes: Vec::new(),
     };
     let changelog = builder.add(plan, None)?;
+    if emit == Emit::OnWindowClose && !builder.windowed {
+        return Err(SqlError::Invalid {
+            context: context.to_string(),
+            message: "EMIT ON WINDOW CLOSE applies to a windowed aggregation \
+                      (GROUP BY window_start, window_end FROM TUMBLE(...))"
+                .into(),
+        });
+    }
     Ok(QueryGraph {
         nodes: builder.nodes,
         schema: Arc::clone(plan.schema().inner()),
@@ -104,6 +116,9 @@ struct Builder<'a> {
     state: &'a SessionState,
     context: &'a str,
     changelogs: &'a HashSet<String>,
+    emit: Emit,
+    /// An aggregate of this query emits on window close.
+    windowed: bool,
     nodes: Vec<QueryNode>,
 }
 
@@ -170,8 +185,25 @@ impl Builder<'_> {
             calls.push(AggregateCall { function, filter });
         }
         let schema = Arc::clone(aggregate.schema.inner());
-        let operator = AggregateOperator::new(keys.clone(), calls, key_fields.clone(), schema)
+        let mut operator = AggregateOperator::new(keys.clone(), calls, key_fields.clone(), schema)
             .map_err(|e| self.plan_error(&e))?;
+        let window_close = self.emit == Emit::OnWindowClose;
+        if window_close {
+            let window_end = aggregate
+                .group_expr
+                .iter()
+                .position(|e| matches!(e, Expr::Column(column) if column.name == "window_end"));
+            let Some(window_end) = window_end else {
+                return Err(SqlError::Invalid {
+                    context: self.context.to_string(),
+                    message: "EMIT ON WINDOW CLOSE needs window_end among the GROUP BY keys \
+                              (FROM TUMBLE(...) ... GROUP BY window_start, window_end)"
+                        .into(),
+                });
+            };
+            operator = operator.emit_on_window_close(window_end);
+            self.windowed = true;
+        }
         let aggregate_node = self.push(Box::new(operator), parent, 1, None);
         let router = KeyRouter::new(keys.clone(), key_fields).map_err(|e| self.plan_error(&e))?;
         let exchange = self.push(
@@ -186,7 +218,8 @@ impl Builder<'_> {
                 "aggregation over a changelog (a view or stream that itself aggregates)",
             ));
         }
-        Ok(true)
+        // A window that fires once emits final rows only: no retractions.
+        Ok(!window_close)
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {

@@ -34,6 +34,8 @@ pub struct AggregateCall {
 
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
+    /// For `EMIT ON WINDOW CLOSE`: the group's window end, epoch milliseconds.
+    window_end_ms: i64,
     /// The result row last emitted for the group, to retract when it changes.
     emitted: Option<Vec<ScalarValue>>,
 }
@@ -48,6 +50,10 @@ pub struct AggregateOperator {
     groups: HashMap<OwnedRow, Group>,
     /// The one group of an aggregate without `GROUP BY` (rows have no key to convert).
     global_key: Option<OwnedRow>,
+    /// `EMIT ON WINDOW CLOSE`: the index of `window_end` among the keys.
+    window_end_key: Option<usize>,
+    watermark_ms: i64,
+    late_rows: u64,
 }
 
 /// The key of the single group of a global aggregate.
@@ -85,7 +91,22 @@ impl AggregateOperator {
             },
             key_fields,
             groups: HashMap::new(),
+            window_end_key: None,
+            watermark_ms: i64::MIN,
+            late_rows: 0,
         })
+    }
+
+    /// Emits each group once, when the watermark reaches its window end (key `window_end`),
+    /// and frees it; rows of windows already closed are dropped and counted.
+    pub fn emit_on_window_close(mut self, window_end: usize) -> Self {
+        self.window_end_key = Some(window_end);
+        self
+    }
+
+    /// Rows dropped because their window had already closed.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
     }
 
     fn accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
@@ -109,9 +130,14 @@ impl Operator for AggregateOperator {
             .map(|c| c.function.name().to_string())
             .collect();
         format!(
-            "Aggregate [{}] by [{}] (changelog)",
+            "Aggregate [{}] by [{}] ({})",
             calls.join(", "),
-            keys.join(", ")
+            keys.join(", "),
+            if self.window_end_key.is_some() {
+                "emit on window close"
+            } else {
+                "changelog"
+            }
         )
     }
 
@@ -126,7 +152,21 @@ impl Operator for AggregateOperator {
                 .expect("key types were accepted when the prototype was built"),
             groups: HashMap::new(),
             global_key: self.global_key.clone(),
+            window_end_key: self.window_end_key,
+            watermark_ms: i64::MIN,
+            late_rows: 0,
         })
+    }
+
+    fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        if self.window_end_key.is_none() {
+            return Ok(());
+        }
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        if let Some(change) = self.fire(watermark_ms)? {
+            out.push(change);
+        }
+        Ok(())
     }
 
     fn process(
@@ -147,55 +187,31 @@ impl Operator for AggregateOperator {
             .iter()
             .map(|k| k.evaluate(batch)?.into_array(rows))
             .collect::<DfResult<Vec<ArrayRef>>>()?;
-        // Row indices per group, in first-seen order.
-        let mut order: Vec<OwnedRow> = Vec::new();
-        let mut members: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
-        if let Some(global) = &self.global_key {
-            order.push(global.clone());
-            members.insert(global.clone(), (0..rows as u32).collect());
-        } else {
-            let keys = self.converter.convert_columns(&key_columns)?;
-            for (index, key) in keys.iter().enumerate() {
-                let entry = members.entry(key.owned()).or_insert_with(|| {
-                    order.push(key.owned());
-                    Vec::new()
-                });
-                entry.push(index as u32);
-            }
-        }
+        let (order, mut members) = self.group_rows(rows, &key_columns)?;
+        let arguments = self.arguments(batch)?;
 
-        // Arguments of every call, with its FILTER folded into a mask.
-        let mut arguments: Vec<(Vec<ArrayRef>, Option<BooleanArray>)> =
-            Vec::with_capacity(self.calls.len());
-        for call in &self.calls {
-            let values = call
-                .function
-                .expressions()
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(rows))
-                .collect::<DfResult<Vec<_>>>()?;
-            let mask = match &call.filter {
-                None => None,
-                Some(filter) => {
-                    let mask = filter.evaluate(batch)?.into_array(rows)?;
-                    let mask = mask
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Plan("FILTER is not BOOLEAN".into()))?
-                        .clone();
-                    Some(mask)
-                }
-            };
-            arguments.push((values, mask));
-        }
-
+        let window_ends = match self.window_end_key {
+            Some(index) => Some(epoch_ms(&key_columns[index])?),
+            None => None,
+        };
         let mut retracted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
         let mut inserted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
         for key in order {
-            let indices = UInt32Array::from(members.remove(&key).unwrap_or_default());
+            let members = members.remove(&key).unwrap_or_default();
+            let window_end_ms = match (&window_ends, members.first()) {
+                (Some(ends), Some(first)) => ends[*first as usize],
+                _ => i64::MAX,
+            };
+            if window_ends.is_some() && window_end_ms <= self.watermark_ms {
+                // The window already fired: its result is final.
+                self.late_rows += members.len() as u64;
+                continue;
+            }
+            let indices = UInt32Array::from(members);
             if !self.groups.contains_key(&key) {
                 let group = Group {
                     accumulators: self.accumulators()?,
+                    window_end_ms,
                     emitted: None,
                 };
                 self.groups.insert(key.clone(), group);
@@ -222,6 +238,10 @@ impl Operator for AggregateOperator {
                 }
                 accumulator.update_batch(&taken)?;
             }
+            if self.window_end_key.is_some() {
+                // Results wait for the window to close.
+                continue;
+            }
             let values = group
                 .accumulators
                 .iter_mut()
@@ -242,7 +262,119 @@ impl Operator for AggregateOperator {
     }
 }
 
+/// Groups in first-seen order, and the row indices of each.
+type GroupedRows = (Vec<OwnedRow>, HashMap<OwnedRow, Vec<u32>>);
+
+/// Arguments of one aggregate call over a batch, with its `FILTER` as a mask.
+type CallArguments = (Vec<ArrayRef>, Option<BooleanArray>);
+
 impl AggregateOperator {
+    /// Row indices per group, groups in first-seen order.
+    fn group_rows(&self, rows: usize, key_columns: &[ArrayRef]) -> DfResult<GroupedRows> {
+        let mut order: Vec<OwnedRow> = Vec::new();
+        let mut members: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
+        if let Some(global) = &self.global_key {
+            order.push(global.clone());
+            members.insert(global.clone(), (0..rows as u32).collect());
+            return Ok((order, members));
+        }
+        let keys = self.converter.convert_columns(key_columns)?;
+        for (index, key) in keys.iter().enumerate() {
+            let entry = members.entry(key.owned()).or_insert_with(|| {
+                order.push(key.owned());
+                Vec::new()
+            });
+            entry.push(index as u32);
+        }
+        Ok((order, members))
+    }
+
+    /// The argument columns of every call, with its FILTER folded into a mask.
+    fn arguments(&self, batch: &RecordBatch) -> DfResult<Vec<CallArguments>> {
+        let rows = batch.num_rows();
+        let mut arguments = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let values = call
+                .function
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(rows))
+                .collect::<DfResult<Vec<_>>>()?;
+            let mask = match &call.filter {
+                None => None,
+                Some(filter) => {
+                    let mask = filter.evaluate(batch)?.into_array(rows)?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataFusionError::Plan("FILTER is not BOOLEAN".into()))?
+                        .clone();
+                    Some(mask)
+                }
+            };
+            arguments.push((values, mask));
+        }
+        Ok(arguments)
+    }
+}
+
+/// Epoch milliseconds of a timestamp (any unit) or BIGINT key column; NULL as `i64::MAX`
+/// (a window that never closes before the end of input).
+fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let (multiplier, divisor) = match values.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => (1_000, 1),
+        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => (1, 1),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => (1, 1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => (1, 1_000_000),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "window_end must be a TIMESTAMP, got {other}"
+            )))
+        }
+    };
+    let raw = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
+    let raw = raw
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
+    Ok(raw
+        .iter()
+        .map(|v| {
+            v.map_or(i64::MAX, |v| {
+                v.saturating_mul(multiplier).div_euclid(divisor)
+            })
+        })
+        .collect())
+}
+
+impl AggregateOperator {
+    /// Fires every window whose end the watermark reached: one final row per group.
+    fn fire(&mut self, watermark_ms: i64) -> DfResult<Option<ChangeBatch>> {
+        let closed: Vec<OwnedRow> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| group.window_end_ms <= watermark_ms)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut rows = Vec::with_capacity(closed.len());
+        for key in closed {
+            if let Some(mut group) = self.groups.remove(&key) {
+                let values = group
+                    .accumulators
+                    .iter_mut()
+                    .map(|a| a.evaluate())
+                    .collect::<DfResult<Vec<_>>>()?;
+                rows.push((key, values));
+            }
+        }
+        // Closed windows in key order, so output does not depend on hash order.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(self
+            .changes(&[], &rows)?
+            .map(|change| ChangeBatch::insert_only(change.into_batch())))
+    }
+
     /// Builds one change batch: the retractions, then the insertions.
     fn changes(
         &self,

@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::worker::WorkerShared;
 use crate::error::{CoreError, Result};
+use crate::watermark::WatermarkGenerator;
 
 /// Capacity of one ingress ring, in batches.
 pub const INGRESS_RING_CAPACITY_BATCHES: usize = 64;
@@ -22,6 +23,8 @@ const PRODUCER_BACKOFF_MAX_US: u64 = 500;
 #[derive(Debug)]
 pub(crate) enum IngressMessage {
     Data(RecordBatch),
+    /// The source's watermark, computed where every pushed row is seen (push sources).
+    Watermark(i64),
     End,
 }
 
@@ -92,6 +95,10 @@ pub struct IngressHandle {
     closed: AtomicBool,
     abandoned: AtomicBool,
     shutdown: Arc<AtomicBool>,
+    /// For a source whose rows are spread over the workers by the pusher (round robin), the
+    /// watermark is computed here over every pushed row and sent to all workers; otherwise
+    /// each worker computes its own partition's watermark.
+    watermark: Option<Mutex<WatermarkGenerator>>,
 }
 
 impl std::fmt::Debug for IngressHandle {
@@ -104,8 +111,14 @@ impl std::fmt::Debug for IngressHandle {
 }
 
 impl IngressHandle {
-    pub(crate) fn new(name: String, rings: Vec<RingProducer>, shutdown: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        rings: Vec<RingProducer>,
+        shutdown: Arc<AtomicBool>,
+        watermark: Option<WatermarkGenerator>,
+    ) -> Self {
         Self {
+            watermark: watermark.map(Mutex::new),
             name,
             rings: rings.into_iter().map(Mutex::new).collect(),
             next_ring: AtomicUsize::new(0),
@@ -124,7 +137,40 @@ impl IngressHandle {
     /// full.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
         let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        self.push_to(partition, batch)
+        let batch_max = self.batch_max(&batch)?;
+        self.push_to(partition, batch)?;
+        self.advance_watermark(batch_max)
+    }
+
+    fn batch_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
+        match &self.watermark {
+            None => Ok(None),
+            Some(generator) => generator
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .batch_max(batch),
+        }
+    }
+
+    /// After rows were pushed: if they advance the source's watermark, every worker
+    /// receives it behind the rows already in its queue.
+    fn advance_watermark(&self, batch_max: Option<i64>) -> Result<()> {
+        let (Some(generator), Some(batch_max)) = (&self.watermark, batch_max) else {
+            return Ok(());
+        };
+        // Held while broadcasting, so workers receive watermarks in increasing order.
+        let mut generator = generator.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(watermark) = generator.advance(batch_max) else {
+            return Ok(());
+        };
+        for ring in &self.rings {
+            let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+            ring.push_blocking(
+                IngressMessage::Watermark(watermark),
+                &[&self.shutdown, &self.abandoned],
+            )?;
+        }
+        Ok(())
     }
 
     /// Pushes a batch to `partition % partitions()`, waiting while its queue is full. Batches
@@ -143,14 +189,18 @@ impl IngressHandle {
     /// Pushes a batch without waiting; `CoreError::Full` when the partition's queue is full.
     pub fn try_push(&self, batch: RecordBatch) -> Result<()> {
         let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        let ring = &self.rings[partition % self.rings.len()];
-        let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-        self.check_open()?;
-        ring.try_push(IngressMessage::Data(batch))
-            .map_err(|_| CoreError::Full {
-                source_name: self.name.clone(),
-                capacity: INGRESS_RING_CAPACITY_BATCHES,
-            })
+        let batch_max = self.batch_max(&batch)?;
+        {
+            let ring = &self.rings[partition % self.rings.len()];
+            let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+            self.check_open()?;
+            ring.try_push(IngressMessage::Data(batch))
+                .map_err(|_| CoreError::Full {
+                    source_name: self.name.clone(),
+                    capacity: INGRESS_RING_CAPACITY_BATCHES,
+                })?;
+        }
+        self.advance_watermark(batch_max)
     }
 
     /// Ends the source: the final watermark and end-of-stream reach every worker, and later

@@ -209,12 +209,15 @@ impl Runtime {
             .cloned()
     }
 
-    /// Opens the input side of a source stream: one ring per worker, each with its own
-    /// watermark generator (a source partition per worker).
+    /// Opens the input side of a source stream: one ring per worker. With
+    /// `watermark_at_push`, the handle computes the watermark over every pushed row and sends
+    /// it to all workers (a source spread round robin by its pusher); otherwise each ring is a
+    /// source partition with its own watermark generator.
     pub fn create_ingress(
         &self,
         stream: StreamId,
         watermark: Option<&WatermarkGenerator>,
+        watermark_at_push: bool,
     ) -> Result<IngressHandle> {
         let outlet = self
             .outlet(stream)
@@ -231,7 +234,11 @@ impl Runtime {
                 stream,
                 consumer,
                 counters: Arc::clone(&counters),
-                watermark: watermark.cloned(),
+                watermark: if watermark_at_push {
+                    None
+                } else {
+                    watermark.cloned()
+                },
                 outlet: Arc::clone(&outlet),
             });
             producers.push(RingProducer::new(producer, counters, Arc::clone(worker)));
@@ -240,6 +247,11 @@ impl Runtime {
             outlet.name().to_string(),
             producers,
             Arc::clone(&self.shutdown),
+            if watermark_at_push {
+                watermark.cloned()
+            } else {
+                None
+            },
         ))
     }
 

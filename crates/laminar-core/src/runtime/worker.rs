@@ -374,6 +374,11 @@ impl Worker {
                 self.drain_work();
                 false
             }
+            IngressMessage::Watermark(ms) => {
+                self.work.push_back((stream, Message::Watermark(ms)));
+                self.drain_work();
+                false
+            }
             IngressMessage::End => {
                 self.work
                     .push_back((stream, Message::Watermark(WATERMARK_END_MS)));

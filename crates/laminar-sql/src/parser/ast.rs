@@ -47,6 +47,17 @@ impl fmt::Display for ObjectKind {
     }
 }
 
+/// When a continuous query emits results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// Every change as it happens (a changelog for aggregations). The default.
+    #[default]
+    OnUpdate,
+    /// `EMIT ON WINDOW CLOSE` (also `EMIT AFTER WATERMARK`, `EMIT FINAL`): one final row per
+    /// window once the watermark passes its end.
+    OnWindowClose,
+}
+
 /// `name (key = 'value', ...)` after `FROM` or `INTO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorSpec {
@@ -128,6 +139,8 @@ pub enum Statement {
         if_not_exists: bool,
         /// The continuous query.
         query: Box<Query>,
+        /// The `EMIT` clause.
+        emit: Emit,
     },
     /// `CREATE MATERIALIZED VIEW name AS query`.
     CreateMaterializedView {
@@ -137,6 +150,8 @@ pub enum Statement {
         if_not_exists: bool,
         /// The continuous query.
         query: Box<Query>,
+        /// The `EMIT` clause.
+        emit: Emit,
     },
     /// `CREATE SINK`.
     CreateSink(CreateSink),
@@ -182,6 +197,13 @@ impl Statement {
     }
 }
 
+fn emit_clause(emit: Emit) -> &'static str {
+    match emit {
+        Emit::OnUpdate => "",
+        Emit::OnWindowClose => " EMIT ON WINDOW CLOSE",
+    }
+}
+
 fn if_not_exists(f: &mut fmt::Formatter<'_>, yes: bool) -> fmt::Result {
     if yes {
         f.write_str("IF NOT EXISTS ")?;
@@ -219,19 +241,21 @@ impl fmt::Display for Statement {
                 name,
                 if_not_exists: ine,
                 query,
+                emit,
             } => {
                 f.write_str("CREATE STREAM ")?;
                 if_not_exists(f, *ine)?;
-                write!(f, "{} AS {query}", quote_ident(name))
+                write!(f, "{} AS {query}{}", quote_ident(name), emit_clause(*emit))
             }
             Self::CreateMaterializedView {
                 name,
                 if_not_exists: ine,
                 query,
+                emit,
             } => {
                 f.write_str("CREATE MATERIALIZED VIEW ")?;
                 if_not_exists(f, *ine)?;
-                write!(f, "{} AS {query}", quote_ident(name))
+                write!(f, "{} AS {query}{}", quote_ident(name), emit_clause(*emit))
             }
             Self::CreateSink(sink) => {
                 f.write_str("CREATE SINK ")?;

@@ -2,13 +2,15 @@
 //! standard SQL (`SELECT`, `INSERT`) is delegated to `sqlparser`, other statements are an
 //! `Unsupported` error naming them.
 
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement as SqlStatement, Value};
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, Query, SetExpr, Statement as SqlStatement, TableFactor, Value,
+};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::ast::{
-    ConnectorSpec, CreateSink, CreateSource, ObjectKind, SinkInput, Statement, WatermarkSpec,
+    ConnectorSpec, CreateSink, CreateSource, Emit, ObjectKind, SinkInput, Statement, WatermarkSpec,
 };
 use super::ddl_normalize::normalize_ident;
 use super::syntax;
@@ -110,11 +112,12 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
         let if_not_exists = if_not_exists(parser);
         let name = object_name(parser)?;
         parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
-        let query = parser.parse_query().map_err(syntax)?;
+        let (query, emit) = parse_query_and_emit(parser)?;
         return Ok(Statement::CreateStream {
             name,
             if_not_exists,
             query,
+            emit,
         });
     }
     if words_are(parser, &["CREATE", "MATERIALIZED", "VIEW"]) {
@@ -122,11 +125,12 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
         let if_not_exists = if_not_exists(parser);
         let name = object_name(parser)?;
         parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
-        let query = parser.parse_query().map_err(syntax)?;
+        let (query, emit) = parse_query_and_emit(parser)?;
         return Ok(Statement::CreateMaterializedView {
             name,
             if_not_exists,
             query,
+            emit,
         });
     }
     if words_are(parser, &["CREATE", "SINK"]) {
@@ -150,6 +154,83 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
         return Err(unsupported(format!("statement {construct}"), text));
     }
     Err(unsupported(what, "CREATE"))
+}
+
+/// sqlparser reads `FROM t EMIT ON WINDOW CLOSE` as table `t` aliased `EMIT`; when the
+/// query's last table carries that alias and an emit clause follows, the alias was the clause.
+fn take_emit_alias(query: &mut Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return false;
+    };
+    let Some(from) = select.from.last_mut() else {
+        return false;
+    };
+    let relation = match from.joins.last_mut() {
+        Some(join) => &mut join.relation,
+        None => &mut from.relation,
+    };
+    let (TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. }) = relation else {
+        return false;
+    };
+    let is_emit = alias.as_ref().is_some_and(|a| {
+        a.name.quote_style.is_none()
+            && a.name.value.eq_ignore_ascii_case("emit")
+            && a.columns.is_empty()
+    });
+    if is_emit {
+        *alias = None;
+    }
+    is_emit
+}
+
+/// The query of `CREATE STREAM | MATERIALIZED VIEW` and its optional `EMIT` clause.
+fn parse_query_and_emit(parser: &mut Parser<'_>) -> Result<(Box<Query>, Emit)> {
+    let mut query = parser.parse_query().map_err(syntax)?;
+    let follows_emit = matches!(
+        word(parser, 0).as_deref(),
+        Some("ON" | "AFTER" | "FINAL" | "CHANGES" | "EVERY" | "PERIODIC")
+    );
+    if follows_emit && take_emit_alias(&mut query) {
+        return Ok((query, parse_emit_rest(parser)?));
+    }
+    let emit = parse_emit(parser)?;
+    Ok((query, emit))
+}
+
+/// The optional `EMIT` clause after a continuous query.
+fn parse_emit(parser: &mut Parser<'_>) -> Result<Emit> {
+    if word(parser, 0).as_deref() != Some("EMIT") {
+        return Ok(Emit::OnUpdate);
+    }
+    advance(parser, 1);
+    parse_emit_rest(parser)
+}
+
+/// The `EMIT` clause after its `EMIT` keyword.
+fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
+    let clauses: [(&[&str], Option<Emit>); 7] = [
+        (&["ON", "WINDOW", "CLOSE"], Some(Emit::OnWindowClose)),
+        (&["AFTER", "WATERMARK"], Some(Emit::OnWindowClose)),
+        (&["FINAL"], Some(Emit::OnWindowClose)),
+        (&["ON", "UPDATE"], Some(Emit::OnUpdate)),
+        (&["CHANGES"], Some(Emit::OnUpdate)),
+        (&["EVERY"], None),
+        (&["PERIODIC"], None),
+    ];
+    for (words, emit) in clauses {
+        if words_are(parser, words) {
+            let Some(emit) = emit else {
+                return Err(unsupported("EMIT EVERY (periodic emission)", "EMIT"));
+            };
+            advance(parser, words.len());
+            return Ok(emit);
+        }
+    }
+    Err(syntax(ParserError::ParserError(format!(
+        "Expected: EMIT ON WINDOW CLOSE, EMIT AFTER WATERMARK, EMIT FINAL, EMIT ON UPDATE or EMIT CHANGES, found: {} at {}",
+        parser.peek_token().token,
+        parser.peek_token().span.start
+    ))))
 }
 
 fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {

@@ -11,7 +11,7 @@ pub(crate) mod ddl_normalize;
 pub use ddl_normalize::quote_ident;
 
 pub use ast::{
-    ConnectorSpec, CreateSink, CreateSource, ObjectKind, SinkInput, Statement, WatermarkSpec,
+    ConnectorSpec, CreateSink, CreateSource, Emit, ObjectKind, SinkInput, Statement, WatermarkSpec,
 };
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
