@@ -285,3 +285,57 @@ fn tumbling_windows_on_close_match_datafusion_date_bin() {
         }
     }
 }
+
+#[test]
+fn hopping_windows_on_close_match_datafusion() {
+    let streaming = "SELECT k, window_start, window_end, count(*) AS n, sum(price) AS total, max(price) AS high \
+        FROM HOP(events, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) \
+        GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE";
+    // Written independently of the rewrite: each row joined with the offsets of the three
+    // windows containing it.
+    let start = "date_bin(INTERVAL '1' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') - \
+        CASE o.i WHEN 0 THEN INTERVAL '0' SECOND WHEN 1 THEN INTERVAL '1' SECOND ELSE INTERVAL '2' SECOND END";
+    let batch = format!(
+        "SELECT k, {start} AS window_start, {start} + INTERVAL '3' SECOND AS window_end, \
+         count(*) AS n, sum(price) AS total, max(price) AS high \
+         FROM events CROSS JOIN (VALUES (0), (1), (2)) AS o(i) GROUP BY 1, 2, 3"
+    );
+    for seed in [5, 77] {
+        let input = timed_batches(seed, 200);
+        let expected = {
+            let ctx = SessionContext::new();
+            let table = MemTable::try_new(timed_schema(), vec![input.clone()]).expect("table");
+            ctx.register_table("events", Arc::new(table))
+                .expect("register");
+            let runtime = tokio::runtime::Runtime::new().expect("tokio");
+            rows(
+                &runtime
+                    .block_on(async { ctx.sql(&batch).await?.collect().await })
+                    .expect("batch answer"),
+            )
+        };
+        assert!(expected.len() > 50, "seed {seed}: too few windows");
+        for workers in [1, 4] {
+            let db = LaminarDB::builder()
+                .workers(workers)
+                .pin_workers(false)
+                .in_memory()
+                .expect("database");
+            db.execute(
+                "CREATE SOURCE events (k BIGINT NOT NULL, price BIGINT, ts TIMESTAMP NOT NULL, \
+                 WATERMARK FOR ts AS ts - INTERVAL '200' MILLISECOND)",
+            )
+            .expect("source");
+            db.execute(&format!("CREATE MATERIALIZED VIEW w AS {streaming}"))
+                .expect("view");
+            let source = db.source("events").expect("handle");
+            for part in &input {
+                source.push(part.clone()).expect("push");
+            }
+            source.finish().expect("finish");
+            assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+            let all = rows(&db.query("SELECT * FROM w").expect("query"));
+            assert_eq!(all, expected, "seed {seed}, {workers} workers");
+        }
+    }
+}

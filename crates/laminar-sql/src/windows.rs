@@ -1,7 +1,9 @@
 //! Window table functions, rewritten before planning: `FROM TUMBLE(t, ts, size)` becomes a
 //! derived table over `t` adding `window_start` and `window_end` (half-open, aligned to the
-//! epoch), which a `GROUP BY window_start, window_end` aggregates like any key. Whether a
-//! window's result waits for the watermark is the aggregate's `EMIT` mode.
+//! epoch), which a `GROUP BY window_start, window_end` aggregates like any key.
+//! `HOP(t, ts, slide, size)` puts each row in the `size / slide` windows containing it: a
+//! `UNION ALL` of that many shifted copies. Whether a window's result waits for the watermark
+//! is the aggregate's `EMIT` mode.
 
 use std::ops::ControlFlow;
 
@@ -33,14 +35,13 @@ pub(crate) fn rewrite_window_functions(query: &mut Query, context: &str) -> Resu
             else {
                 return ControlFlow::Continue(());
             };
-            if !name.to_string().eq_ignore_ascii_case("tumble") {
-                return ControlFlow::Continue(());
-            }
-            let replacement = tumble(
-                &args.args,
-                alias.as_ref().map(|a| a.name.value.clone()),
-                self.context,
-            );
+            let function = name.to_string().to_lowercase();
+            let alias = alias.as_ref().map(|a| a.name.value.clone());
+            let replacement = match function.as_str() {
+                "tumble" => tumble(&args.args, alias.as_deref(), self.context),
+                "hop" => hop(&args.args, alias.as_deref(), self.context),
+                _ => return ControlFlow::Continue(()),
+            };
             match replacement {
                 Ok(derived) => {
                     *factor = derived;
@@ -63,18 +64,100 @@ fn invalid(context: &str, message: String) -> SqlError {
     }
 }
 
-/// `TUMBLE(table, time_column, size)` as a derived table.
-fn tumble(args: &[FunctionArg], alias: Option<String>, context: &str) -> Result<TableFactor> {
-    let exprs: Vec<String> = args
-        .iter()
+/// Upper bound on the windows one row falls into (`HOP` size / slide).
+const HOP_WINDOWS_PER_ROW_MAX: i64 = 64;
+
+fn arguments(args: &[FunctionArg], function: &str, context: &str) -> Result<Vec<String>> {
+    args.iter()
         .map(|arg| match arg {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Ok(expr.to_string()),
             other => Err(invalid(
                 context,
-                format!("TUMBLE argument {other} is not a table, column or interval"),
+                format!("{function} argument {other} is not a table, column or interval"),
             )),
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// The length of an interval literal such as `INTERVAL '10' SECOND` or `INTERVAL '2 minutes'`,
+/// in milliseconds.
+fn interval_ms(text: &str, context: &str) -> Result<i64> {
+    let error = || {
+        invalid(
+            context,
+            format!("window size {text} must be an INTERVAL of milliseconds, seconds, minutes, hours or days"),
+        )
+    };
+    let rest = text
+        .trim()
+        .strip_prefix("INTERVAL")
+        .or_else(|| text.trim().strip_prefix("interval"))
+        .ok_or_else(error)?
+        .trim();
+    let rest = rest.strip_prefix('\'').ok_or_else(error)?;
+    let (quoted, unit) = rest.split_once('\'').ok_or_else(error)?;
+    let mut words: Vec<&str> = quoted.split_whitespace().collect();
+    if !unit.trim().is_empty() {
+        words.push(unit.trim());
+    }
+    let mut total: i64 = 0;
+    for pair in words.chunks(2) {
+        let [amount, unit] = pair else {
+            return Err(error());
+        };
+        let amount: i64 = amount.parse().map_err(|_| error())?;
+        let unit_ms = match unit.to_lowercase().trim_end_matches('s') {
+            "m" | "millisecond" => 1,
+            "" | "second" | "sec" => 1_000,
+            "minute" | "min" => 60_000,
+            "hour" | "h" => 3_600_000,
+            "day" | "d" => 86_400_000,
+            _ => return Err(error()),
+        };
+        total = amount
+            .checked_mul(unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(error)?;
+    }
+    if total <= 0 {
+        return Err(invalid(
+            context,
+            format!("window size {text} must be positive"),
+        ));
+    }
+    Ok(total)
+}
+
+/// Parses `SELECT * FROM (<inner>) AS alias` and returns its FROM relation.
+fn derived(inner: &str, alias: &str, function: &str, context: &str) -> Result<TableFactor> {
+    let sql = format!("SELECT * FROM ({inner}) AS {}", quote_ident(alias));
+    let dialect = GenericDialect {};
+    let statement = Parser::parse_sql(&dialect, &sql)
+        .map_err(|e| invalid(context, format!("{function}: {e}")))?
+        .pop();
+    let Some(SqlStatement::Query(query)) = statement else {
+        return Err(invalid(
+            context,
+            format!("{function} could not be expanded"),
+        ));
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return Err(invalid(
+            context,
+            format!("{function} expansion is not a SELECT"),
+        ));
+    };
+    select
+        .from
+        .into_iter()
+        .next()
+        .map(|from| from.relation)
+        .ok_or_else(|| invalid(context, format!("{function} expansion has no FROM")))
+}
+
+/// `TUMBLE(table, time_column, size)` as a derived table.
+fn tumble(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<TableFactor> {
+    let exprs = arguments(args, "TUMBLE", context)?;
     let [table, time, size] = exprs.as_slice() else {
         return Err(invalid(
             context,
@@ -84,35 +167,64 @@ fn tumble(args: &[FunctionArg], alias: Option<String>, context: &str) -> Result<
             ),
         ));
     };
-    if !size.to_uppercase().starts_with("INTERVAL") {
+    interval_ms(size, context)?;
+    let bin = format!("date_bin({size}, {time}, TIMESTAMP '1970-01-01 00:00:00')");
+    let inner =
+        format!("SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table}");
+    derived(&inner, alias.unwrap_or(table), "TUMBLE", context)
+}
+
+/// `HOP(table, time_column, slide, size)` as a derived table: one copy of each row per
+/// window containing it, the windows starting every `slide` and lasting `size`.
+fn hop(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<TableFactor> {
+    let exprs = arguments(args, "HOP", context)?;
+    let [table, time, slide, size] = exprs.as_slice() else {
         return Err(invalid(
             context,
-            format!("TUMBLE size {size} must be an INTERVAL"),
+            format!(
+                "HOP takes (table, time column, slide, size), e.g. HOP(bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND); got {} arguments",
+                exprs.len()
+            ),
+        ));
+    };
+    let slide_ms = interval_ms(slide, context)?;
+    let size_ms = interval_ms(size, context)?;
+    if size_ms % slide_ms != 0 {
+        return Err(invalid(
+            context,
+            format!(
+                "HOP window size {}s must be a multiple of slide {}s",
+                size_ms as f64 / 1000.0,
+                slide_ms as f64 / 1000.0
+            ),
         ));
     }
-    let alias = alias.unwrap_or_else(|| table.clone());
-    let bin = format!("date_bin({size}, {time}, TIMESTAMP '1970-01-01 00:00:00')");
-    let sql = format!(
-        "SELECT * FROM (SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table}) AS {}",
-        quote_ident(&alias)
-    );
-    let dialect = GenericDialect {};
-    let statement = Parser::parse_sql(&dialect, &sql)
-        .map_err(|e| invalid(context, format!("TUMBLE({table}, {time}, {size}): {e}")))?
-        .pop();
-    let Some(SqlStatement::Query(query)) = statement else {
-        return Err(invalid(
-            context,
-            format!("TUMBLE({table}, {time}, {size}) could not be expanded"),
-        ));
-    };
-    let SetExpr::Select(select) = *query.body else {
-        return Err(invalid(context, "TUMBLE expansion is not a SELECT".into()));
-    };
-    select
-        .from
-        .into_iter()
-        .next()
-        .map(|from| from.relation)
-        .ok_or_else(|| invalid(context, "TUMBLE expansion has no FROM".into()))
+    let windows = size_ms / slide_ms;
+    if windows > HOP_WINDOWS_PER_ROW_MAX {
+        return Err(SqlError::Unsupported {
+            construct: format!(
+                "HOP with {windows} windows per row (size / slide above {HOP_WINDOWS_PER_ROW_MAX})"
+            ),
+            context: context.to_string(),
+        });
+    }
+    let bin = format!("date_bin({slide}, {time}, TIMESTAMP '1970-01-01 00:00:00')");
+    let copies: Vec<String> = (0..windows)
+        .map(|i| {
+            let start = if i == 0 {
+                bin.clone()
+            } else {
+                format!("{bin} - INTERVAL '{} milliseconds'", i * slide_ms)
+            };
+            format!(
+                "SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {table}"
+            )
+        })
+        .collect();
+    derived(
+        &copies.join(" UNION ALL "),
+        alias.unwrap_or(table),
+        "HOP",
+        context,
+    )
 }
