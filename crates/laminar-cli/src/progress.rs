@@ -145,6 +145,8 @@ mod tests {
                 watermark_ms: Some(1_704_067_204_000),
                 finished,
                 error: None,
+                state_entries: 0,
+                late_rows: 0,
             }],
             workers: Vec::new(),
         }

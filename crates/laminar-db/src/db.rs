@@ -336,6 +336,7 @@ impl LaminarDB {
                 let (schema, batches) = self.run_query(&query, false)?;
                 Ok(ExecuteResult::Rows { schema, batches })
             }
+            Statement::ShowWatermarks => self.show_watermarks(),
             Statement::Flush => {
                 self.flush()?;
                 Ok(ExecuteResult::Skipped {
@@ -597,6 +598,8 @@ impl LaminarDB {
                         kind: object.kind,
                         rows_out: outlet.rows(),
                         watermark_ms: visible_watermark(outlet.watermark_ms()),
+                        state_entries: outlet.state_entries(),
+                        late_rows: outlet.late_rows(),
                         finished: outlet.is_ended()
                             && sink
                                 .as_ref()

@@ -46,6 +46,10 @@ pub struct QueryStats {
     pub finished: bool,
     /// The first error of the query, its source readers or its sink.
     pub error: Option<String>,
+    /// Entries of keyed state its operators hold (groups, open windows), over all workers.
+    pub state_entries: u64,
+    /// Input rows dropped because their window had already fired.
+    pub late_rows: u64,
 }
 
 impl Metrics {

@@ -109,6 +109,45 @@ impl LaminarDB {
         text_batch(&["name", detail, "definition"], &rows)
     }
 
+    /// Every source's and query's watermark, with the late rows each query dropped and the
+    /// state it holds.
+    pub(crate) fn show_watermarks(&self) -> Result<ExecuteResult> {
+        let metrics = self.metrics();
+        let shown = |ms: Option<i64>| {
+            ms.and_then(datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime)
+                .map_or_else(
+                    || "none".to_string(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                )
+        };
+        let mut rows: Vec<Vec<String>> = metrics
+            .sources
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    "source".into(),
+                    shown(s.watermark_ms),
+                    String::new(),
+                    String::new(),
+                ]
+            })
+            .collect();
+        rows.extend(metrics.queries.iter().map(|q| {
+            vec![
+                q.name.clone(),
+                q.kind.noun().to_string(),
+                shown(q.watermark_ms),
+                q.late_rows.to_string(),
+                q.state_entries.to_string(),
+            ]
+        }));
+        text_batch(
+            &["name", "kind", "watermark", "late_rows", "state_entries"],
+            &rows,
+        )
+    }
+
     pub(crate) fn describe(&self, name: &str) -> Result<ExecuteResult> {
         let catalog = self.catalog();
         let object = catalog.get(name).ok_or_else(|| DbError::NotFound {

@@ -652,3 +652,60 @@ fn held_sources_feed_every_query_of_a_pipeline() {
         "subscription saw {seen}\n{shown}"
     );
 }
+
+#[test]
+fn window_state_is_bounded_and_freed_when_windows_fire() {
+    let db = db(2);
+    db.execute(
+        "CREATE SOURCE ticks (k BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '100' MILLISECOND)",
+    )
+    .expect("source");
+    db.execute(
+        "CREATE MATERIALIZED VIEW per_second AS SELECT count(*) AS n, window_start, window_end \
+         FROM TUMBLE(ticks, ts, INTERVAL '1' SECOND) GROUP BY window_start, window_end EMIT ON WINDOW CLOSE",
+    )
+    .expect("view");
+    let source = db.source("ticks").expect("handle");
+    let schema = source.schema();
+    // 1M rows, 10 ms apart: 100 rows in each of 10,000 one-second windows.
+    let rows_total: i64 = 1_000_000;
+    let batch_rows: i64 = 10_000;
+    let base = 1_704_067_200_000_i64;
+    let mut state_max = 0;
+    for batch in 0..rows_total / batch_rows {
+        let first = batch * batch_rows;
+        let keys = Int64Array::from_iter_values(first..first + batch_rows);
+        let ts = TimestampMillisecondArray::from_iter_values(
+            (first..first + batch_rows).map(|i| base + i * 10),
+        );
+        let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(ts)])
+            .expect("batch");
+        source.push(rows).expect("push");
+        db.sync().expect("processed");
+        let state: u64 = db.metrics().queries.iter().map(|q| q.state_entries).sum();
+        state_max = state_max.max(state);
+    }
+    // One batch spans 100 windows; only those the watermark has not passed stay open.
+    assert!(
+        state_max <= 101,
+        "open windows stay bounded by one batch's span: {state_max}"
+    );
+    source.finish().expect("finish");
+    assert!(db.wait_finished(WAIT));
+    let metrics = db.metrics();
+    let view = metrics
+        .queries
+        .iter()
+        .find(|q| q.name == "per_second")
+        .expect("stats");
+    assert_eq!(view.state_entries, 0, "every window fired and was freed");
+    assert_eq!(view.rows_out, 10_000);
+    let counts = db
+        .query("SELECT count(*) AS windows, min(n) AS low, max(n) AS high FROM per_second")
+        .expect("query");
+    assert!(
+        text(&counts).contains("| 10000   | 100 | 100  |"),
+        "{}",
+        text(&counts)
+    );
+}

@@ -104,11 +104,6 @@ impl AggregateOperator {
         self
     }
 
-    /// Rows dropped because their window had already closed.
-    pub fn late_rows(&self) -> u64 {
-        self.late_rows
-    }
-
     fn accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
         self.calls
             .iter()
@@ -156,6 +151,14 @@ impl Operator for AggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
         })
+    }
+
+    fn state_entries(&self) -> u64 {
+        self.groups.len() as u64
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late_rows
     }
 
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {

@@ -63,4 +63,14 @@ pub trait Operator: Send {
     fn on_end(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
     }
+
+    /// Entries of keyed state the operator holds now (groups, open windows); 0 if stateless.
+    fn state_entries(&self) -> u64 {
+        0
+    }
+
+    /// Input rows dropped because they arrived after their window fired.
+    fn late_rows(&self) -> u64 {
+        0
+    }
 }

@@ -45,6 +45,8 @@ pub struct StreamOutlet {
     watermarks_ms: Vec<AtomicI64>,
     ended: Vec<AtomicBool>,
     ended_workers: AtomicUsize,
+    state_entries: Vec<AtomicU64>,
+    late_rows: Vec<AtomicU64>,
     error: Mutex<Option<String>>,
     progress: Arc<Progress>,
     shutdown: Arc<AtomicBool>,
@@ -88,6 +90,8 @@ impl StreamOutlet {
                 .collect(),
             ended: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             ended_workers: AtomicUsize::new(0),
+            state_entries: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            late_rows: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             error: Mutex::new(None),
             progress,
             shutdown,
@@ -157,6 +161,28 @@ impl StreamOutlet {
             return;
         }
         sinks.push(sender);
+    }
+
+    /// Publishes the state size and late-row count of the query's operators on `worker`.
+    pub(crate) fn report_operator_stats(&self, worker: usize, state_entries: u64, late_rows: u64) {
+        self.state_entries[worker].store(state_entries, Ordering::Relaxed);
+        self.late_rows[worker].store(late_rows, Ordering::Relaxed);
+    }
+
+    /// Entries of keyed state the producing query holds, over all workers.
+    pub fn state_entries(&self) -> u64 {
+        self.state_entries
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Rows the producing query dropped as late, over all workers.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub(crate) fn record_error(&self, message: String) {

@@ -79,6 +79,16 @@ impl QueryInstance {
         }
     }
 
+    /// `(state entries, late rows)` summed over the operators.
+    pub(crate) fn operator_stats(&self) -> (u64, u64) {
+        self.nodes.iter().fold((0, 0), |(state, late), node| {
+            (
+                state + node.operator.state_entries(),
+                late + node.operator.late_rows(),
+            )
+        })
+    }
+
     pub(crate) fn leaves(&self) -> &[(String, usize)] {
         &self.leaves
     }

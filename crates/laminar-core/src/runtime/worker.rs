@@ -432,6 +432,10 @@ impl Worker {
         };
         let output = query.output;
         let result = step(&mut query.instance, &mut self.produced, &mut self.remote);
+        let (state_entries, late_rows) = query.instance.operator_stats();
+        if let Some(outlet) = self.outlets.get(&output) {
+            outlet.report_operator_stats(self.shared.index, state_entries, late_rows);
+        }
         for produced in self.produced.drain(..) {
             self.work.push_back((output, produced));
         }

@@ -176,6 +176,8 @@ pub enum Statement {
     Query(Box<Query>),
     /// `FLUSH`: wait until pushed rows are processed and bounded sources are fully read.
     Flush,
+    /// `SHOW WATERMARKS`: the watermark of every source, stream and view.
+    ShowWatermarks,
 }
 
 impl Statement {
@@ -193,6 +195,7 @@ impl Statement {
             Self::Explain(inner) => format!("EXPLAIN {}", inner.label()),
             Self::Query(_) => "SELECT".into(),
             Self::Flush => "FLUSH".into(),
+            Self::ShowWatermarks => "SHOW WATERMARKS".into(),
         }
     }
 }
@@ -283,6 +286,7 @@ impl fmt::Display for Statement {
             Self::Explain(inner) => write!(f, "EXPLAIN {inner}"),
             Self::Query(query) => write!(f, "{query}"),
             Self::Flush => f.write_str("FLUSH"),
+            Self::ShowWatermarks => f.write_str("SHOW WATERMARKS"),
         }
     }
 }

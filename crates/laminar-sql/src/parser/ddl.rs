@@ -386,6 +386,10 @@ fn parse_drop(parser: &mut Parser<'_>) -> Result<Statement> {
 
 fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
     advance(parser, 1);
+    if word(parser, 0).as_deref() == Some("WATERMARKS") {
+        advance(parser, 1);
+        return Ok(Statement::ShowWatermarks);
+    }
     let kind = match word(parser, 0).as_deref() {
         Some("SOURCES") => Some((ObjectKind::Source, 1)),
         Some("STREAMS") => Some((ObjectKind::Stream, 1)),
