@@ -204,7 +204,10 @@ impl Builder<'_> {
             operator = operator.emit_on_window_close(window_end);
             self.windowed = true;
         }
-        let aggregate_node = self.push(Box::new(operator), parent, 1, None);
+        // The operator goes in once its input is known: a changelog input needs
+        // retractable accumulators.
+        let aggregate_node =
+            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
         let router = KeyRouter::new(keys.clone(), key_fields).map_err(|e| self.plan_error(&e))?;
         let exchange = self.push(
             Box::new(ExchangeOperator::new(keys)),
@@ -213,11 +216,19 @@ impl Builder<'_> {
             None,
         );
         self.nodes[exchange].router = Some(Arc::new(router));
-        if self.add(&aggregate.input, Some((exchange, 0)))? {
-            return Err(self.unsupported(
-                "aggregation over a changelog (a view or stream that itself aggregates)",
-            ));
+        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
+        if input_changelog {
+            if window_close {
+                return Err(self.unsupported(
+                    "EMIT ON WINDOW CLOSE over a changelog (a view or stream that itself aggregates)",
+                ));
+            }
+            operator = operator.retracting().map_err(|e| match e {
+                datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
+                other => self.plan_error(&other),
+            })?;
         }
+        self.nodes[aggregate_node].operator = Box::new(operator);
         // A window that fires once emits final rows only: no retractions.
         Ok(!window_close)
     }

@@ -36,6 +36,8 @@ struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
     /// For `EMIT ON WINDOW CLOSE`: the group's window end, epoch milliseconds.
     window_end_ms: i64,
+    /// Rows in the group (inserts minus retractions); at zero the group is gone.
+    rows: i64,
     /// The result row last emitted for the group, to retract when it changes.
     emitted: Option<Vec<ScalarValue>>,
 }
@@ -52,6 +54,8 @@ pub struct AggregateOperator {
     global_key: Option<OwnedRow>,
     /// `EMIT ON WINDOW CLOSE`: the index of `window_end` among the keys.
     window_end_key: Option<usize>,
+    /// The input carries retractions: accumulators are the retractable (sliding) kind.
+    retracting: bool,
     watermark_ms: i64,
     late_rows: u64,
 }
@@ -92,6 +96,7 @@ impl AggregateOperator {
             key_fields,
             groups: HashMap::new(),
             window_end_key: None,
+            retracting: false,
             watermark_ms: i64::MIN,
             late_rows: 0,
         })
@@ -104,10 +109,48 @@ impl AggregateOperator {
         self
     }
 
+    /// Consumes a changelog: retracted rows are removed from their groups with
+    /// `retract_batch`. Fails, naming the function, if an aggregate cannot retract.
+    pub fn retracting(mut self) -> DfResult<Self> {
+        for call in &self.calls {
+            let function = call.function.fun().name().to_lowercase();
+            // DataFusion's sliding accumulators for MIN, MAX, FIRST_VALUE, ... retract in
+            // arrival order (a moving frame); a changelog retracts any row, so only
+            // order-independent aggregates are exact here.
+            let order_independent = RETRACTABLE_AGGREGATES.contains(&function.as_str());
+            if !order_independent || call.function.is_distinct() {
+                let distinct = if call.function.is_distinct() {
+                    " DISTINCT"
+                } else {
+                    ""
+                };
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{}{distinct} over a changelog (only COUNT, SUM, AVG, STDDEV and VARIANCE can retract rows so far)",
+                    function.to_uppercase()
+                )));
+            }
+            let accumulator = call.function.create_sliding_accumulator()?;
+            if !accumulator.supports_retract_batch() {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{} over a changelog (it cannot retract rows)",
+                    function.to_uppercase()
+                )));
+            }
+        }
+        self.retracting = true;
+        Ok(self)
+    }
+
     fn accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
         self.calls
             .iter()
-            .map(|c| c.function.create_accumulator())
+            .map(|c| {
+                if self.retracting {
+                    c.function.create_sliding_accumulator()
+                } else {
+                    c.function.create_accumulator()
+                }
+            })
             .collect()
     }
 }
@@ -148,6 +191,7 @@ impl Operator for AggregateOperator {
             groups: HashMap::new(),
             global_key: self.global_key.clone(),
             window_end_key: self.window_end_key,
+            retracting: self.retracting,
             watermark_ms: i64::MIN,
             late_rows: 0,
         })
@@ -178,12 +222,13 @@ impl Operator for AggregateOperator {
         input: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
-        if !input.is_insert_only() {
-            return Err(DataFusionError::Plan(
-                "aggregation over retractions is not supported yet".into(),
+        if !input.is_insert_only() && !self.retracting {
+            return Err(DataFusionError::Internal(
+                "retractions reached an aggregate planned for an append-only input".into(),
             ));
         }
         let batch = input.batch();
+        let weights = input.weights();
         let rows = batch.num_rows();
         let key_columns = self
             .keys
@@ -210,11 +255,13 @@ impl Operator for AggregateOperator {
                 self.late_rows += members.len() as u64;
                 continue;
             }
-            let indices = UInt32Array::from(members);
+            // Rows in by their weight: inserts (+w) and retractions (-w), each |w| times.
+            let (inserts, retracts) = split_by_weight(&members, weights);
             if !self.groups.contains_key(&key) {
                 let group = Group {
                     accumulators: self.accumulators()?,
                     window_end_ms,
+                    rows: 0,
                     emitted: None,
                 };
                 self.groups.insert(key.clone(), group);
@@ -222,24 +269,23 @@ impl Operator for AggregateOperator {
             let Some(group) = self.groups.get_mut(&key) else {
                 continue;
             };
-            for (accumulator, (values, mask)) in group.accumulators.iter_mut().zip(&arguments) {
-                let mut taken = values
-                    .iter()
-                    .map(|v| take(v.as_ref(), &indices, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if let Some(mask) = mask {
-                    let group_mask = take(mask, &indices, None)?;
-                    let group_mask = group_mask
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Internal("FILTER mask".into()))?;
-                    // The filter kernel drops NULL like false, as SQL's FILTER (WHERE) does.
-                    taken = taken
-                        .iter()
-                        .map(|v| datafusion::arrow::compute::filter(v.as_ref(), group_mask))
-                        .collect::<Result<Vec<_>, _>>()?;
+            for (accumulator, arguments) in group.accumulators.iter_mut().zip(&arguments) {
+                if !inserts.is_empty() {
+                    accumulator.update_batch(&select(arguments, &inserts)?)?;
                 }
-                accumulator.update_batch(&taken)?;
+                if !retracts.is_empty() {
+                    accumulator.retract_batch(&select(arguments, &retracts)?)?;
+                }
+            }
+            group.rows += inserts.len() as i64 - retracts.len() as i64;
+            if group.rows <= 0 {
+                // Every row of the group was retracted: the group is gone.
+                if let Some(group) = self.groups.remove(&key) {
+                    if let Some(previous) = group.emitted {
+                        retracted.push((key, previous));
+                    }
+                }
+                continue;
             }
             if self.window_end_key.is_some() {
                 // Results wait for the window to close.
@@ -265,8 +311,69 @@ impl Operator for AggregateOperator {
     }
 }
 
+/// Indices of inserted and retracted rows among `members`, each repeated by its weight.
+fn split_by_weight(members: &[u32], weights: Option<&Int64Array>) -> (Vec<u32>, Vec<u32>) {
+    let Some(weights) = weights else {
+        return (members.to_vec(), Vec::new());
+    };
+    let mut inserts = Vec::new();
+    let mut retracts = Vec::new();
+    for &row in members {
+        let weight = weights.value(row as usize);
+        let target = if weight > 0 {
+            &mut inserts
+        } else {
+            &mut retracts
+        };
+        for _ in 0..weight.unsigned_abs() {
+            target.push(row);
+        }
+    }
+    (inserts, retracts)
+}
+
+/// The argument columns of one call at `rows`, with its FILTER applied.
+fn select(arguments: &CallArguments, rows: &[u32]) -> DfResult<Vec<ArrayRef>> {
+    let (values, mask) = arguments;
+    let indices = UInt32Array::from(rows.to_vec());
+    let mut taken = values
+        .iter()
+        .map(|v| take(v.as_ref(), &indices, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(mask) = mask {
+        let group_mask = take(mask, &indices, None)?;
+        let group_mask = group_mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("FILTER mask".into()))?;
+        // The filter kernel drops NULL like false, as SQL's FILTER (WHERE) does.
+        taken = taken
+            .iter()
+            .map(|v| datafusion::arrow::compute::filter(v.as_ref(), group_mask))
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(taken)
+}
+
 /// Groups in first-seen order, and the row indices of each.
 type GroupedRows = (Vec<OwnedRow>, HashMap<OwnedRow, Vec<u32>>);
+
+/// Aggregates whose retraction does not depend on the order rows arrived in.
+const RETRACTABLE_AGGREGATES: [&str; 13] = [
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "var_population",
+    "var_sample",
+    "variance",
+];
 
 /// Arguments of one aggregate call over a batch, with its `FILTER` as a mask.
 type CallArguments = (Vec<ArrayRef>, Option<BooleanArray>);

@@ -15,12 +15,15 @@ pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPAC
 pub use progress::Progress;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::change_batch::ChangeBatch;
 
 use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
@@ -29,7 +32,7 @@ use crate::watermark::WatermarkGenerator;
 use exchange::{ExchangeInbound, ExchangeLink};
 use ingress::{IngressCounters, RingProducer};
 use query_instance::QueryInstance;
-use worker::{Command, Worker, WorkerShared};
+use worker::{Command, PauseGate, Worker, WorkerShared};
 
 /// How the runtime runs.
 #[derive(Debug, Clone)]
@@ -48,6 +51,9 @@ impl Default for RuntimeConfig {
         }
     }
 }
+
+/// How long creating a query over a materialized view waits for the workers to pause.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rounds of exchange draining `sync` waits for (the depth of keyed queries over keyed
 /// queries it covers).
@@ -76,6 +82,7 @@ pub struct Runtime {
     outlets: Mutex<HashMap<StreamId, Arc<StreamOutlet>>>,
     counters: Mutex<Vec<Weak<IngressCounters>>>,
     exchange_counters: Vec<Arc<IngressCounters>>,
+    pause: Arc<PauseGate>,
     queries: Mutex<HashMap<String, QueryRecord>>,
     progress: Arc<Progress>,
 }
@@ -98,6 +105,7 @@ impl Runtime {
         } else {
             Vec::new()
         };
+        let pause = Arc::new(PauseGate::default());
         let workers: Vec<Arc<WorkerShared>> = (0..workers_count)
             .map(|index| Arc::new(WorkerShared::new(index)))
             .collect();
@@ -129,6 +137,7 @@ impl Runtime {
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let worker_shared = Arc::clone(&workers[index]);
             let worker_shutdown = Arc::clone(&shutdown);
+            let worker_pause = Arc::clone(&pause);
             let peers = workers.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("laminar-worker-{index}"))
@@ -138,7 +147,15 @@ impl Runtime {
                         let _ = core_affinity::set_for_current(core);
                     }
                     // State is allocated after pinning, on the worker's own thread.
-                    Worker::new(worker_shared, worker_shutdown, peers, links, inbound).run();
+                    Worker::new(
+                        worker_shared,
+                        worker_shutdown,
+                        worker_pause,
+                        peers,
+                        links,
+                        inbound,
+                    )
+                    .run();
                 })
                 .map_err(|e| CoreError::Internal(format!("cannot spawn worker thread: {e}")))?;
             workers[index].set_thread(thread.thread().clone());
@@ -156,6 +173,7 @@ impl Runtime {
             outlets: Mutex::new(HashMap::new()),
             counters: Mutex::new(Vec::new()),
             exchange_counters,
+            pause,
             queries: Mutex::new(HashMap::new()),
             progress: Arc::new(Progress::default()),
         })
@@ -256,7 +274,9 @@ impl Runtime {
     }
 
     /// Starts query `name` on every worker; `bindings` maps each input name of the graph to
-    /// the stream feeding it, and the results flow into `output`.
+    /// the stream feeding it, and the results flow into `output`. An input that is a
+    /// materialized view first contributes the rows it holds, taken while the workers stand
+    /// still so that no change is missed or counted twice.
     pub fn add_query(
         &self,
         name: &str,
@@ -268,27 +288,116 @@ impl Runtime {
             .outlet(output)
             .ok_or_else(|| CoreError::Internal(format!("query {name}: unknown output stream")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let tables: Vec<(StreamId, Arc<ResultTable>)> = bindings
+            .values()
+            .filter_map(|stream| {
+                self.outlet(*stream)
+                    .and_then(|o| o.table())
+                    .map(|table| (*stream, table))
+            })
+            .collect();
+        let paused = !tables.is_empty();
+        if paused {
+            self.pause_workers()?;
+        }
+        let sent = self.send_add_query(name, graph, bindings, output, &outlet, id, &tables);
+        if paused {
+            self.pause.requested.store(false, Ordering::SeqCst);
+        }
+        sent?;
+        self.queries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), QueryRecord { id });
+        Ok(())
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one add_query call, split for the pause"
+    )]
+    fn send_add_query(
+        &self,
+        name: &str,
+        graph: &QueryGraph,
+        bindings: &HashMap<String, StreamId>,
+        output: StreamId,
+        outlet: &Arc<StreamOutlet>,
+        id: u64,
+        tables: &[(StreamId, Arc<ResultTable>)],
+    ) -> Result<()> {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut snapshots: HashMap<StreamId, Vec<RecordBatch>> = HashMap::new();
+        for (stream, table) in tables {
+            let rows = table.snapshot().map_err(|e| CoreError::Operator {
+                query: name.to_string(),
+                operator: "Backfill".into(),
+                source: e.into(),
+            })?;
+            snapshots.insert(*stream, rows);
+        }
         for worker in &self.workers {
             let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
             let mut leaf_bindings = Vec::new();
+            let mut backfill = Vec::new();
             for (input, leaf) in instance.leaves() {
                 let stream = bindings.get(input).ok_or_else(|| {
                     CoreError::Internal(format!("query {name}: input {input} is not bound"))
                 })?;
                 leaf_bindings.push((*leaf, *stream));
+                // The held rows enter once, on the first worker; exchanges route them.
+                if worker.index == 0 {
+                    for rows in snapshots.get(stream).into_iter().flatten() {
+                        backfill.push((*leaf, ChangeBatch::insert_only(rows.clone())));
+                    }
+                }
             }
             worker.send(Command::AddQuery {
                 id,
                 instance,
                 bindings: leaf_bindings,
                 output,
-                outlet: Arc::clone(&outlet),
+                outlet: Arc::clone(outlet),
+                backfill,
+                started: Arc::clone(&started),
             });
         }
-        self.queries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), QueryRecord { id });
+        if tables.is_empty() {
+            return Ok(());
+        }
+        // Backfilled rows are in flight once every worker started the query; later reads
+        // (which wait for rows in flight) then see their results.
+        self.pause.requested.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while started.load(Ordering::SeqCst) < self.workers.len() {
+            if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
+                return Err(CoreError::Timeout {
+                    what: format!("workers to start query {name}"),
+                    waited_ms: PAUSE_TIMEOUT.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+
+    /// Asks every worker to stand still between messages and waits until all do.
+    fn pause_workers(&self) -> Result<()> {
+        self.pause.requested.store(true, Ordering::SeqCst);
+        for worker in &self.workers {
+            worker.send_wake();
+        }
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while self.pause.paused_workers.load(Ordering::SeqCst) < self.workers.len() {
+            if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
+                self.pause.requested.store(false, Ordering::SeqCst);
+                return Err(CoreError::Timeout {
+                    what: "workers to pause for a consistent view snapshot (a subscriber or sink may be stalled)".into(),
+                    waited_ms: PAUSE_TIMEOUT.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
         Ok(())
     }
 

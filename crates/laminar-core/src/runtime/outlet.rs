@@ -108,6 +108,11 @@ impl StreamOutlet {
         self.schema.clone()
     }
 
+    /// The materialized view's stored rows, if the stream is one.
+    pub fn table(&self) -> Option<Arc<ResultTable>> {
+        self.table.clone()
+    }
+
     /// Rows that left through this outlet.
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)

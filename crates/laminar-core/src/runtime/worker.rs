@@ -4,7 +4,7 @@
 //! embedded database costs nothing while no data flows.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
@@ -40,6 +40,10 @@ pub(crate) enum Command {
         bindings: Vec<(usize, StreamId)>,
         output: StreamId,
         outlet: Arc<StreamOutlet>,
+        /// Rows the inputs already hold (materialized views), fed to the leaves first.
+        backfill: Vec<(usize, ChangeBatch)>,
+        /// Counts the workers that have started the query (and pushed their backfill).
+        started: Arc<AtomicUsize>,
     },
     RemoveQuery {
         id: u64,
@@ -57,6 +61,14 @@ pub(crate) struct WorkerShared {
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
     pub(crate) rows_processed: AtomicU64,
+}
+
+/// A request that every worker stop between messages (for a consistent cut of the
+/// materialized views a new query backfills from), and how many have stopped.
+#[derive(Debug, Default)]
+pub(crate) struct PauseGate {
+    pub(crate) requested: AtomicBool,
+    pub(crate) paused_workers: AtomicUsize,
 }
 
 impl WorkerShared {
@@ -130,6 +142,7 @@ struct RunningQuery {
 pub(crate) struct Worker {
     shared: Arc<WorkerShared>,
     shutdown: Arc<AtomicBool>,
+    pause: Arc<PauseGate>,
     ingress: Vec<IngressSlot>,
     queries: HashMap<u64, RunningQuery>,
     readers: HashMap<StreamId, Vec<(u64, usize)>>,
@@ -152,6 +165,7 @@ impl Worker {
     pub(crate) fn new(
         shared: Arc<WorkerShared>,
         shutdown: Arc<AtomicBool>,
+        pause: Arc<PauseGate>,
         peers: Vec<Arc<WorkerShared>>,
         exchange_out: Vec<Option<ExchangeLink>>,
         exchange_in: Vec<ExchangeInbound>,
@@ -159,6 +173,7 @@ impl Worker {
         Self {
             shared,
             shutdown,
+            pause,
             remote: Vec::new(),
             peers,
             exchange_out,
@@ -180,6 +195,9 @@ impl Worker {
         loop {
             if self.shutdown.load(Ordering::Acquire) {
                 return;
+            }
+            if self.pause.requested.load(Ordering::SeqCst) {
+                self.wait_while_paused();
             }
             if self.shared.has_commands.swap(false, Ordering::SeqCst) {
                 self.apply_commands();
@@ -212,7 +230,20 @@ impl Worker {
         }
     }
 
+    /// Stands still between messages until the pause is lifted.
+    fn wait_while_paused(&self) {
+        self.pause.paused_workers.fetch_add(1, Ordering::SeqCst);
+        while self.pause.requested.load(Ordering::SeqCst) && !self.shutdown.load(Ordering::Acquire)
+        {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        self.pause.paused_workers.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn has_pending(&self) -> bool {
+        if self.pause.requested.load(Ordering::SeqCst) {
+            return true;
+        }
         self.shutdown.load(Ordering::Acquire)
             || self.shared.has_commands.load(Ordering::SeqCst)
             || self
@@ -253,7 +284,12 @@ impl Worker {
                     bindings,
                     output,
                     outlet,
-                } => self.add_query(id, instance, &bindings, output, outlet),
+                    backfill,
+                    started,
+                } => {
+                    self.add_query(id, instance, &bindings, output, outlet, backfill);
+                    started.fetch_add(1, Ordering::SeqCst);
+                }
                 Command::RemoveQuery { id } => self.remove_query(id),
                 Command::RemoveStream { stream } => {
                     for slot in &mut self.ingress {
@@ -276,9 +312,14 @@ impl Worker {
         bindings: &[(usize, StreamId)],
         output: StreamId,
         outlet: Arc<StreamOutlet>,
+        backfill: Vec<(usize, ChangeBatch)>,
     ) {
         self.outlets.insert(output, outlet);
         self.queries.insert(id, RunningQuery { instance, output });
+        for (leaf, rows) in backfill {
+            self.push_into_query(id, leaf, Message::Data(rows));
+            self.drain_work();
+        }
         let mut already_ended = Vec::new();
         for &(leaf, stream) in bindings {
             self.readers.entry(stream).or_default().push((id, leaf));
