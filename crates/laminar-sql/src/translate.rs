@@ -178,9 +178,6 @@ impl Builder<'_> {
             )
             .build()
             .map_err(|e| self.plan_error(&e))?;
-            if !lowered.order_bys.is_empty() {
-                return Err(self.unsupported("ORDER BY inside an aggregate call"));
-            }
             let (function, filter) = (lowered.aggregate, lowered.filter);
             calls.push(AggregateCall { function, filter });
         }

@@ -155,6 +155,12 @@ fn derived(inner: &str, alias: &str, function: &str, context: &str) -> Result<Ta
         .ok_or_else(|| invalid(context, format!("{function} expansion has no FROM")))
 }
 
+/// The start of the epoch-aligned bin of `size` holding `time`. `to_timestamp_millis` makes
+/// a BIGINT of epoch milliseconds and any TIMESTAMP unit the same millisecond timestamp.
+fn window_bin(size: &str, time: &str) -> String {
+    format!("date_bin({size}, to_timestamp_millis({time}), TIMESTAMP '1970-01-01 00:00:00')")
+}
+
 /// `TUMBLE(table, time_column, size)` as a derived table.
 fn tumble(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<TableFactor> {
     let exprs = arguments(args, "TUMBLE", context)?;
@@ -168,7 +174,7 @@ fn tumble(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Ta
         ));
     };
     interval_ms(size, context)?;
-    let bin = format!("date_bin({size}, {time}, TIMESTAMP '1970-01-01 00:00:00')");
+    let bin = window_bin(size, time);
     let inner =
         format!("SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table}");
     derived(&inner, alias.unwrap_or(table), "TUMBLE", context)
@@ -208,7 +214,7 @@ fn hop(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Table
             context: context.to_string(),
         });
     }
-    let bin = format!("date_bin({slide}, {time}, TIMESTAMP '1970-01-01 00:00:00')");
+    let bin = window_bin(slide, time);
     let copies: Vec<String> = (0..windows)
         .map(|i| {
             let start = if i == 0 {

@@ -404,10 +404,15 @@ impl AggregateOperator {
         let rows = batch.num_rows();
         let mut arguments = Vec::with_capacity(self.calls.len());
         for call in &self.calls {
+            // As DataFusion's AggregateExec does: an order-sensitive aggregate (FIRST_VALUE(x
+            // ORDER BY ts), ARRAY_AGG(x ORDER BY y)) receives its ordering columns after its
+            // arguments and keeps the order itself.
+            let ordering = call.function.order_bys().iter().map(|sort| &sort.expr);
             let values = call
                 .function
                 .expressions()
                 .iter()
+                .chain(ordering)
                 .map(|e| e.evaluate(batch)?.into_array(rows))
                 .collect::<DfResult<Vec<_>>>()?;
             let mask = match &call.filter {
