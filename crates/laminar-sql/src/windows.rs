@@ -8,8 +8,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    FunctionArg, FunctionArgExpr, Query, SetExpr, Statement as SqlStatement, TableFactor, VisitMut,
-    VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, SelectItem,
+    SetExpr, Statement as SqlStatement, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -17,7 +17,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use crate::error::{Result, SqlError};
 use crate::parser::quote_ident;
 
-/// Rewrites every `TUMBLE(...)` table function of `query` in place.
+/// Rewrites every `TUMBLE(...)` / `HOP(...)` table function of `query` in place, after
+/// turning the group-window spelling (`GROUP BY k, TUMBLE(ts, size)`) into it.
 pub(crate) fn rewrite_window_functions(query: &mut Query, context: &str) -> Result<()> {
     struct Rewrite<'a> {
         context: &'a str,
@@ -51,9 +52,167 @@ pub(crate) fn rewrite_window_functions(query: &mut Query, context: &str) -> Resu
             }
         }
     }
+    rewrite_group_windows(query, context)?;
     match query.visit(&mut Rewrite { context }) {
         ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// `SELECT ..., TUMBLE_START(ts, size) FROM t GROUP BY k, TUMBLE(ts, size)` (Flink's and
+/// Calcite's group-window spelling) becomes `... FROM TUMBLE(t, ts, size) GROUP BY k,
+/// window_start, window_end`, with `TUMBLE_START`/`TUMBLE_END` (and `HOP_*`) read from those
+/// columns.
+fn rewrite_group_windows(query: &mut Query, context: &str) -> Result<()> {
+    struct Rewrite<'a> {
+        context: &'a str,
+    }
+    impl VisitorMut for Rewrite<'_> {
+        type Break = SqlError;
+
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<SqlError> {
+            match rewrite_select(query, self.context) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(error) => ControlFlow::Break(error),
+            }
+        }
+    }
+    match query.visit(&mut Rewrite { context }) {
+        ControlFlow::Break(error) => Err(error),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+fn function_name(expr: &Expr) -> Option<(String, Vec<String>)> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let args = list
+        .args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Some(expr.to_string()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((function.name.to_string().to_lowercase(), args))
+}
+
+fn rewrite_select(query: &mut Query, context: &str) -> Result<()> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(());
+    };
+    let GroupByExpr::Expressions(keys, _) = &mut select.group_by else {
+        return Ok(());
+    };
+    let Some(position) = keys.iter().position(|key| {
+        function_name(key).is_some_and(|(name, _)| name == "tumble" || name == "hop")
+    }) else {
+        return Ok(());
+    };
+    let Some((function, args)) = function_name(&keys[position]) else {
+        return Ok(());
+    };
+    let [from] = select.from.as_mut_slice() else {
+        return Err(invalid(
+            context,
+            format!(
+                "GROUP BY {}(...) needs exactly one table in FROM",
+                function.to_uppercase()
+            ),
+        ));
+    };
+    let TableFactor::Table {
+        name,
+        args: None,
+        alias,
+        ..
+    } = &from.relation
+    else {
+        return Err(invalid(
+            context,
+            format!(
+                "GROUP BY {}(...) needs a plain table in FROM",
+                function.to_uppercase()
+            ),
+        ));
+    };
+    if !from.joins.is_empty() {
+        return Err(invalid(
+            context,
+            format!("GROUP BY {}(...) with a JOIN", function.to_uppercase()),
+        ));
+    }
+    let table = name.to_string();
+    let alias = alias
+        .as_ref()
+        .map_or_else(|| table.clone(), |a| a.name.value.clone());
+    let call = format!("{}({table}, {})", function.to_uppercase(), args.join(", "));
+    let dialect = GenericDialect {};
+    let parsed = Parser::parse_sql(
+        &dialect,
+        &format!("SELECT * FROM {call} AS {}", quote_ident(&alias)),
+    )
+    .map_err(|e| invalid(context, format!("GROUP BY {call}: {e}")))?
+    .pop();
+    let Some(SqlStatement::Query(parsed)) = parsed else {
+        return Err(invalid(
+            context,
+            format!("GROUP BY {call} could not be rewritten"),
+        ));
+    };
+    let SetExpr::Select(parsed) = *parsed.body else {
+        return Err(invalid(
+            context,
+            format!("GROUP BY {call} could not be rewritten"),
+        ));
+    };
+    let Some(relation) = parsed.from.into_iter().next().map(|f| f.relation) else {
+        return Err(invalid(
+            context,
+            format!("GROUP BY {call} could not be rewritten"),
+        ));
+    };
+    from.relation = relation;
+    keys.splice(
+        position..=position,
+        [
+            Expr::Identifier(Ident::new("window_start")),
+            Expr::Identifier(Ident::new("window_end")),
+        ],
+    );
+    rename_window_calls(&mut select.projection);
+    Ok(())
+}
+
+/// `TUMBLE_START(..)`/`HOP_START(..)` and `*_END(..)` in a select list read the window columns.
+fn rename_window_calls(projection: &mut [SelectItem]) {
+    for item in projection.iter_mut() {
+        let (expr, named) = match item {
+            SelectItem::UnnamedExpr(expr) => (expr.clone(), false),
+            SelectItem::ExprWithAlias { expr, .. } => (expr.clone(), true),
+            _ => continue,
+        };
+        let column = match function_name(&expr).map(|(name, _)| name).as_deref() {
+            Some("tumble_start" | "hop_start") => "window_start",
+            Some("tumble_end" | "hop_end") => "window_end",
+            _ => continue,
+        };
+        let identifier = Expr::Identifier(Ident::new(column));
+        if named {
+            if let SelectItem::ExprWithAlias { expr, .. } = item {
+                *expr = identifier;
+            }
+        } else {
+            // Keep the column name users see for an unaliased call.
+            *item = SelectItem::ExprWithAlias {
+                expr: identifier,
+                alias: Ident::new(column),
+            };
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 mod ast;
 mod ddl;
 pub(crate) mod ddl_normalize;
+mod flink_windows;
 
 pub use ddl_normalize::quote_ident;
 
@@ -16,14 +17,18 @@ pub use ast::{
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Result, SqlError};
 
 /// Parses one or more `;`-separated statements.
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax(ParserError::TokenizerError(e.to_string())))?;
+    let mut parser =
+        Parser::new(&dialect).with_tokens_with_locations(flink_windows::rewrite(tokens));
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
