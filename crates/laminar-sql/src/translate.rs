@@ -11,7 +11,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
@@ -66,13 +66,10 @@ pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
     let mut found: Option<SqlError> = None;
     let _ = plan.apply_with_subqueries(|node| {
         let problem = match node {
-            LogicalPlan::Distinct(distinct) => Some(
-                if matches!(distinct.input().as_ref(), LogicalPlan::Union(_)) {
-                    unsupported("UNION without ALL (it removes duplicates); use UNION ALL")
-                } else {
-                    unsupported("DISTINCT")
-                },
-            ),
+            // `DISTINCT` (and `UNION` without `ALL`) become a grouping without aggregates in
+            // the optimized plan, which runs as an aggregation; `DISTINCT ON` does not.
+            LogicalPlan::Distinct(Distinct::On(_)) => Some(unsupported("DISTINCT ON")),
+            LogicalPlan::Distinct(Distinct::All(_)) => None,
             LogicalPlan::Subquery(_) => {
                 Some(unsupported("subquery (IN, EXISTS or scalar subquery)"))
             }
