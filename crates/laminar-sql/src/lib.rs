@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+mod interval;
 pub mod parser;
 pub mod planner;
 mod translate;

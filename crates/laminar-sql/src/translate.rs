@@ -40,7 +40,7 @@ pub(crate) fn translate(
         nodes: Vec::new(),
     };
     let changelog = builder.add(plan, None)?;
-    if emit == Emit::OnWindowClose && !builder.windowed {
+    if matches!(emit, Emit::OnWindowClose { .. }) && !builder.windowed {
         return Err(SqlError::Invalid {
             context: context.to_string(),
             message: "EMIT ON WINDOW CLOSE applies to a windowed aggregation \
@@ -181,7 +181,12 @@ impl Builder<'_> {
         let schema = Arc::clone(aggregate.schema.inner());
         let mut operator = AggregateOperator::new(keys.clone(), calls, key_fields.clone(), schema)
             .map_err(|e| self.plan_error(&e))?;
-        let window_close = self.emit == Emit::OnWindowClose;
+        let (window_close, allowed_lateness_ms) = match self.emit {
+            Emit::OnWindowClose {
+                allowed_lateness_ms,
+            } => (true, allowed_lateness_ms),
+            Emit::OnUpdate => (false, 0),
+        };
         if window_close {
             let window_end = aggregate
                 .group_expr
@@ -195,7 +200,7 @@ impl Builder<'_> {
                         .into(),
                 });
             };
-            operator = operator.emit_on_window_close(window_end);
+            operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
             self.windowed = true;
         }
         // The operator goes in once its input is known: a changelog input needs
@@ -223,8 +228,9 @@ impl Builder<'_> {
             })?;
         }
         self.nodes[aggregate_node].operator = Box::new(operator);
-        // A window that fires once emits final rows only: no retractions.
-        Ok(!window_close)
+        // A window that fires once emits final rows only; one that late rows may still
+        // correct retracts what it emitted.
+        Ok(!window_close || allowed_lateness_ms > 0)
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {

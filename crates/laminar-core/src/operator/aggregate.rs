@@ -54,6 +54,8 @@ pub struct AggregateOperator {
     global_key: Option<OwnedRow>,
     /// `EMIT ON WINDOW CLOSE`: the index of `window_end` among the keys.
     window_end_key: Option<usize>,
+    /// How long after firing a window still accepts (and corrects with) late rows.
+    allowed_lateness_ms: i64,
     /// The input carries retractions: accumulators are the retractable (sliding) kind.
     retracting: bool,
     watermark_ms: i64,
@@ -96,6 +98,7 @@ impl AggregateOperator {
             key_fields,
             groups: HashMap::new(),
             window_end_key: None,
+            allowed_lateness_ms: 0,
             retracting: false,
             watermark_ms: i64::MIN,
             late_rows: 0,
@@ -104,8 +107,11 @@ impl AggregateOperator {
 
     /// Emits each group once, when the watermark reaches its window end (key `window_end`),
     /// and frees it; rows of windows already closed are dropped and counted.
-    pub fn emit_on_window_close(mut self, window_end: usize) -> Self {
+    /// With `allowed_lateness_ms`, a fired window keeps its state that much longer and a late
+    /// row retracts the fired row and emits the corrected one.
+    pub fn emit_on_window_close(mut self, window_end: usize, allowed_lateness_ms: i64) -> Self {
         self.window_end_key = Some(window_end);
+        self.allowed_lateness_ms = allowed_lateness_ms.max(0);
         self
     }
 
@@ -191,6 +197,7 @@ impl Operator for AggregateOperator {
             groups: HashMap::new(),
             global_key: self.global_key.clone(),
             window_end_key: self.window_end_key,
+            allowed_lateness_ms: self.allowed_lateness_ms,
             retracting: self.retracting,
             watermark_ms: i64::MIN,
             late_rows: 0,
@@ -250,8 +257,10 @@ impl Operator for AggregateOperator {
                 (Some(ends), Some(first)) => ends[*first as usize],
                 _ => i64::MAX,
             };
-            if window_ends.is_some() && window_end_ms <= self.watermark_ms {
-                // The window already fired: its result is final.
+            if window_ends.is_some()
+                && window_end_ms.saturating_add(self.allowed_lateness_ms) <= self.watermark_ms
+            {
+                // The window fired and its allowed lateness passed: its result is final.
                 self.late_rows += members.len() as u64;
                 continue;
             }
@@ -287,8 +296,9 @@ impl Operator for AggregateOperator {
                 }
                 continue;
             }
-            if self.window_end_key.is_some() {
-                // Results wait for the window to close.
+            if self.window_end_key.is_some() && group.emitted.is_none() {
+                // Results wait for the window to close; a fired window (within its allowed
+                // lateness) is corrected right away below.
                 continue;
             }
             let values = group
@@ -466,23 +476,34 @@ fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
 impl AggregateOperator {
     /// Fires every window whose end the watermark reached: one final row per group.
     fn fire(&mut self, watermark_ms: i64) -> DfResult<Option<ChangeBatch>> {
+        let keep = self.allowed_lateness_ms > 0;
         let closed: Vec<OwnedRow> = self
             .groups
             .iter()
-            .filter(|(_, group)| group.window_end_ms <= watermark_ms)
+            .filter(|(_, group)| group.emitted.is_none() && group.window_end_ms <= watermark_ms)
             .map(|(key, _)| key.clone())
             .collect();
         let mut rows = Vec::with_capacity(closed.len());
         for key in closed {
-            if let Some(mut group) = self.groups.remove(&key) {
-                let values = group
-                    .accumulators
-                    .iter_mut()
-                    .map(|a| a.evaluate())
-                    .collect::<DfResult<Vec<_>>>()?;
-                rows.push((key, values));
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let values = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<DfResult<Vec<_>>>()?;
+            if keep {
+                group.emitted = Some(values.clone());
+            } else {
+                self.groups.remove(&key);
             }
+            rows.push((key, values));
         }
+        // Windows whose allowed lateness passed are final: their state goes.
+        let lateness = self.allowed_lateness_ms;
+        self.groups
+            .retain(|_, group| group.window_end_ms.saturating_add(lateness) > watermark_ms);
         // Closed windows in key order, so output does not depend on hash order.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(self

@@ -53,9 +53,13 @@ pub enum Emit {
     /// Every change as it happens (a changelog for aggregations). The default.
     #[default]
     OnUpdate,
-    /// `EMIT ON WINDOW CLOSE` (also `EMIT AFTER WATERMARK`, `EMIT FINAL`): one final row per
-    /// window once the watermark passes its end.
-    OnWindowClose,
+    /// `EMIT ON WINDOW CLOSE` (also `EMIT AFTER WATERMARK`, `EMIT FINAL`): one row per
+    /// window once the watermark passes its end; with `ALLOW LATENESS`, rows up to that much
+    /// behind still correct the fired result (a retraction and the new row).
+    OnWindowClose {
+        /// `ALLOW LATENESS INTERVAL ...`, in milliseconds (0 without the clause).
+        allowed_lateness_ms: i64,
+    },
 }
 
 /// `name (key = 'value', ...)` after `FROM` or `INTO`.
@@ -200,10 +204,17 @@ impl Statement {
     }
 }
 
-fn emit_clause(emit: Emit) -> &'static str {
+fn emit_clause(emit: Emit) -> String {
     match emit {
-        Emit::OnUpdate => "",
-        Emit::OnWindowClose => " EMIT ON WINDOW CLOSE",
+        Emit::OnUpdate => String::new(),
+        Emit::OnWindowClose {
+            allowed_lateness_ms: 0,
+        } => " EMIT ON WINDOW CLOSE".to_string(),
+        Emit::OnWindowClose {
+            allowed_lateness_ms,
+        } => format!(
+            " EMIT ON WINDOW CLOSE ALLOW LATENESS INTERVAL '{allowed_lateness_ms} milliseconds'"
+        ),
     }
 }
 

@@ -208,10 +208,13 @@ fn parse_emit(parser: &mut Parser<'_>) -> Result<Emit> {
 
 /// The `EMIT` clause after its `EMIT` keyword.
 fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
+    let close = Emit::OnWindowClose {
+        allowed_lateness_ms: 0,
+    };
     let clauses: [(&[&str], Option<Emit>); 7] = [
-        (&["ON", "WINDOW", "CLOSE"], Some(Emit::OnWindowClose)),
-        (&["AFTER", "WATERMARK"], Some(Emit::OnWindowClose)),
-        (&["FINAL"], Some(Emit::OnWindowClose)),
+        (&["ON", "WINDOW", "CLOSE"], Some(close)),
+        (&["AFTER", "WATERMARK"], Some(close)),
+        (&["FINAL"], Some(close)),
         (&["ON", "UPDATE"], Some(Emit::OnUpdate)),
         (&["CHANGES"], Some(Emit::OnUpdate)),
         (&["EVERY"], None),
@@ -223,6 +226,21 @@ fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
                 return Err(unsupported("EMIT EVERY (periodic emission)", "EMIT"));
             };
             advance(parser, words.len());
+            if words_are(parser, &["ALLOW", "LATENESS"]) {
+                advance(parser, 2);
+                let interval = parser.parse_expr().map_err(syntax)?;
+                let allowed_lateness_ms =
+                    crate::interval::interval_ms(&interval.to_string(), "ALLOW LATENESS")?;
+                if emit == Emit::OnUpdate {
+                    return Err(unsupported(
+                        "ALLOW LATENESS without EMIT ON WINDOW CLOSE (updates are never late)",
+                        "EMIT",
+                    ));
+                }
+                return Ok(Emit::OnWindowClose {
+                    allowed_lateness_ms,
+                });
+            }
             return Ok(emit);
         }
     }
