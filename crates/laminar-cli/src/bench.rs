@@ -20,13 +20,46 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The filter benchmark's query.
 const FILTER_QUERY: &str =
     "SELECT auction, price * 100 AS price_cents, date_time FROM bid WHERE price > 1000000";
+/// The window benchmark's query: bids per auction per 10-second tumbling window, emitted
+/// when each window closes (Nexmark q5's counting step).
+const WINDOW_QUERY: &str = "SELECT auction, count(*) AS bids, window_start, window_end \
+     FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) \
+     GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE";
 /// The push source the timed run feeds: the columns of DATAGEN's Nexmark `bid` table.
 const BID_SOURCE: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, \
-     channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR)";
+     channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR, \
+     WATERMARK FOR date_time AS date_time - INTERVAL '100' MILLISECOND)";
 
-/// Options of `bench filter`.
+/// What a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Stateless filter and projection.
+    Filter,
+    /// Tumbling-window count per key, emitted on window close.
+    Window,
+}
+
+impl Kind {
+    fn query(self) -> &'static str {
+        match self {
+            Self::Filter => FILTER_QUERY,
+            Self::Window => WINDOW_QUERY,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Filter => "filter + projection over Nexmark bids",
+            Self::Window => "tumbling-window count per auction over Nexmark bids",
+        }
+    }
+}
+
+/// Options of `bench filter` and `bench window`.
 #[derive(Debug, Clone)]
 pub struct FilterOptions {
+    /// Which query to measure.
+    pub kind: Kind,
     /// Nexmark events to generate (all three tables; about 92% are bids).
     pub events: u64,
     /// Worker threads of the measured database.
@@ -52,7 +85,10 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
 
     let db = LaminarDB::builder().workers(options.workers).in_memory()?;
     db.execute(BID_SOURCE)?;
-    db.execute(&format!("CREATE STREAM hot_bids AS {FILTER_QUERY}"))?;
+    db.execute(&format!(
+        "CREATE STREAM hot_bids AS {}",
+        options.kind.query()
+    ))?;
     // One subscriber that only counts, so delivery is measured without storing results.
     let counter = spawn_counter(db.subscribe("hot_bids")?)?;
     let source = db.source("bid")?;
@@ -150,11 +186,8 @@ fn report(
         "release"
     };
     let entries = [
-        (
-            "benchmark",
-            "filter + projection over Nexmark bids".to_string(),
-        ),
-        ("query", FILTER_QUERY.to_string()),
+        ("benchmark", options.kind.title().to_string()),
+        ("query", options.kind.query().to_string()),
         ("build", build.to_string()),
         ("workers", options.workers.to_string()),
         ("events generated", units::count(options.events)),

@@ -86,6 +86,18 @@ enum Benchmark {
         #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
         batch_rows: usize,
     },
+    /// Count pre-generated Nexmark bids per auction in 10-second tumbling windows.
+    Window {
+        /// Nexmark events to generate (about 92% are bids).
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        events: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long, value_name = "W", value_parser = parse_at_least_one)]
+        workers: Option<usize>,
+        /// Rows per pushed batch.
+        #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
+        batch_rows: usize,
+    },
 }
 
 /// A count that must be at least one.
@@ -124,6 +136,20 @@ fn main() -> ExitCode {
                     batch_rows,
                 },
         } => bench::filter(&bench::FilterOptions {
+            kind: bench::Kind::Filter,
+            events,
+            workers: workers.unwrap_or_else(default_workers),
+            batch_rows,
+        }),
+        Command::Bench {
+            benchmark:
+                Benchmark::Window {
+                    events,
+                    workers,
+                    batch_rows,
+                },
+        } => bench::filter(&bench::FilterOptions {
+            kind: bench::Kind::Window,
             events,
             workers: workers.unwrap_or_else(default_workers),
             batch_rows,
