@@ -103,8 +103,15 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
         CliError::environment("counting the results", "the counting thread panicked")
     })?;
     let elapsed = started.elapsed();
+    let late_rows = db.metrics().queries.iter().map(|q| q.late_rows).sum();
 
-    report(options, bids.num_rows() as u64, rows_out, elapsed)
+    report(
+        options,
+        bids.num_rows() as u64,
+        rows_out,
+        late_rows,
+        elapsed,
+    )
 }
 
 /// Runs DATAGEN into a materialized view in a throwaway database and reads the bids back
@@ -116,7 +123,9 @@ fn generate_bids(events: u64, workers: usize) -> Result<RecordBatch, CliError> {
     ))?;
     db.execute("CREATE MATERIALIZED VIEW all_bids AS SELECT * FROM g")?;
     wait_finished(&db, "generating the input")?;
-    let batches = db.query("SELECT * FROM all_bids")?;
+    // Event-time order, as a live source would deliver them (the view holds the
+    // generator's partitions interleaved).
+    let batches = db.query("SELECT * FROM all_bids ORDER BY date_time")?;
     let Some(first) = batches.first() else {
         return Err(CliError::environment(
             "generating the input",
@@ -172,6 +181,7 @@ fn report(
     options: &FilterOptions,
     rows_in: u64,
     rows_out: u64,
+    late_rows: u64,
     elapsed: Duration,
 ) -> Result<(), CliError> {
     let seconds = elapsed.as_secs_f64();
@@ -200,6 +210,7 @@ fn report(
             units::rate(per_second / options.workers as f64),
         ),
         ("rows out", units::count(rows_out)),
+        ("late rows dropped", units::count(late_rows)),
     ]
     .map(|(key, value)| (key.to_string(), value));
     let text = table::key_values(("metric", "value"), &entries)

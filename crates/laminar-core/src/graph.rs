@@ -47,6 +47,8 @@ pub struct QueryGraph {
     pub schema: SchemaRef,
     /// The query's output carries retractions (it aggregates, or reads a changelog).
     pub changelog: bool,
+    /// An aggregate of the query consumes retractions (it reads a changelog).
+    pub aggregates_changelog: bool,
 }
 
 impl QueryGraph {

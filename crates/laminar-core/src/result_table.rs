@@ -1,7 +1,9 @@
 //! `ResultTable`: the stored result of a materialized view, written by workers and read by
 //! snapshot queries. An append-only view keeps its batches; a view over a changelog (an
 //! aggregation) keeps a multiset of rows, folding each change in by its weight, so a
-//! retraction removes exactly the row it names.
+//! retraction removes exactly the row it names. Rows are kept per producing worker, so a
+//! query created later can start, on each worker, from the rows that worker produced: the
+//! later changes to those rows come from the same worker, in order.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -14,10 +16,12 @@ use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use crate::change_batch::ChangeBatch;
 
 enum Rows {
-    Append(Vec<RecordBatch>),
+    /// Batches per producing worker.
+    Append(Vec<Vec<RecordBatch>>),
+    /// Row multiplicities per producing worker.
     Changelog {
         converter: RowConverter,
-        counts: HashMap<OwnedRow, i64>,
+        counts: Vec<HashMap<OwnedRow, i64>>,
     },
 }
 
@@ -36,16 +40,16 @@ impl std::fmt::Debug for ResultTable {
 }
 
 impl ResultTable {
-    /// An empty table for an append-only query.
-    pub fn new(schema: SchemaRef) -> Self {
+    /// An empty table for an append-only query run by `workers` workers.
+    pub fn new(schema: SchemaRef, workers: usize) -> Self {
         Self {
             schema,
-            rows: RwLock::new(Rows::Append(Vec::new())),
+            rows: RwLock::new(Rows::Append(vec![Vec::new(); workers.max(1)])),
         }
     }
 
     /// An empty table for a query whose output carries retractions.
-    pub fn changelog(schema: SchemaRef) -> Result<Self, ArrowError> {
+    pub fn changelog(schema: SchemaRef, workers: usize) -> Result<Self, ArrowError> {
         let fields = schema
             .fields()
             .iter()
@@ -54,7 +58,7 @@ impl ResultTable {
         Ok(Self {
             rows: RwLock::new(Rows::Changelog {
                 converter: RowConverter::new(fields)?,
-                counts: HashMap::new(),
+                counts: vec![HashMap::new(); workers.max(1)],
             }),
             schema,
         })
@@ -65,8 +69,8 @@ impl ResultTable {
         self.schema.clone()
     }
 
-    /// Applies a change batch: inserts rows, and removes retracted ones.
-    pub fn apply(&self, change: &ChangeBatch) -> Result<(), ArrowError> {
+    /// Applies a change batch produced on `worker`: inserts rows, removes retracted ones.
+    pub fn apply(&self, worker: usize, change: &ChangeBatch) -> Result<(), ArrowError> {
         if change.num_rows() == 0 {
             return Ok(());
         }
@@ -78,9 +82,12 @@ impl ResultTable {
                     change.is_insert_only(),
                     "retraction into an append-only view"
                 );
-                batches.push(change.batch().clone());
+                let slot = worker % batches.len();
+                batches[slot].push(change.batch().clone());
             }
             Rows::Changelog { converter, counts } => {
+                let slot = worker % counts.len();
+                let counts = &mut counts[slot];
                 let converted = converter.convert_columns(change.batch().columns())?;
                 for (index, row) in converted.iter().enumerate() {
                     let weight = change.weights().map_or(1, |w| w.value(index));
@@ -97,11 +104,34 @@ impl ResultTable {
 
     /// A consistent snapshot of the rows.
     pub fn snapshot(&self) -> Result<Vec<RecordBatch>, ArrowError> {
+        self.rows_of(None)
+    }
+
+    /// The rows produced on `worker` (a retraction counts where it was produced, so a row
+    /// may have moved; the sum over all workers is the table).
+    pub fn snapshot_of(&self, worker: usize) -> Result<Vec<RecordBatch>, ArrowError> {
+        self.rows_of(Some(worker))
+    }
+
+    fn rows_of(&self, worker: Option<usize>) -> Result<Vec<RecordBatch>, ArrowError> {
         let rows = self.rows.read().unwrap_or_else(PoisonError::into_inner);
         match &*rows {
-            Rows::Append(batches) => Ok(batches.clone()),
+            Rows::Append(batches) => Ok(match worker {
+                Some(worker) => batches.get(worker).cloned().unwrap_or_default(),
+                None => batches.iter().flatten().cloned().collect(),
+            }),
             Rows::Changelog { converter, counts } => {
-                let live = counts
+                let mut merged: HashMap<&OwnedRow, i64> = HashMap::new();
+                let chosen: Vec<&HashMap<OwnedRow, i64>> = match worker {
+                    Some(worker) => counts.get(worker).into_iter().collect(),
+                    None => counts.iter().collect(),
+                };
+                for per_worker in chosen {
+                    for (row, count) in per_worker {
+                        *merged.entry(row).or_insert(0) += count;
+                    }
+                }
+                let live = merged
                     .iter()
                     .filter(|(_, count)| **count > 0)
                     .flat_map(|(row, count)| std::iter::repeat_n(row.row(), *count as usize));

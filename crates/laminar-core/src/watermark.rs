@@ -1,6 +1,8 @@
 //! Watermark generation at a source partition: the watermark is the maximum, over the rows
 //! seen so far, of the source's `WATERMARK FOR ts AS <expr>` expression (typically
-//! `ts - INTERVAL '2' SECOND`), in epoch milliseconds. It never moves backwards.
+//! `ts - INTERVAL '2' SECOND`), in epoch milliseconds. It never moves backwards. The
+//! expression must not decrease as its event-time column grows (as every watermark delay
+//! does), so it is evaluated on the batch's latest row only, not on every row.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{CoreError, Result};
@@ -23,6 +26,8 @@ pub const WATERMARK_END_MS: i64 = i64::MAX;
 pub struct WatermarkGenerator {
     source: String,
     expr: Arc<dyn PhysicalExpr>,
+    /// The one column the expression reads, when it reads exactly one.
+    time_column: Option<usize>,
     current_ms: i64,
 }
 
@@ -30,9 +35,15 @@ impl WatermarkGenerator {
     /// A generator for source `source` evaluating `expr` (a `TIMESTAMP` or epoch-millisecond
     /// `BIGINT` expression over the source's columns).
     pub fn new(source: String, expr: Arc<dyn PhysicalExpr>) -> Self {
+        let columns = collect_columns(&expr);
+        let time_column = match columns.iter().collect::<Vec<_>>().as_slice() {
+            [column] => Some(column.index()),
+            _ => None,
+        };
         Self {
             source,
             expr,
+            time_column,
             current_ms: WATERMARK_MIN_MS,
         }
     }
@@ -56,6 +67,24 @@ impl WatermarkGenerator {
         if batch.num_rows() == 0 {
             return Ok(None);
         }
+        // The latest row gives the largest watermark: evaluate the expression there only.
+        let column = self.time_column.map(|index| batch.column(index));
+        let latest = match column {
+            Some(column)
+                if matches!(
+                    column.data_type(),
+                    DataType::Timestamp(..) | DataType::Int64
+                ) =>
+            {
+                match latest_row(column.as_ref()) {
+                    Some(row) => Some(batch.slice(row, 1)),
+                    // Every event time is NULL: nothing to learn from this batch.
+                    None => return Ok(None),
+                }
+            }
+            _ => None,
+        };
+        let batch = latest.as_ref().unwrap_or(batch);
         let values = self
             .expr
             .evaluate(batch)
@@ -81,6 +110,22 @@ impl WatermarkGenerator {
             source,
         }
     }
+}
+
+/// Index of the largest non-NULL value of a TIMESTAMP or BIGINT column; `None` if all are
+/// NULL.
+fn latest_row(values: &dyn Array) -> Option<usize> {
+    let as_int = cast(values, &DataType::Int64).ok()?;
+    let as_int = as_int.as_any().downcast_ref::<Int64Array>()?;
+    let mut best: Option<(usize, i64)> = None;
+    for (index, value) in as_int.iter().enumerate() {
+        if let Some(value) = value {
+            if best.is_none_or(|(_, top)| value > top) {
+                best = Some((index, value));
+            }
+        }
+    }
+    best.map(|(index, _)| index)
 }
 
 /// Maximum of a timestamp or BIGINT (epoch ms) array, in epoch milliseconds; `None` if all

@@ -221,14 +221,13 @@ impl LaminarDB {
         let context = format!("{} {name}", kind.noun());
         let planned = self.inner.planner.plan_query(query, &context, emit)?;
         let schema = planned.schema.clone();
-        if sink.is_some() && planned.graph.changelog {
-            return Err(DbError::Sql(SqlError::Unsupported {
-                construct: "a sink over a changelog (an aggregation's updates and retractions); \
-                            sinks write append-only results for now"
-                    .into(),
-                context,
-            }));
-        }
+        Self::check_changelog_use(
+            &catalog,
+            &self.inner.planner,
+            &planned,
+            sink.is_some(),
+            &context,
+        )?;
         let sink_connector = match sink {
             Some(spec) => Some(create_sink(
                 &spec.name.to_lowercase(),
@@ -247,11 +246,14 @@ impl LaminarDB {
         let table = if kind != ObjectKind::MaterializedView {
             None
         } else if planned.graph.changelog {
-            let table = ResultTable::changelog(schema.clone())
+            let table = ResultTable::changelog(schema.clone(), runtime.workers())
                 .map_err(|e| DbError::Sql(SqlError::plan(&context, &e.into())))?;
             Some(Arc::new(table))
         } else {
-            Some(Arc::new(ResultTable::new(schema.clone())))
+            Some(Arc::new(ResultTable::new(
+                schema.clone(),
+                runtime.workers(),
+            )))
         };
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
         let sink_task = match sink_connector {
@@ -306,6 +308,43 @@ impl LaminarDB {
         })
     }
 
+    /// Changelogs (retracting outputs) can feed aggregates only from materialized views,
+    /// and cannot feed sinks yet.
+    fn check_changelog_use(
+        catalog: &Catalog,
+        sql_planner: &laminar_sql::StreamPlanner,
+        planned: &laminar_sql::PlannedQuery,
+        sink: bool,
+        context: &str,
+    ) -> Result<()> {
+        if planned.graph.aggregates_changelog {
+            // Only a materialized view can give a new aggregate the rows its later
+            // retractions refer to; a stream's earlier rows are gone.
+            if let Some(stream) = planned.inputs.iter().find(|input| {
+                catalog.get(input).is_some_and(|o| {
+                    o.kind == ObjectKind::Stream && sql_planner.is_changelog(input)
+                })
+            }) {
+                return Err(DbError::Sql(SqlError::Unsupported {
+                    construct: format!(
+                        "aggregating the changelog of stream {stream} (a stream keeps no rows for \
+                         later retractions to refer to); make {stream} a MATERIALIZED VIEW"
+                    ),
+                    context: context.to_string(),
+                }));
+            }
+        }
+        if sink && planned.graph.changelog {
+            return Err(DbError::Sql(SqlError::Unsupported {
+                construct: "a sink over a changelog (an aggregation's updates and retractions); \
+                            sinks write append-only results for now"
+                    .into(),
+                context: context.to_string(),
+            }));
+        }
+        Ok(())
+    }
+
     /// Maps each input of a query to the stream feeding it. A connector source gets a fresh
     /// instance (its own stream and rings) that starts reading once the query is running.
     fn bind_inputs(
@@ -340,7 +379,7 @@ impl LaminarDB {
                     let ingress = Arc::new(runtime.create_ingress(
                         instance_stream,
                         watermark.as_ref(),
-                        false,
+                        true,
                     )?);
                     bindings.insert(input.clone(), instance_stream);
                     pending.push((

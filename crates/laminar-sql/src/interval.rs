@@ -37,12 +37,13 @@ pub(crate) fn interval_ms(text: &str, context: &str) -> Result<i64> {
             return Err(error());
         };
         let amount: i64 = amount.parse().map_err(|_| error())?;
-        let unit_ms = match unit.to_lowercase().trim_end_matches('s') {
-            "m" | "millisecond" => 1,
-            "" | "second" | "sec" => 1_000,
-            "minute" | "min" => 60_000,
-            "hour" | "h" => 3_600_000,
-            "day" | "d" => 86_400_000,
+        // The units arrow's interval parser reads, with the same meaning ('m' is minutes).
+        let unit_ms = match unit.to_lowercase().as_str() {
+            "ms" | "millisecond" | "milliseconds" => 1,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
             _ => return Err(error()),
         };
         total = amount
@@ -57,4 +58,23 @@ pub(crate) fn interval_ms(text: &str, context: &str) -> Result<i64> {
         ));
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interval_ms;
+
+    #[test]
+    fn units_read_as_arrow_reads_them() {
+        let ms = |text: &str| interval_ms(text, "test").expect(text);
+        assert_eq!(ms("INTERVAL '10' SECOND"), 10_000);
+        assert_eq!(ms("INTERVAL '5 m'"), 300_000);
+        assert_eq!(ms("INTERVAL '500 ms'"), 500);
+        assert_eq!(ms("INTERVAL '1 minute 30 seconds'"), 90_000);
+        assert_eq!(ms("INTERVAL '2' HOUR"), 7_200_000);
+        assert_eq!(ms("INTERVAL '250 milliseconds'"), 250);
+        assert!(interval_ms("INTERVAL '1' MONTH", "test").is_err());
+        assert!(interval_ms("INTERVAL '0' SECOND", "test").is_err());
+        assert!(interval_ms("5 seconds", "test").is_err());
+    }
 }

@@ -84,6 +84,14 @@ impl StreamPlanner {
         Ok(())
     }
 
+    /// True if `name` was marked a changelog.
+    pub fn is_changelog(&self, name: &str) -> bool {
+        self.changelogs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
     /// Marks `name` (registered) as a changelog: its rows carry retractions.
     pub fn mark_changelog(&self, name: &str) {
         self.changelogs

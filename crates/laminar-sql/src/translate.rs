@@ -37,6 +37,7 @@ pub(crate) fn translate(
         changelogs,
         emit,
         windowed: false,
+        aggregates_changelog: false,
         nodes: Vec::new(),
     };
     let changelog = builder.add(plan, None)?;
@@ -52,6 +53,7 @@ pub(crate) fn translate(
         nodes: builder.nodes,
         schema: Arc::clone(plan.schema().inner()),
         changelog,
+        aggregates_changelog: builder.aggregates_changelog,
     })
 }
 
@@ -116,6 +118,8 @@ struct Builder<'a> {
     emit: Emit,
     /// An aggregate of this query emits on window close.
     windowed: bool,
+    /// An aggregate of this query reads a changelog.
+    aggregates_changelog: bool,
     nodes: Vec<QueryNode>,
 }
 
@@ -222,6 +226,7 @@ impl Builder<'_> {
                     "EMIT ON WINDOW CLOSE over a changelog (a view or stream that itself aggregates)",
                 ));
             }
+            self.aggregates_changelog = true;
             operator = operator.retracting().map_err(|e| match e {
                 datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
                 other => self.plan_error(&other),

@@ -54,6 +54,8 @@ pub struct AggregateOperator {
     global_key: Option<OwnedRow>,
     /// `EMIT ON WINDOW CLOSE`: the index of `window_end` among the keys.
     window_end_key: Option<usize>,
+    /// Retractions of rows the aggregate never received, ignored.
+    unmatched_retractions: u64,
     /// How long after firing a window still accepts (and corrects with) late rows.
     allowed_lateness_ms: i64,
     /// The input carries retractions: accumulators are the retractable (sliding) kind.
@@ -98,6 +100,7 @@ impl AggregateOperator {
             key_fields,
             groups: HashMap::new(),
             window_end_key: None,
+            unmatched_retractions: 0,
             allowed_lateness_ms: 0,
             retracting: false,
             watermark_ms: i64::MIN,
@@ -197,6 +200,7 @@ impl Operator for AggregateOperator {
             groups: HashMap::new(),
             global_key: self.global_key.clone(),
             window_end_key: self.window_end_key,
+            unmatched_retractions: 0,
             allowed_lateness_ms: self.allowed_lateness_ms,
             retracting: self.retracting,
             watermark_ms: i64::MIN,
@@ -265,7 +269,20 @@ impl Operator for AggregateOperator {
                 continue;
             }
             // Rows in by their weight: inserts (+w) and retractions (-w), each |w| times.
-            let (inserts, retracts) = split_by_weight(&members, weights);
+            let (inserts, mut retracts) = split_by_weight(&members, weights);
+            let held = self.groups.get(&key).map_or(0, |g| g.rows);
+            // A retraction of a row this aggregate never saw (its input existed before the
+            // query did) has nothing to undo; applying it would corrupt the accumulators.
+            // Changelogs retract a row before inserting its replacement, so a batch's
+            // retractions refer to rows held before it.
+            let retractable = usize::try_from(held).unwrap_or(0);
+            if retracts.len() > retractable {
+                self.unmatched_retractions += (retracts.len() - retractable) as u64;
+                retracts.truncate(retractable);
+            }
+            if inserts.is_empty() && retracts.is_empty() {
+                continue;
+            }
             if !self.groups.contains_key(&key) {
                 let group = Group {
                     accumulators: self.accumulators()?,
@@ -287,7 +304,8 @@ impl Operator for AggregateOperator {
                 }
             }
             group.rows += inserts.len() as i64 - retracts.len() as i64;
-            if group.rows <= 0 {
+            // A global aggregate always has its one row (COUNT(*) of nothing is 0).
+            if group.rows <= 0 && self.global_key.is_none() {
                 // Every row of the group was retracted: the group is gone.
                 if let Some(group) = self.groups.remove(&key) {
                     if let Some(previous) = group.emitted {
@@ -296,7 +314,8 @@ impl Operator for AggregateOperator {
                 }
                 continue;
             }
-            if self.window_end_key.is_some() && group.emitted.is_none() {
+            let window_fired = window_end_ms <= self.watermark_ms;
+            if self.window_end_key.is_some() && group.emitted.is_none() && !window_fired {
                 // Results wait for the window to close; a fired window (within its allowed
                 // lateness) is corrected right away below.
                 continue;

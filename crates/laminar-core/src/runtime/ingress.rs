@@ -137,9 +137,7 @@ impl IngressHandle {
     /// full.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
         let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        let batch_max = self.batch_max(&batch)?;
-        self.push_to(partition, batch)?;
-        self.advance_watermark(batch_max)
+        self.push_to(partition, batch)
     }
 
     fn batch_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
@@ -176,6 +174,12 @@ impl IngressHandle {
     /// Pushes a batch to `partition % partitions()`, waiting while its queue is full. Batches
     /// pushed to one partition are processed in order.
     pub fn push_to(&self, partition: usize, batch: RecordBatch) -> Result<()> {
+        let batch_max = self.batch_max(&batch)?;
+        self.push_to_ring(partition, batch)?;
+        self.advance_watermark(batch_max)
+    }
+
+    fn push_to_ring(&self, partition: usize, batch: RecordBatch) -> Result<()> {
         let ring = &self.rings[partition % self.rings.len()];
         let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the ring's lock so no row can follow the end-of-stream `finish` sent.

@@ -296,11 +296,14 @@ impl Runtime {
                     .map(|table| (*stream, table))
             })
             .collect();
-        let paused = !tables.is_empty();
+        // A query with an exchange must exist on every worker before any worker sends it rows:
+        // the workers stand still while it is installed, as they do for a backfill.
+        let has_exchange = graph.nodes.iter().any(|n| n.router.is_some());
+        let paused = !tables.is_empty() || (has_exchange && self.workers.len() > 1);
         if paused {
             self.pause_workers()?;
         }
-        let sent = self.send_add_query(name, graph, bindings, output, &outlet, id, &tables);
+        let sent = self.send_add_query(name, graph, bindings, output, &outlet, id, &tables, paused);
         if paused {
             self.pause.requested.store(false, Ordering::SeqCst);
         }
@@ -325,16 +328,23 @@ impl Runtime {
         outlet: &Arc<StreamOutlet>,
         id: u64,
         tables: &[(StreamId, Arc<ResultTable>)],
+        wait_started: bool,
     ) -> Result<()> {
         let started = Arc::new(AtomicUsize::new(0));
-        let mut snapshots: HashMap<StreamId, Vec<RecordBatch>> = HashMap::new();
+        // Per input and worker: the rows that worker produced, so each reaches the new
+        // query on the worker whose later changes to it follow on the same path.
+        let mut snapshots: HashMap<(StreamId, usize), Vec<RecordBatch>> = HashMap::new();
         for (stream, table) in tables {
-            let rows = table.snapshot().map_err(|e| CoreError::Operator {
-                query: name.to_string(),
-                operator: "Backfill".into(),
-                source: e.into(),
-            })?;
-            snapshots.insert(*stream, rows);
+            for worker in &self.workers {
+                let rows = table
+                    .snapshot_of(worker.index)
+                    .map_err(|e| CoreError::Operator {
+                        query: name.to_string(),
+                        operator: "Backfill".into(),
+                        source: e.into(),
+                    })?;
+                snapshots.insert((*stream, worker.index), rows);
+            }
         }
         for worker in &self.workers {
             let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
@@ -345,9 +355,12 @@ impl Runtime {
                     CoreError::Internal(format!("query {name}: input {input} is not bound"))
                 })?;
                 leaf_bindings.push((*leaf, *stream));
-                // The held rows enter once, on the first worker; exchanges route them.
-                if worker.index == 0 {
-                    for rows in snapshots.get(stream).into_iter().flatten() {
+                for rows in snapshots
+                    .get(&(*stream, worker.index))
+                    .into_iter()
+                    .flatten()
+                {
+                    if rows.num_rows() > 0 {
                         backfill.push((*leaf, ChangeBatch::insert_only(rows.clone())));
                     }
                 }
@@ -362,7 +375,7 @@ impl Runtime {
                 started: Arc::clone(&started),
             });
         }
-        if tables.is_empty() {
+        if !wait_started {
             return Ok(());
         }
         // Backfilled rows are in flight once every worker started the query; later reads

@@ -200,7 +200,7 @@ impl StreamOutlet {
     /// Delivers a message produced on `worker`.
     pub(crate) fn deliver(&self, worker: usize, message: &Message) {
         match message {
-            Message::Data(batch) => self.deliver_data(batch),
+            Message::Data(batch) => self.deliver_data(worker, batch),
             Message::Watermark(ms) => {
                 self.watermarks_ms[worker].fetch_max(*ms, Ordering::AcqRel);
             }
@@ -208,14 +208,14 @@ impl StreamOutlet {
         }
     }
 
-    fn deliver_data(&self, batch: &ChangeBatch) {
+    fn deliver_data(&self, worker: usize, batch: &ChangeBatch) {
         if batch.num_rows() == 0 {
             return;
         }
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if let Some(table) = &self.table {
-            if let Err(e) = table.apply(batch) {
+            if let Err(e) = table.apply(worker, batch) {
                 self.record_error(format!("storing rows of {}: {e}", self.name));
             }
         }

@@ -79,6 +79,10 @@ impl QueryInstance {
         }
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `(state entries, late rows)` summed over the operators.
     pub(crate) fn operator_stats(&self) -> (u64, u64) {
         self.nodes.iter().fold((0, 0), |(state, late), node| {

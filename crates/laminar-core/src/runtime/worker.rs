@@ -250,6 +250,10 @@ impl Worker {
                 .ingress
                 .iter()
                 .any(|slot| !slot.done && slot.consumer.slots() > 0)
+            || self
+                .exchange_in
+                .iter()
+                .any(|inbound| inbound.consumer.slots() > 0)
     }
 
     fn apply_commands(&mut self) {
@@ -472,7 +476,22 @@ impl Worker {
             return;
         };
         let output = query.output;
-        let result = step(&mut query.instance, &mut self.produced, &mut self.remote);
+        // An operator that panics (a bug, here or in a DataFusion kernel) fails its query,
+        // not the worker every other query runs on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(&mut query.instance, &mut self.produced, &mut self.remote)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(crate::error::CoreError::Internal(format!(
+                "query {} panicked: {what}",
+                query.instance.name()
+            )))
+        });
         let (state_entries, late_rows) = query.instance.operator_stats();
         if let Some(outlet) = self.outlets.get(&output) {
             outlet.report_operator_stats(self.shared.index, state_entries, late_rows);
