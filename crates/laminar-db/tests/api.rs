@@ -709,3 +709,34 @@ fn window_state_is_bounded_and_freed_when_windows_fire() {
         text(&counts)
     );
 }
+
+#[test]
+fn a_keyed_query_failing_on_one_worker_still_finishes() {
+    let db = db(4);
+    db.execute("CREATE SOURCE pairs (k BIGINT, d BIGINT)")
+        .expect("source");
+    db.execute(
+        "CREATE MATERIALIZED VIEW per_k AS SELECT k, sum(10 / d) AS s FROM pairs GROUP BY k",
+    )
+    .expect("view");
+    let source = db.source("pairs").expect("handle");
+    for batch in 0..8_i64 {
+        let keys = Int64Array::from_iter_values(batch * 100..batch * 100 + 100);
+        // One row divides by zero: the worker processing it fails the query.
+        let divisors =
+            Int64Array::from_iter_values((0..100).map(|i| i64::from(!(batch == 3 && i == 7))));
+        let rows = RecordBatch::try_new(source.schema(), vec![Arc::new(keys), Arc::new(divisors)])
+            .expect("batch");
+        source.push(rows).expect("push");
+    }
+    source.finish().expect("finish");
+    assert!(
+        db.wait_finished(WAIT),
+        "the other workers end instead of waiting for the failed one"
+    );
+    let error = db.metrics().first_error().expect("the failure is reported");
+    assert!(
+        error.contains("per_k") && error.contains("Divide by zero"),
+        "{error}"
+    );
+}

@@ -83,6 +83,16 @@ impl QueryInstance {
         &self.name
     }
 
+    /// Indices of the exchange nodes (fed by every worker).
+    pub(crate) fn exchange_nodes(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.router.is_some())
+            .map(|(index, _)| index)
+            .collect()
+    }
+
     /// `(state entries, late rows)` summed over the operators.
     pub(crate) fn operator_stats(&self) -> (u64, u64) {
         self.nodes.iter().fold((0, 0), |(state, late), node| {

@@ -521,6 +521,27 @@ impl Worker {
             if !self.ended_streams.contains(&output) {
                 self.work.push_back((output, Message::End));
             }
+            // The other workers' exchanges wait for this worker's rows and progress; ending
+            // its port lets them finish with what they have instead of stalling.
+            let exchanges = self
+                .queries
+                .get(&id)
+                .map(|q| q.instance.exchange_nodes())
+                .unwrap_or_default();
+            let me = self.shared.index;
+            for node in exchanges {
+                for target in (0..self.peers.len()).filter(|t| *t != me) {
+                    self.send_exchange(
+                        target,
+                        ExchangeMessage {
+                            query: id,
+                            node,
+                            from: me,
+                            message: Message::End,
+                        },
+                    );
+                }
+            }
             self.queries.remove(&id);
         }
     }
