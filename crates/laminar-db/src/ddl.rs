@@ -237,9 +237,6 @@ impl LaminarDB {
             None => None,
         };
 
-        if persist {
-            self.persist_with(&catalog, &sql)?;
-        }
         let runtime = &self.inner.runtime;
         // Rows accepted before this statement are not part of the new query's input.
         runtime.sync(DROP_SYNC_TIMEOUT)?;
@@ -266,8 +263,8 @@ impl LaminarDB {
             None => None,
         };
 
-        let (bindings, pending) = self.bind_inputs(&catalog, &planned.inputs, name)?;
-        runtime.add_query(name, &planned.graph, &bindings, stream)?;
+        let sql_to_store = persist.then_some(sql.as_str());
+        let pending = self.start_query(&catalog, &planned, name, stream, sql_to_store)?;
         let held = self.sources_held();
         let mut instances = Vec::with_capacity(pending.len());
         for (source, connector, instance_stream, instance_outlet, ingress) in pending {
@@ -306,6 +303,46 @@ impl LaminarDB {
             kind,
             name: name.to_string(),
         })
+    }
+
+    /// Binds the query's inputs and starts it on the workers, then stores the catalog with
+    /// `sql` (when given). On failure nothing of the statement stays running.
+    fn start_query(
+        &self,
+        catalog: &Catalog,
+        planned: &laminar_sql::PlannedQuery,
+        name: &str,
+        stream: StreamId,
+        sql: Option<&str>,
+    ) -> Result<Vec<PendingInstance>> {
+        let runtime = &self.inner.runtime;
+        let started =
+            self.bind_inputs(catalog, &planned.inputs, name)
+                .and_then(|(bindings, pending)| {
+                    runtime.add_query(name, &planned.graph, &bindings, stream)?;
+                    Ok(pending)
+                });
+        let pending = match started {
+            Ok(pending) => pending,
+            Err(error) => {
+                // Nothing of the statement stays: its stream goes (and with it the sink's input).
+                runtime.remove_stream(stream);
+                return Err(error);
+            }
+        };
+        // The catalog is stored once the query runs, so a statement that failed is not
+        // restored on reopen; if storing fails, the running query is taken down again.
+        if let Some(sql) = sql {
+            if let Err(error) = self.persist_with(catalog, sql) {
+                runtime.remove_query(name);
+                for (_, _, instance_stream, _, _) in &pending {
+                    runtime.remove_stream(*instance_stream);
+                }
+                runtime.remove_stream(stream);
+                return Err(error);
+            }
+        }
+        Ok(pending)
     }
 
     /// Changelogs (retracting outputs) can feed aggregates only from materialized views,
