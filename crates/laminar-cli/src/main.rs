@@ -75,29 +75,34 @@ struct RunArgs {
 #[derive(Debug, Subcommand)]
 enum Benchmark {
     /// Filter and project pre-generated Nexmark bids pushed into a source.
-    Filter {
-        /// Nexmark events to generate (about 92% are bids).
-        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-        events: u64,
-        /// Worker threads (default: one per core).
-        #[arg(long, value_name = "W", value_parser = parse_at_least_one)]
-        workers: Option<usize>,
-        /// Rows per pushed batch.
-        #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
-        batch_rows: usize,
-    },
+    Filter(BenchArgs),
     /// Count pre-generated Nexmark bids per auction in 10-second tumbling windows.
-    Window {
-        /// Nexmark events to generate (about 92% are bids).
-        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-        events: u64,
-        /// Worker threads (default: one per core).
-        #[arg(long, value_name = "W", value_parser = parse_at_least_one)]
-        workers: Option<usize>,
-        /// Rows per pushed batch.
-        #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
-        batch_rows: usize,
-    },
+    Window(BenchArgs),
+}
+
+/// The knobs every benchmark takes.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Nexmark events to generate (about 92% are bids).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    events: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "W", value_parser = parse_at_least_one)]
+    workers: Option<usize>,
+    /// Rows per pushed batch.
+    #[arg(long, value_name = "R", default_value_t = BENCH_BATCH_ROWS_DEFAULT, value_parser = parse_at_least_one)]
+    batch_rows: usize,
+}
+
+impl BenchArgs {
+    fn options(&self, kind: bench::Kind) -> bench::FilterOptions {
+        bench::FilterOptions {
+            kind,
+            events: self.events,
+            workers: self.workers.unwrap_or_else(default_workers),
+            batch_rows: self.batch_rows,
+        }
+    }
 }
 
 /// A count that must be at least one.
@@ -129,31 +134,11 @@ fn main() -> ExitCode {
             data_dir: args.data_dir,
         }),
         Command::Bench {
-            benchmark:
-                Benchmark::Filter {
-                    events,
-                    workers,
-                    batch_rows,
-                },
-        } => bench::filter(&bench::FilterOptions {
-            kind: bench::Kind::Filter,
-            events,
-            workers: workers.unwrap_or_else(default_workers),
-            batch_rows,
-        }),
+            benchmark: Benchmark::Filter(args),
+        } => bench::filter(&args.options(bench::Kind::Filter)),
         Command::Bench {
-            benchmark:
-                Benchmark::Window {
-                    events,
-                    workers,
-                    batch_rows,
-                },
-        } => bench::filter(&bench::FilterOptions {
-            kind: bench::Kind::Window,
-            events,
-            workers: workers.unwrap_or_else(default_workers),
-            batch_rows,
-        }),
+            benchmark: Benchmark::Window(args),
+        } => bench::filter(&args.options(bench::Kind::Window)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -211,6 +211,37 @@ fn timed_batches(seed: u64, delay_ms: i64) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// DataFusion's answer to `sql` over `input` as table `events`.
+fn timed_batch_answer(input: &[RecordBatch], sql: &str) -> Vec<String> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(timed_schema(), vec![input.to_vec()]).expect("table");
+    ctx.register_table("events", Arc::new(table))
+        .expect("register");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    rows(
+        &runtime
+            .block_on(async { ctx.sql(sql).await?.collect().await })
+            .expect("batch answer"),
+    )
+}
+
+/// A database with source `events` (watermark `delay_ms` behind) and view `w` running `query`.
+fn timed_view(workers: usize, delay_ms: u64, query: &str) -> LaminarDB {
+    let db = LaminarDB::builder()
+        .workers(workers)
+        .pin_workers(false)
+        .in_memory()
+        .expect("database");
+    db.execute(&format!(
+        "CREATE SOURCE events (k BIGINT NOT NULL, price BIGINT, ts TIMESTAMP NOT NULL, \
+         WATERMARK FOR ts AS ts - INTERVAL '{delay_ms}' MILLISECOND)"
+    ))
+    .expect("source");
+    db.execute(&format!("CREATE MATERIALIZED VIEW w AS {query}"))
+        .expect("view");
+    db
+}
+
 fn timed_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
@@ -238,32 +269,10 @@ fn tumbling_windows_on_close_match_datafusion_date_bin() {
     );
     for seed in [3, 99, 2024] {
         let input = timed_batches(seed, 300);
-        let expected = {
-            let ctx = SessionContext::new();
-            let table = MemTable::try_new(timed_schema(), vec![input.clone()]).expect("table");
-            ctx.register_table("events", Arc::new(table))
-                .expect("register");
-            let runtime = tokio::runtime::Runtime::new().expect("tokio");
-            rows(
-                &runtime
-                    .block_on(async { ctx.sql(&batch).await?.collect().await })
-                    .expect("batch answer"),
-            )
-        };
+        let expected = timed_batch_answer(&input, &batch);
         assert!(expected.len() > 50, "seed {seed}: too few windows");
         for workers in [1, 4] {
-            let db = LaminarDB::builder()
-                .workers(workers)
-                .pin_workers(false)
-                .in_memory()
-                .expect("database");
-            db.execute(
-                "CREATE SOURCE events (k BIGINT NOT NULL, price BIGINT, ts TIMESTAMP NOT NULL, \
-                 WATERMARK FOR ts AS ts - INTERVAL '300' MILLISECOND)",
-            )
-            .expect("source");
-            db.execute(&format!("CREATE MATERIALIZED VIEW w AS {streaming}"))
-                .expect("view");
+            let db = timed_view(workers, 300, &streaming);
             let source = db.source("events").expect("handle");
             for part in &input {
                 source.push(part.clone()).expect("push");
@@ -302,32 +311,10 @@ fn hopping_windows_on_close_match_datafusion() {
     );
     for seed in [5, 77] {
         let input = timed_batches(seed, 200);
-        let expected = {
-            let ctx = SessionContext::new();
-            let table = MemTable::try_new(timed_schema(), vec![input.clone()]).expect("table");
-            ctx.register_table("events", Arc::new(table))
-                .expect("register");
-            let runtime = tokio::runtime::Runtime::new().expect("tokio");
-            rows(
-                &runtime
-                    .block_on(async { ctx.sql(&batch).await?.collect().await })
-                    .expect("batch answer"),
-            )
-        };
+        let expected = timed_batch_answer(&input, &batch);
         assert!(expected.len() > 50, "seed {seed}: too few windows");
         for workers in [1, 4] {
-            let db = LaminarDB::builder()
-                .workers(workers)
-                .pin_workers(false)
-                .in_memory()
-                .expect("database");
-            db.execute(
-                "CREATE SOURCE events (k BIGINT NOT NULL, price BIGINT, ts TIMESTAMP NOT NULL, \
-                 WATERMARK FOR ts AS ts - INTERVAL '200' MILLISECOND)",
-            )
-            .expect("source");
-            db.execute(&format!("CREATE MATERIALIZED VIEW w AS {streaming}"))
-                .expect("view");
+            let db = timed_view(workers, 200, streaming);
             let source = db.source("events").expect("handle");
             for part in &input {
                 source.push(part.clone()).expect("push");
