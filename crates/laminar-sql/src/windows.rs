@@ -38,7 +38,7 @@ pub(crate) fn rewrite_window_functions(query: &mut Query, context: &str) -> Resu
                 return ControlFlow::Continue(());
             };
             let function = name.to_string().to_lowercase();
-            let alias = alias.as_ref().map(|a| a.name.value.clone());
+            let alias = alias.as_ref().map(|a| normalized(&a.name));
             let replacement = match function.as_str() {
                 "tumble" => tumble(&args.args, alias.as_deref(), self.context),
                 "hop" => hop(&args.args, alias.as_deref(), self.context),
@@ -150,7 +150,7 @@ fn rewrite_select(query: &mut Query, context: &str) -> Result<()> {
     let table = name.to_string();
     let alias = alias
         .as_ref()
-        .map_or_else(|| table.clone(), |a| a.name.value.clone());
+        .map_or_else(|| default_alias(&table), |a| normalized(&a.name));
     let call = format!("{}({table}, {})", function.to_uppercase(), args.join(", "));
     let dialect = GenericDialect {};
     let parsed = Parser::parse_sql(
@@ -214,6 +214,24 @@ fn rename_window_calls(projection: &mut [SelectItem]) {
                 alias: Ident::new(column),
             };
         }
+    }
+}
+
+/// The alias a table name gives its rows: the name as DataFusion resolves it.
+fn default_alias(table: &str) -> String {
+    if table.starts_with('"') {
+        table.trim_matches('"').to_string()
+    } else {
+        table.to_lowercase()
+    }
+}
+
+/// An alias as DataFusion resolves it: unquoted names are lower-cased.
+fn normalized(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
     }
 }
 
@@ -285,10 +303,13 @@ fn tumble(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Ta
         ));
     };
     interval_ms(size, context)?;
+    let alias = alias.map_or_else(|| default_alias(table), str::to_string);
     let bin = window_bin(size, time);
-    let inner =
-        format!("SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table}");
-    derived(&inner, alias.unwrap_or(table), "TUMBLE", context)
+    let inner = format!(
+        "SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table} AS {}",
+        quote_ident(&alias)
+    );
+    derived(&inner, &alias, "TUMBLE", context)
 }
 
 /// `HOP(table, time_column, slide, size)` as a derived table: one copy of each row per
@@ -325,6 +346,7 @@ fn hop(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Table
             context: context.to_string(),
         });
     }
+    let alias = alias.map_or_else(|| default_alias(table), str::to_string);
     let bin = window_bin(slide, time);
     let copies: Vec<String> = (0..windows)
         .map(|i| {
@@ -334,14 +356,10 @@ fn hop(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Table
                 format!("{bin} - INTERVAL '{} milliseconds'", i * slide_ms)
             };
             format!(
-                "SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {table}"
+                "SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {table} AS {}",
+                quote_ident(&alias)
             )
         })
         .collect();
-    derived(
-        &copies.join(" UNION ALL "),
-        alias.unwrap_or(table),
-        "HOP",
-        context,
-    )
+    derived(&copies.join(" UNION ALL "), &alias, "HOP", context)
 }
