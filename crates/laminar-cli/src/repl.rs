@@ -65,14 +65,7 @@ fn command(line: &str) -> Option<Command> {
 
 /// Runs the shell until the user leaves.
 pub fn repl(options: &ReplOptions) -> Result<(), CliError> {
-    let mut builder = LaminarDB::builder();
-    if let Some(workers) = options.workers {
-        builder = builder.workers(workers);
-    }
-    let db = match &options.data_dir {
-        Some(dir) => builder.open(dir)?,
-        None => builder.in_memory()?,
-    };
+    let db = crate::run::open_database(options.workers, options.data_dir.as_deref())?;
     let mut editor = DefaultEditor::new()
         .map_err(|e| CliError::environment("cannot start the line editor", e))?;
     let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(HISTORY_FILE));

@@ -149,15 +149,22 @@ fn check_syntax(statements: &[ScriptStatement]) -> Result<(), CliError> {
 }
 
 fn open(options: &RunOptions) -> Result<LaminarDB, CliError> {
+    open_database(options.workers, options.data_dir.as_deref())
+}
+
+/// Opens the database the command line asks for: in `data_dir` if given, else in memory.
+pub fn open_database(
+    workers: Option<usize>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<LaminarDB, CliError> {
     let mut builder = LaminarDB::builder();
-    if let Some(workers) = options.workers {
+    if let Some(workers) = workers {
         builder = builder.workers(workers);
     }
-    let db = match &options.data_dir {
+    Ok(match data_dir {
         Some(dir) => builder.open(dir)?,
         None => builder.in_memory()?,
-    };
-    Ok(db)
+    })
 }
 
 fn stop_requested(interrupt: &Interrupt, deadline: Option<Instant>) -> Option<Outcome> {

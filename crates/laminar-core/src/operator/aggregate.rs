@@ -241,11 +241,7 @@ impl Operator for AggregateOperator {
         let batch = input.batch();
         let weights = input.weights();
         let rows = batch.num_rows();
-        let key_columns = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows))
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let key_columns = super::evaluate_columns(&self.keys, batch)?;
         let (order, mut members) = self.group_rows(rows, &key_columns)?;
         let arguments = self.arguments(batch)?;
 
@@ -437,13 +433,8 @@ impl AggregateOperator {
             // ORDER BY ts), ARRAY_AGG(x ORDER BY y)) receives its ordering columns after its
             // arguments and keeps the order itself.
             let ordering = call.function.order_bys().iter().map(|sort| &sort.expr);
-            let values = call
-                .function
-                .expressions()
-                .iter()
-                .chain(ordering)
-                .map(|e| e.evaluate(batch)?.into_array(rows))
-                .collect::<DfResult<Vec<_>>>()?;
+            let values =
+                super::evaluate_columns(call.function.expressions().iter().chain(ordering), batch)?;
             let mask = match &call.filter {
                 None => None,
                 Some(filter) => {

@@ -6,7 +6,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -93,11 +93,7 @@ impl KeyRouter {
         }
         let batch = input.batch();
         let rows = batch.num_rows();
-        let columns = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows))
-            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let columns = super::evaluate_columns(&self.keys, batch)?;
         let keys = self.converter.convert_columns(&columns)?;
         let mut shares: Vec<Vec<u32>> = vec![Vec::new(); workers];
         for (index, key) in keys.iter().enumerate() {

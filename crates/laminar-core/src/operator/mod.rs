@@ -17,9 +17,26 @@ pub use project::ProjectOperator;
 pub use scan::ScanOperator;
 pub use union::UnionOperator;
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DfResult;
+use datafusion::physical_expr::PhysicalExpr;
 
 use crate::change_batch::ChangeBatch;
+
+/// Evaluates every expression over `batch`, as full columns.
+pub(crate) fn evaluate_columns<'a>(
+    exprs: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> DfResult<Vec<ArrayRef>> {
+    let rows = batch.num_rows();
+    exprs
+        .into_iter()
+        .map(|e| e.evaluate(batch)?.into_array(rows))
+        .collect()
+}
 
 /// A message on a stream: rows, event-time progress, or the end of the stream.
 #[derive(Debug, Clone)]

@@ -52,11 +52,7 @@ impl Operator for ProjectOperator {
         out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
         let rows = input.num_rows();
-        let columns = self
-            .exprs
-            .iter()
-            .map(|e| e.evaluate(input.batch())?.into_array(rows))
-            .collect::<DfResult<Vec<_>>>()?;
+        let columns = super::evaluate_columns(&self.exprs, input.batch())?;
         // Row count is explicit so a projection of only literals keeps the input's rows.
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
