@@ -391,3 +391,63 @@ fn aggregates_over_aggregates_stay_exact_and_backfill() {
         }
     }
 }
+
+#[test]
+fn session_windows_on_close_match_datafusion_window_functions() {
+    let aggregates = "count(*) AS n, sum(price) AS total, min(price) AS low, max(price) AS high, \
+                      count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean, \
+                      round(stddev(price), 4) AS sd, bool_or(price > 400) AS any_big";
+    let streaming = format!(
+        "SELECT k, window_start, window_end, {aggregates} \
+         FROM SESSION(events, ts, INTERVAL '150' MILLISECOND) \
+         GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE"
+    );
+    // Written independently of the session operator: a row starts a new session of its key
+    // when it is more than the gap after the previous row; sessions are numbered by a
+    // running sum of those starts.
+    let batch = format!(
+        "WITH flagged AS ( \
+           SELECT k, price, ts, CASE WHEN ts - lag(ts) OVER (PARTITION BY k ORDER BY ts) \
+             <= INTERVAL '150' MILLISECOND THEN 0 ELSE 1 END AS starts FROM events), \
+         numbered AS ( \
+           SELECT *, sum(starts) OVER (PARTITION BY k ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid \
+           FROM flagged) \
+         SELECT k, min(ts) AS window_start, max(ts) + INTERVAL '150' MILLISECOND AS window_end, \
+         {aggregates} FROM numbered GROUP BY k, sid"
+    );
+    for seed in [11, 404, 9000] {
+        let input = timed_batches(seed, 300);
+        let expected = timed_batch_answer(&input, &batch);
+        assert!(expected.len() > 100, "seed {seed}: too few sessions");
+        for workers in [1, 4] {
+            let db = timed_view(workers, 300, &streaming);
+            // The same sessions as a changelog, merged and retracted row by row.
+            let changelog = streaming.replace(" EMIT ON WINDOW CLOSE", "");
+            db.execute(&format!("CREATE MATERIALIZED VIEW c AS {changelog}"))
+                .expect("changelog view");
+            let source = db.source("events").expect("handle");
+            for part in &input {
+                source.push(part.clone()).expect("push");
+            }
+            // Sessions the watermark closed are final: out-of-order rows are never late.
+            let early = rows(&db.query("SELECT * FROM w").expect("query"));
+            assert!(
+                early.len() < expected.len(),
+                "seed {seed}: the last sessions are still open"
+            );
+            assert!(
+                early.iter().all(|row| expected.contains(row)),
+                "seed {seed}: an early row is not final"
+            );
+            source.finish().expect("finish");
+            assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+            let all = rows(&db.query("SELECT * FROM w").expect("query"));
+            assert_eq!(all, expected, "seed {seed}, {workers} workers");
+            let folded = rows(&db.query("SELECT * FROM c").expect("query"));
+            assert_eq!(
+                folded, expected,
+                "seed {seed}, {workers} workers, changelog"
+            );
+        }
+    }
+}

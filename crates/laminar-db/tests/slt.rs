@@ -84,6 +84,8 @@ fn run_all(workers: usize) {
         .expect("tests/slt exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        // `SLT=window` runs only the files whose name contains `window`.
+        .filter(|p| std::env::var("SLT").map_or(true, |only| p.to_string_lossy().contains(&only)))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files under {}", dir.display());

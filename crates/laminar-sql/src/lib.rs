@@ -8,6 +8,8 @@ pub mod error;
 mod interval;
 pub mod parser;
 pub mod planner;
+mod session_plan;
+mod session_udf;
 mod translate;
 pub mod types;
 mod windows;

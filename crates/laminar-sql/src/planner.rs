@@ -23,6 +23,7 @@ use laminar_core::QueryGraph;
 use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
 use crate::parser::Emit;
+use crate::session_udf::session_functions;
 use crate::translate::{check_supported, translate};
 use crate::windows::rewrite_window_functions;
 
@@ -62,8 +63,12 @@ impl StreamPlanner {
         let config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        for function in session_functions() {
+            ctx.register_udf(function);
+        }
         Self {
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             names: Mutex::new(BTreeSet::new()),
             changelogs: Mutex::new(HashSet::new()),
         }
@@ -279,7 +284,7 @@ fn contains_scan(plan: &LogicalPlan) -> bool {
     found
 }
 
-/// Event-time windows are planned by later work, and some table clauses are parsed by
+/// Window calls left after the window rewrites are in the wrong place, and some table clauses are parsed by
 /// sqlparser but dropped by DataFusion's planner (a silent wrong answer); naming them here
 /// beats "function not found" or a query that ignores them.
 fn reject_streaming_extensions(query: &Query, context: &str) -> Result<()> {
@@ -329,13 +334,13 @@ fn reject_streaming_extensions(query: &Query, context: &str) -> Result<()> {
         }
     }
     fn is_window_function(name: &str) -> bool {
-        // TUMBLE and HOP table functions were rewritten before this check; what is left
-        // is a spelling or a window kind not supported yet.
+        // Window table functions and GROUP BY windows were rewritten before this check;
+        // what is left is a window call somewhere else.
         matches!(name, "tumble" | "hop" | "session")
     }
     fn window_construct(name: &str) -> String {
         format!(
-            "event-time window {} (windowed aggregation is not supported yet)",
+            "event-time window {} outside FROM and GROUP BY (write FROM {0}(table, ...) or GROUP BY ..., {0}(...))",
             name.to_uppercase()
         )
     }

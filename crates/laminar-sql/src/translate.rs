@@ -16,11 +16,20 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
     AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
-    ProjectOperator, ScanOperator, UnionOperator,
+    ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow, UnionOperator,
 };
 
 use crate::error::{Result, SqlError};
 use crate::parser::Emit;
+use crate::session_plan::{marker_calls, session_keys, SessionMatch};
+
+/// The aggregate operator chosen for a plan's `Aggregate`.
+enum PlannedAggregate {
+    /// Groups by key (windows being ordinary keys).
+    Groups(AggregateOperator),
+    /// Merges rows into session windows per partition.
+    Session(SessionAggregateOperator),
+}
 
 /// Builds the query graph for `plan`.
 /// `changelogs` are the inputs whose rows carry retractions (views that aggregate).
@@ -38,9 +47,18 @@ pub(crate) fn translate(
         emit,
         windowed: false,
         aggregates_changelog: false,
+        session_markers_planned: 0,
         nodes: Vec::new(),
     };
     let changelog = builder.add(plan, None)?;
+    if marker_calls(plan) != builder.session_markers_planned {
+        return Err(SqlError::Unsupported {
+            construct: "a SESSION window used other than as the window_start and window_end \
+                        keys of a GROUP BY (sessions exist only in an aggregation)"
+                .into(),
+            context: context.to_string(),
+        });
+    }
     if matches!(emit, Emit::OnWindowClose { .. }) && !builder.windowed {
         return Err(SqlError::Invalid {
             context: context.to_string(),
@@ -120,6 +138,8 @@ struct Builder<'a> {
     windowed: bool,
     /// An aggregate of this query reads a changelog.
     aggregates_changelog: bool,
+    /// Session marker calls consumed by session aggregates.
+    session_markers_planned: usize,
     nodes: Vec<QueryNode>,
 }
 
@@ -167,6 +187,93 @@ impl Builder<'_> {
             .map(|e| e.get_type(input_schema).map(SortField::new))
             .collect::<datafusion::error::Result<Vec<_>>>()
             .map_err(|e| self.plan_error(&e))?;
+        let calls = self.aggregate_calls(aggregate)?;
+        let (window_close, allowed_lateness_ms) = match self.emit {
+            Emit::OnWindowClose {
+                allowed_lateness_ms,
+            } => (true, allowed_lateness_ms),
+            Emit::OnUpdate => (false, 0),
+        };
+        let session = match session_keys(aggregate) {
+            SessionMatch::None => None,
+            SessionMatch::Session(session) => Some(session),
+            SessionMatch::Incomplete(missing) => {
+                return Err(SqlError::Invalid {
+                    context: self.context.to_string(),
+                    message: format!(
+                        "a SESSION window groups by both window_start and window_end; {missing} is missing from GROUP BY"
+                    ),
+                })
+            }
+        };
+        let schema = Arc::clone(aggregate.schema.inner());
+        // Rows route by the keys that own state: a session's partition, not its bounds.
+        let (route_keys, route_fields) = match session {
+            Some(session) => {
+                let SessionWindow { start_key, end_key } = session;
+                let partition = |i: &usize| *i != start_key && *i != end_key;
+                (
+                    (0..keys.len())
+                        .filter(partition)
+                        .map(|i| Arc::clone(&keys[i]))
+                        .collect(),
+                    (0..keys.len())
+                        .filter(partition)
+                        .map(|i| key_fields[i].clone())
+                        .collect(),
+                )
+            }
+            None => (keys.clone(), key_fields.clone()),
+        };
+        let mut operator = if let Some(session) = session {
+            self.session_markers_planned += 2;
+            let mut operator =
+                SessionAggregateOperator::new(keys, session, calls, &key_fields, schema)
+                    .map_err(|e| self.plan_error(&e))?;
+            if window_close {
+                operator = operator.emit_on_window_close(allowed_lateness_ms);
+                self.windowed = true;
+            }
+            PlannedAggregate::Session(operator)
+        } else {
+            let mut operator = AggregateOperator::new(keys, calls, key_fields, schema)
+                .map_err(|e| self.plan_error(&e))?;
+            if window_close {
+                let window_end = self.window_end_key(aggregate)?;
+                operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
+                self.windowed = true;
+            }
+            PlannedAggregate::Groups(operator)
+        };
+        // The operator goes in once its input is known: a changelog input needs
+        // retractable accumulators.
+        let aggregate_node =
+            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
+        let router =
+            KeyRouter::new(route_keys.clone(), route_fields).map_err(|e| self.plan_error(&e))?;
+        let exchange = self.push(
+            Box::new(ExchangeOperator::new(route_keys)),
+            Some((aggregate_node, 0)),
+            1,
+            None,
+        );
+        self.nodes[exchange].router = Some(Arc::new(router));
+        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
+        if input_changelog {
+            operator = self.over_changelog(operator, window_close)?;
+        }
+        self.nodes[aggregate_node].operator = match operator {
+            PlannedAggregate::Groups(operator) => Box::new(operator),
+            PlannedAggregate::Session(operator) => Box::new(operator),
+        };
+        // A window that fires once emits final rows only; one that late rows may still
+        // correct retracts what it emitted.
+        Ok(!window_close || allowed_lateness_ms > 0)
+    }
+
+    /// The aggregate calls of `aggregate`, lowered to physical expressions.
+    fn aggregate_calls(&self, aggregate: &Aggregate) -> Result<Vec<AggregateCall>> {
+        let input_schema = aggregate.input.schema();
         let mut calls = Vec::with_capacity(aggregate.aggr_expr.len());
         for expr in &aggregate.aggr_expr {
             let planning = PhysicalPlanningContext::default();
@@ -182,60 +289,45 @@ impl Builder<'_> {
             let (function, filter) = (lowered.aggregate, lowered.filter);
             calls.push(AggregateCall { function, filter });
         }
-        let schema = Arc::clone(aggregate.schema.inner());
-        let mut operator = AggregateOperator::new(keys.clone(), calls, key_fields.clone(), schema)
-            .map_err(|e| self.plan_error(&e))?;
-        let (window_close, allowed_lateness_ms) = match self.emit {
-            Emit::OnWindowClose {
-                allowed_lateness_ms,
-            } => (true, allowed_lateness_ms),
-            Emit::OnUpdate => (false, 0),
-        };
+        Ok(calls)
+    }
+
+    /// The index of `window_end` among the keys, which `EMIT ON WINDOW CLOSE` needs.
+    fn window_end_key(&self, aggregate: &Aggregate) -> Result<usize> {
+        aggregate
+            .group_expr
+            .iter()
+            .position(|e| matches!(e, Expr::Column(column) if column.name == "window_end"))
+            .ok_or_else(|| SqlError::Invalid {
+                context: self.context.to_string(),
+                message: "EMIT ON WINDOW CLOSE needs window_end among the GROUP BY keys \
+                          (FROM TUMBLE(...) ... GROUP BY window_start, window_end)"
+                    .into(),
+            })
+    }
+
+    /// Prepares an aggregate for an input that carries retractions, or says why it cannot.
+    fn over_changelog(
+        &mut self,
+        operator: PlannedAggregate,
+        window_close: bool,
+    ) -> Result<PlannedAggregate> {
         if window_close {
-            let window_end = aggregate
-                .group_expr
-                .iter()
-                .position(|e| matches!(e, Expr::Column(column) if column.name == "window_end"));
-            let Some(window_end) = window_end else {
-                return Err(SqlError::Invalid {
-                    context: self.context.to_string(),
-                    message: "EMIT ON WINDOW CLOSE needs window_end among the GROUP BY keys \
-                              (FROM TUMBLE(...) ... GROUP BY window_start, window_end)"
-                        .into(),
-                });
-            };
-            operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
-            self.windowed = true;
+            return Err(self.unsupported(
+                "EMIT ON WINDOW CLOSE over a changelog (a view or stream that itself aggregates)",
+            ));
         }
-        // The operator goes in once its input is known: a changelog input needs
-        // retractable accumulators.
-        let aggregate_node =
-            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
-        let router = KeyRouter::new(keys.clone(), key_fields).map_err(|e| self.plan_error(&e))?;
-        let exchange = self.push(
-            Box::new(ExchangeOperator::new(keys)),
-            Some((aggregate_node, 0)),
-            1,
-            None,
-        );
-        self.nodes[exchange].router = Some(Arc::new(router));
-        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
-        if input_changelog {
-            if window_close {
-                return Err(self.unsupported(
-                    "EMIT ON WINDOW CLOSE over a changelog (a view or stream that itself aggregates)",
-                ));
-            }
-            self.aggregates_changelog = true;
-            operator = operator.retracting().map_err(|e| match e {
-                datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
-                other => self.plan_error(&other),
-            })?;
-        }
-        self.nodes[aggregate_node].operator = Box::new(operator);
-        // A window that fires once emits final rows only; one that late rows may still
-        // correct retracts what it emitted.
-        Ok(!window_close || allowed_lateness_ms > 0)
+        let PlannedAggregate::Groups(operator) = operator else {
+            return Err(self.unsupported(
+                "a SESSION window over a changelog (a view or stream that itself aggregates)",
+            ));
+        };
+        self.aggregates_changelog = true;
+        let operator = operator.retracting().map_err(|e| match e {
+            datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
+            other => self.plan_error(&other),
+        })?;
+        Ok(PlannedAggregate::Groups(operator))
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {

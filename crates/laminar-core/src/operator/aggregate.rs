@@ -358,7 +358,7 @@ fn split_by_weight(members: &[u32], weights: Option<&Int64Array>) -> (Vec<u32>, 
 }
 
 /// The argument columns of one call at `rows`, with its FILTER applied.
-fn select(arguments: &CallArguments, rows: &[u32]) -> DfResult<Vec<ArrayRef>> {
+pub(super) fn select(arguments: &CallArguments, rows: &[u32]) -> DfResult<Vec<ArrayRef>> {
     let (values, mask) = arguments;
     let indices = UInt32Array::from(rows.to_vec());
     let mut taken = values
@@ -401,7 +401,7 @@ const RETRACTABLE_AGGREGATES: [&str; 13] = [
 ];
 
 /// Arguments of one aggregate call over a batch, with its `FILTER` as a mask.
-type CallArguments = (Vec<ArrayRef>, Option<BooleanArray>);
+pub(super) type CallArguments = (Vec<ArrayRef>, Option<BooleanArray>);
 
 impl AggregateOperator {
     /// Row indices per group, groups in first-seen order.
@@ -426,36 +426,44 @@ impl AggregateOperator {
 
     /// The argument columns of every call, with its FILTER folded into a mask.
     fn arguments(&self, batch: &RecordBatch) -> DfResult<Vec<CallArguments>> {
-        let rows = batch.num_rows();
-        let mut arguments = Vec::with_capacity(self.calls.len());
-        for call in &self.calls {
-            // As DataFusion's AggregateExec does: an order-sensitive aggregate (FIRST_VALUE(x
-            // ORDER BY ts), ARRAY_AGG(x ORDER BY y)) receives its ordering columns after its
-            // arguments and keeps the order itself.
-            let ordering = call.function.order_bys().iter().map(|sort| &sort.expr);
-            let values =
-                super::evaluate_columns(call.function.expressions().iter().chain(ordering), batch)?;
-            let mask = match &call.filter {
-                None => None,
-                Some(filter) => {
-                    let mask = filter.evaluate(batch)?.into_array(rows)?;
-                    let mask = mask
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Plan("FILTER is not BOOLEAN".into()))?
-                        .clone();
-                    Some(mask)
-                }
-            };
-            arguments.push((values, mask));
-        }
-        Ok(arguments)
+        call_arguments(&self.calls, batch)
     }
+}
+
+/// The argument columns of every call over `batch`, with its FILTER folded into a mask.
+pub(super) fn call_arguments(
+    calls: &[AggregateCall],
+    batch: &RecordBatch,
+) -> DfResult<Vec<CallArguments>> {
+    let rows = batch.num_rows();
+    let mut arguments = Vec::with_capacity(calls.len());
+    for call in calls {
+        // As DataFusion's AggregateExec does: an order-sensitive aggregate (FIRST_VALUE(x
+        // ORDER BY ts), ARRAY_AGG(x ORDER BY y)) receives its ordering columns after its
+        // arguments and keeps the order itself.
+        let ordering = call.function.order_bys().iter().map(|sort| &sort.expr);
+        let values =
+            super::evaluate_columns(call.function.expressions().iter().chain(ordering), batch)?;
+        let mask = match &call.filter {
+            None => None,
+            Some(filter) => {
+                let mask = filter.evaluate(batch)?.into_array(rows)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| DataFusionError::Plan("FILTER is not BOOLEAN".into()))?
+                    .clone();
+                Some(mask)
+            }
+        };
+        arguments.push((values, mask));
+    }
+    Ok(arguments)
 }
 
 /// Epoch milliseconds of a timestamp (any unit) or BIGINT key column; NULL as `i64::MAX`
 /// (a window that never closes before the end of input).
-fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
+pub(super) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
     use datafusion::arrow::datatypes::TimeUnit;
     let (multiplier, divisor) = match values.data_type() {
         DataType::Timestamp(TimeUnit::Second, _) => (1_000, 1),

@@ -8,6 +8,7 @@ mod exchange;
 mod filter;
 mod project;
 mod scan;
+mod session_aggregate;
 mod union;
 
 pub use aggregate::{AggregateCall, AggregateOperator};
@@ -15,6 +16,7 @@ pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
+pub use session_aggregate::{SessionAggregateOperator, SessionWindow};
 pub use union::UnionOperator;
 
 use std::sync::Arc;

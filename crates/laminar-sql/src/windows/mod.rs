@@ -3,7 +3,7 @@
 //! epoch), which a `GROUP BY window_start, window_end` aggregates like any key.
 //! `HOP(t, ts, slide, size)` puts each row in the `size / slide` windows containing it: a
 //! `UNION ALL` of that many shifted copies. Whether a window's result waits for the watermark
-//! is the aggregate's `EMIT` mode.
+//! is the aggregate's `EMIT` mode. `SESSION` windows are in [`session`].
 
 use std::ops::ControlFlow;
 
@@ -17,6 +17,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use crate::error::{Result, SqlError};
 use crate::interval::interval_ms;
 use crate::parser::quote_ident;
+
+mod session;
+
+pub(crate) use session::PARTITION_BY;
 
 /// Rewrites every `TUMBLE(...)` / `HOP(...)` table function of `query` in place, after
 /// turning the group-window spelling (`GROUP BY k, TUMBLE(ts, size)`) into it.
@@ -42,6 +46,7 @@ pub(crate) fn rewrite_window_functions(query: &mut Query, context: &str) -> Resu
             let replacement = match function.as_str() {
                 "tumble" => tumble(&args.args, alias.as_deref(), self.context),
                 "hop" => hop(&args.args, alias.as_deref(), self.context),
+                "session" => session::session(&args.args, alias.as_deref(), self.context),
                 _ => return ControlFlow::Continue(()),
             };
             match replacement {
@@ -106,11 +111,13 @@ fn rewrite_select(query: &mut Query, context: &str) -> Result<()> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Ok(());
     };
+    session::check_partitions(select, context)?;
     let GroupByExpr::Expressions(keys, _) = &mut select.group_by else {
         return Ok(());
     };
     let Some(position) = keys.iter().position(|key| {
-        function_name(key).is_some_and(|(name, _)| name == "tumble" || name == "hop")
+        function_name(key)
+            .is_some_and(|(name, _)| matches!(name.as_str(), "tumble" | "hop" | "session"))
     }) else {
         return Ok(());
     };
@@ -197,10 +204,15 @@ fn rename_window_calls(projection: &mut [SelectItem]) {
             SelectItem::ExprWithAlias { expr, .. } => (expr.clone(), true),
             _ => continue,
         };
-        let column = match function_name(&expr).map(|(name, _)| name).as_deref() {
+        let name = function_name(&expr).map(|(name, _)| name);
+        let column = match name.as_deref() {
             Some("tumble_start" | "hop_start") => "window_start",
             Some("tumble_end" | "hop_end") => "window_end",
-            _ => continue,
+            Some(other) => match session::bound_column(other) {
+                Some(column) => column,
+                None => continue,
+            },
+            None => continue,
         };
         let identifier = Expr::Identifier(Ident::new(column));
         if named {
