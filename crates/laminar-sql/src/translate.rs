@@ -16,7 +16,8 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
     AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
-    ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow, UnionOperator,
+    PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
+    UnionOperator,
 };
 
 use crate::error::{Result, SqlError};
@@ -50,7 +51,10 @@ pub(crate) fn translate(
         session_markers_planned: 0,
         nodes: Vec::new(),
     };
-    let changelog = builder.add(plan, None)?;
+    let changelog = match emit {
+        Emit::Every { interval_ms } => builder.add_periodic(plan, interval_ms)?,
+        _ => builder.add(plan, None)?,
+    };
     if marker_calls(plan) != builder.session_markers_planned {
         return Err(SqlError::Unsupported {
             construct: "a SESSION window used other than as the window_start and window_end \
@@ -192,7 +196,7 @@ impl Builder<'_> {
             Emit::OnWindowClose {
                 allowed_lateness_ms,
             } => (true, allowed_lateness_ms),
-            Emit::OnUpdate => (false, 0),
+            Emit::OnUpdate | Emit::Every { .. } => (false, 0),
         };
         let session = match session_keys(aggregate) {
             SessionMatch::None => None,
@@ -328,6 +332,26 @@ impl Builder<'_> {
             other => self.plan_error(&other),
         })?;
         Ok(PlannedAggregate::Groups(operator))
+    }
+
+    /// `EMIT EVERY`: the query under an operator that releases its changes once per
+    /// interval. Only a changelog has changes to hold back and consolidate.
+    fn add_periodic(&mut self, plan: &LogicalPlan, interval_ms: i64) -> Result<bool> {
+        let interval = std::time::Duration::from_millis(interval_ms.unsigned_abs());
+        let schema = Arc::clone(plan.schema().inner());
+        let operator =
+            PeriodicEmitOperator::new(interval, schema).map_err(|e| self.plan_error(&e))?;
+        let root = self.push(Box::new(operator), None, 1, None);
+        let changelog = self.add(plan, Some((root, 0)))?;
+        if !changelog {
+            return Err(SqlError::Invalid {
+                context: self.context.to_string(),
+                message: "EMIT EVERY applies to a query whose result changes (an aggregation \
+                          without EMIT ON WINDOW CLOSE); this query only appends rows"
+                    .into(),
+            });
+        }
+        Ok(true)
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {

@@ -6,6 +6,7 @@
 mod aggregate;
 mod exchange;
 mod filter;
+mod periodic_emit;
 mod project;
 mod scan;
 mod session_aggregate;
@@ -14,12 +15,14 @@ mod union;
 pub use aggregate::{AggregateCall, AggregateOperator};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
+pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
 pub use session_aggregate::{SessionAggregateOperator, SessionWindow};
 pub use union::UnionOperator;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -91,5 +94,15 @@ pub trait Operator: Send {
     /// Input rows dropped because they arrived after their window fired.
     fn late_rows(&self) -> u64 {
         0
+    }
+
+    /// How often `on_timer` runs, in processing time; `None` (the default) for no timer.
+    fn timer_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called every `timer_interval` while the query runs; may emit rows.
+    fn on_timer(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        Ok(())
     }
 }

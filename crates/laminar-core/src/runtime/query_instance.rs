@@ -3,6 +3,7 @@
 //! node ends when all its ports have) so operators see one ordered input.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -37,12 +38,21 @@ pub(crate) struct QueryInstance {
     schema: SchemaRef,
     /// `(stream name, leaf node)` for every leaf.
     leaves: Vec<(String, usize)>,
+    /// Operators with a processing-time timer.
+    timers: Vec<Timer>,
+}
+
+/// A node's processing-time timer.
+struct Timer {
+    node: usize,
+    interval: Duration,
+    next: Instant,
 }
 
 impl QueryInstance {
     /// Forks the graph's operators for one worker.
     pub(crate) fn fork(name: &str, graph: &QueryGraph, worker: usize, workers: usize) -> Self {
-        let nodes = graph
+        let nodes: Vec<NodeState> = graph
             .nodes
             .iter()
             .map(|node| {
@@ -69,6 +79,19 @@ impl QueryInstance {
             .enumerate()
             .filter_map(|(i, node)| node.input.clone().map(|input| (input, i)))
             .collect();
+        let started = Instant::now();
+        let timers = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(node, state)| {
+                let interval = state.operator.timer_interval()?;
+                Some(Timer {
+                    node,
+                    interval,
+                    next: started + interval,
+                })
+            })
+            .collect();
         Self {
             name: name.to_string(),
             worker,
@@ -76,7 +99,48 @@ impl QueryInstance {
             nodes,
             schema: graph.schema.clone(),
             leaves,
+            timers,
         }
+    }
+
+    /// When the next timer is due, if the query has timers.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.timers.iter().map(|timer| timer.next).min()
+    }
+
+    /// Runs every timer due at `now`; what they emit goes up the graph like any output.
+    pub(crate) fn fire_timers(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
+    ) -> Result<()> {
+        for timer in 0..self.timers.len() {
+            let Timer {
+                node,
+                interval,
+                next,
+            } = self.timers[timer];
+            if next > now {
+                continue;
+            }
+            // A worker that was busy for several intervals fires once, not once per interval.
+            let mut following = next + interval;
+            while following <= now {
+                following += interval;
+            }
+            self.timers[timer].next = following;
+            if self.nodes[node].ended {
+                continue;
+            }
+            let mut produced = Vec::new();
+            let result = self.nodes[node].operator.on_timer(&mut produced);
+            self.check(node, result)?;
+            for batch in produced {
+                self.emit(node, Message::Data(batch), out, remote)?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn name(&self) -> &str {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
@@ -159,6 +159,8 @@ pub(crate) struct Worker {
     /// takes no new source input but keeps draining its own exchange input, so two workers
     /// waiting on each other always make progress.
     overflow: VecDeque<(usize, ExchangeMessage)>,
+    /// The earliest processing-time timer of any query here.
+    next_timer: Option<Instant>,
 }
 
 impl Worker {
@@ -179,6 +181,7 @@ impl Worker {
             exchange_out,
             exchange_in,
             overflow: VecDeque::new(),
+            next_timer: None,
             ingress: Vec::new(),
             queries: HashMap::new(),
             readers: HashMap::new(),
@@ -203,6 +206,9 @@ impl Worker {
                 self.apply_commands();
             }
             let mut did_work = self.flush_overflow();
+            if self.next_timer.is_some_and(|due| due <= Instant::now()) {
+                did_work |= self.fire_timers();
+            }
             did_work |= self.poll_exchange();
             if self.overflow.is_empty() {
                 did_work |= self.poll_ingress();
@@ -223,7 +229,11 @@ impl Worker {
             }
             self.shared.sleeping.store(true, Ordering::SeqCst);
             if !self.has_pending() {
-                std::thread::park_timeout(PARK_TIMEOUT);
+                let timeout = self.next_timer.map_or(PARK_TIMEOUT, |due| {
+                    due.saturating_duration_since(Instant::now())
+                        .min(PARK_TIMEOUT)
+                });
+                std::thread::park_timeout(timeout);
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_spins = 0;
@@ -320,6 +330,7 @@ impl Worker {
     ) {
         self.outlets.insert(output, outlet);
         self.queries.insert(id, RunningQuery { instance, output });
+        self.schedule_timers();
         for (leaf, rows) in backfill {
             self.push_into_query(id, leaf, Message::Data(rows));
             self.drain_work();
@@ -345,6 +356,35 @@ impl Worker {
         for readers in self.readers.values_mut() {
             readers.retain(|(query, _)| *query != id);
         }
+        self.schedule_timers();
+    }
+
+    /// Recomputes when the next timer of any query is due.
+    fn schedule_timers(&mut self) {
+        self.next_timer = self
+            .queries
+            .values()
+            .filter_map(|query| query.instance.next_timer())
+            .min();
+    }
+
+    /// Runs the timers that are due; returns whether any ran.
+    fn fire_timers(&mut self) -> bool {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, query)| query.instance.next_timer().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            self.step_query(*id, |instance, out, remote| {
+                instance.fire_timers(now, out, remote)
+            });
+            self.drain_work();
+        }
+        self.schedule_timers();
+        !due.is_empty()
     }
 
     /// Drains every ring up to its budget; returns whether anything was processed.

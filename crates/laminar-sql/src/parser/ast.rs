@@ -60,6 +60,12 @@ pub enum Emit {
         /// `ALLOW LATENESS INTERVAL ...`, in milliseconds (0 without the clause).
         allowed_lateness_ms: i64,
     },
+    /// `EMIT EVERY INTERVAL ...`: the changelog's net changes, once per interval of
+    /// processing time.
+    Every {
+        /// The interval, in milliseconds.
+        interval_ms: i64,
+    },
 }
 
 /// `name (key = 'value', ...)` after `FROM` or `INTO`.
@@ -215,6 +221,9 @@ fn emit_clause(emit: Emit) -> String {
         } => format!(
             " EMIT ON WINDOW CLOSE ALLOW LATENESS INTERVAL '{allowed_lateness_ms} milliseconds'"
         ),
+        Emit::Every { interval_ms } => {
+            format!(" EMIT EVERY INTERVAL '{interval_ms} milliseconds'")
+        }
     }
 }
 

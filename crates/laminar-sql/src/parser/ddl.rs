@@ -188,7 +188,7 @@ fn parse_query_and_emit(parser: &mut Parser<'_>) -> Result<(Box<Query>, Emit)> {
     let mut query = parser.parse_query().map_err(syntax)?;
     let follows_emit = matches!(
         word(parser, 0).as_deref(),
-        Some("ON" | "AFTER" | "FINAL" | "CHANGES" | "EVERY" | "PERIODIC")
+        Some("ON" | "AFTER" | "FINAL" | "CHANGES" | "EVERY")
     );
     if follows_emit && take_emit_alias(&mut query) {
         return Ok((query, parse_emit_rest(parser)?));
@@ -211,20 +211,27 @@ fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
     let close = Emit::OnWindowClose {
         allowed_lateness_ms: 0,
     };
-    let clauses: [(&[&str], Option<Emit>); 7] = [
-        (&["ON", "WINDOW", "CLOSE"], Some(close)),
-        (&["AFTER", "WATERMARK"], Some(close)),
-        (&["FINAL"], Some(close)),
-        (&["ON", "UPDATE"], Some(Emit::OnUpdate)),
-        (&["CHANGES"], Some(Emit::OnUpdate)),
-        (&["EVERY"], None),
-        (&["PERIODIC"], None),
+    if words_are(parser, &["EVERY"]) {
+        advance(parser, 1);
+        let interval = parser.parse_expr().map_err(syntax)?;
+        let interval_ms = crate::interval::interval_ms(&interval.to_string(), "EMIT EVERY")?;
+        if words_are(parser, &["ALLOW", "LATENESS"]) {
+            return Err(unsupported(
+                "ALLOW LATENESS with EMIT EVERY (updates are never late)",
+                "EMIT",
+            ));
+        }
+        return Ok(Emit::Every { interval_ms });
+    }
+    let clauses: [(&[&str], Emit); 5] = [
+        (&["ON", "WINDOW", "CLOSE"], close),
+        (&["AFTER", "WATERMARK"], close),
+        (&["FINAL"], close),
+        (&["ON", "UPDATE"], Emit::OnUpdate),
+        (&["CHANGES"], Emit::OnUpdate),
     ];
     for (words, emit) in clauses {
         if words_are(parser, words) {
-            let Some(emit) = emit else {
-                return Err(unsupported("EMIT EVERY (periodic emission)", "EMIT"));
-            };
             advance(parser, words.len());
             if words_are(parser, &["ALLOW", "LATENESS"]) {
                 advance(parser, 2);
@@ -245,7 +252,7 @@ fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
         }
     }
     Err(syntax(ParserError::ParserError(format!(
-        "Expected: EMIT ON WINDOW CLOSE, EMIT AFTER WATERMARK, EMIT FINAL, EMIT ON UPDATE or EMIT CHANGES, found: {} at {}",
+        "Expected: EMIT ON WINDOW CLOSE, EMIT AFTER WATERMARK, EMIT FINAL, EMIT ON UPDATE, EMIT CHANGES or EMIT EVERY INTERVAL '..', found: {} at {}",
         parser.peek_token().token,
         parser.peek_token().span.start
     ))))
