@@ -1,6 +1,7 @@
-//! Differential test of unwindowed aggregation: for several seeds and at 1 and 4 workers,
-//! the materialized view after all input equals DataFusion's batch answer for the same SQL
-//! over the same rows, and folding the subscribed changelog gives the same rows.
+//! Differential tests of aggregation (unwindowed, tumbling, hopping and session windows):
+//! for several seeds and at 1 and 4 workers, the materialized view after all input equals
+//! DataFusion's batch answer for the same SQL over the same rows, and folding the subscribed
+//! changelog gives the same rows; a changelog view is checked after every batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,7 +115,12 @@ fn streaming_answer(input: &[RecordBatch], workers: usize) -> (Vec<String>, Vec<
     let view = rows(&db.query("SELECT * FROM result").expect("query"));
     source.finish().expect("finish");
 
-    // Fold the changelog: every row's weights must sum to its multiplicity in the view.
+    (view, fold(&mut changes))
+}
+
+/// Folds a subscription's changelog to its end: every row's weights must sum to its
+/// multiplicity in the view.
+fn fold(changes: &mut laminar_db::Subscription) -> Vec<String> {
     let mut folded: HashMap<String, i64> = HashMap::new();
     for change in changes.blocking_iter() {
         let keys = rows(std::slice::from_ref(change.batch()));
@@ -144,7 +150,7 @@ fn streaming_answer(input: &[RecordBatch], workers: usize) -> (Vec<String>, Vec<
         }
     }
     from_changelog.sort();
-    (view, from_changelog)
+    from_changelog
 }
 
 #[test]
@@ -447,6 +453,47 @@ fn session_windows_on_close_match_datafusion_window_functions() {
             assert_eq!(
                 folded, expected,
                 "seed {seed}, {workers} workers, changelog"
+            );
+        }
+    }
+}
+
+#[test]
+fn windowed_changelog_equals_datafusion_after_every_batch() {
+    let aggregates = "count(*) AS n, sum(price) AS total, min(price) AS low, max(price) AS high, \
+                      count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean, \
+                      round(stddev(price), 4) AS sd, bool_and(price > 10) AS all_above";
+    let streaming = format!(
+        "SELECT k, window_start, window_end, {aggregates} FROM TUMBLE(events, ts, INTERVAL '2' SECOND) \
+         GROUP BY k, window_start, window_end EMIT CHANGES"
+    );
+    let batch = format!(
+        "SELECT k, date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, \
+         date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') + INTERVAL '2' SECOND AS window_end, \
+         {aggregates} FROM events GROUP BY 1, 2, 3"
+    );
+    for seed in [8, 61] {
+        let input = timed_batches(seed, 300);
+        for workers in [1, 4] {
+            let db = timed_view(workers, 300, &streaming);
+            let mut changes = db.subscribe("w").expect("subscribe");
+            let source = db.source("events").expect("handle");
+            for (step, part) in input.iter().enumerate() {
+                source.push(part.clone()).expect("push");
+                // The folded changelog (the view) is exact after every batch and watermark.
+                let expected = timed_batch_answer(&input[..=step], &batch);
+                let view = rows(&db.query("SELECT * FROM w").expect("query"));
+                assert_eq!(
+                    view, expected,
+                    "seed {seed}, {workers} workers, step {step}"
+                );
+            }
+            source.finish().expect("finish");
+            let expected = timed_batch_answer(&input, &batch);
+            assert_eq!(
+                fold(&mut changes),
+                expected,
+                "seed {seed}, {workers} workers"
             );
         }
     }
