@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::collections::HashSet;
 
+use datafusion::arrow::datatypes::Field;
 use datafusion::arrow::row::SortField;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SessionState;
@@ -17,7 +18,7 @@ use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
     AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
     PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
-    UnionOperator,
+    UnionOperator, WindowAggregateOperator,
 };
 
 use crate::error::{Result, SqlError};
@@ -30,6 +31,8 @@ enum PlannedAggregate {
     Groups(AggregateOperator),
     /// Merges rows into session windows per partition.
     Session(SessionAggregateOperator),
+    /// Vectorized groups per window, emitted when the window closes.
+    Window(WindowAggregateOperator),
 }
 
 /// Builds the query graph for `plan`.
@@ -239,6 +242,16 @@ impl Builder<'_> {
                 self.windowed = true;
             }
             PlannedAggregate::Session(operator)
+        } else if window_close
+            && allowed_lateness_ms == 0
+            && WindowAggregateOperator::supports(&calls)
+        {
+            let window_end = self.window_end_key(aggregate)?;
+            let fields = self.key_fields(aggregate)?;
+            let operator = WindowAggregateOperator::new(keys, calls, fields, window_end, schema)
+                .map_err(|e| self.plan_error(&e))?;
+            self.windowed = true;
+            PlannedAggregate::Window(operator)
         } else {
             let mut operator = AggregateOperator::new(keys, calls, key_fields, schema)
                 .map_err(|e| self.plan_error(&e))?;
@@ -268,6 +281,7 @@ impl Builder<'_> {
         }
         self.nodes[aggregate_node].operator = match operator {
             PlannedAggregate::Groups(operator) => Box::new(operator),
+            PlannedAggregate::Window(operator) => Box::new(operator),
             PlannedAggregate::Session(operator) => Box::new(operator),
         };
         // A window that fires once emits final rows only; one that late rows may still
@@ -294,6 +308,20 @@ impl Builder<'_> {
             calls.push(AggregateCall { function, filter });
         }
         Ok(calls)
+    }
+
+    /// The group keys as fields (name, type), for a columnar group table.
+    fn key_fields(&self, aggregate: &Aggregate) -> Result<Vec<Field>> {
+        let input_schema = aggregate.input.schema();
+        aggregate
+            .group_expr
+            .iter()
+            .map(|e| {
+                let data_type = e.get_type(input_schema)?;
+                Ok(Field::new(e.schema_name().to_string(), data_type, true))
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))
     }
 
     /// The index of `window_end` among the keys, which `EMIT ON WINDOW CLOSE` needs.

@@ -11,6 +11,7 @@ mod project;
 mod scan;
 mod session_aggregate;
 mod union;
+mod window_aggregate;
 
 pub use aggregate::{AggregateCall, AggregateOperator};
 pub use exchange::{ExchangeOperator, KeyRouter};
@@ -20,6 +21,7 @@ pub use project::ProjectOperator;
 pub use scan::ScanOperator;
 pub use session_aggregate::{SessionAggregateOperator, SessionWindow};
 pub use union::UnionOperator;
+pub use window_aggregate::WindowAggregateOperator;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,280 @@
+//! Vectorized windowed aggregate for `EMIT ON WINDOW CLOSE` over an append-only input: each
+//! open window (by `window_end`) holds DataFusion's columnar group table (`GroupValues`) and
+//! one `GroupsAccumulator` per aggregate, so a batch is grouped and accumulated column at a
+//! time with no per-row allocation. When the watermark reaches a window's end, its groups
+//! are emitted in one batch (in first-seen order) and the window's state is dropped whole.
+//!
+//! The row-at-a-time `AggregateOperator` covers what this cannot: changelog output, inputs
+//! with retractions, allowed lateness (a fired window must stay readable), and aggregates
+//! without a groups accumulator (e.g. `COUNT(DISTINCT ..)`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use super::aggregate::{call_arguments, epoch_ms, CallArguments};
+use super::{AggregateCall, Operator};
+use crate::change_batch::ChangeBatch;
+
+/// One open window's groups and their accumulators.
+struct WindowGroups {
+    groups: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// Groups rows per window with DataFusion's vectorized group table and accumulators.
+pub struct WindowAggregateOperator {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    calls: Vec<AggregateCall>,
+    schema: SchemaRef,
+    /// The key columns' schema, for the group tables.
+    key_schema: SchemaRef,
+    /// Index of `window_end` among the keys.
+    window_end_key: usize,
+    windows: BTreeMap<i64, WindowGroups>,
+    watermark_ms: i64,
+    late_rows: u64,
+    /// Group ids of the rows being accumulated, reused across batches.
+    group_ids: Vec<usize>,
+}
+
+impl std::fmt::Debug for WindowAggregateOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl WindowAggregateOperator {
+    /// True when every call has a groups accumulator, so this operator can run them.
+    pub fn supports(calls: &[AggregateCall]) -> bool {
+        calls
+            .iter()
+            .all(|call| call.function.groups_accumulator_supported())
+    }
+
+    /// Groups by `keys` (`window_end_key` among them) and computes `calls`, emitting each
+    /// window once when the watermark reaches its end; output rows of `schema` are the keys
+    /// followed by one column per call.
+    pub fn new(
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        calls: Vec<AggregateCall>,
+        key_fields: Vec<Field>,
+        window_end_key: usize,
+        schema: SchemaRef,
+    ) -> DfResult<Self> {
+        if window_end_key >= keys.len() || !Self::supports(&calls) {
+            return Err(DataFusionError::Internal(
+                "vectorized window aggregate planned for unsupported keys or calls".into(),
+            ));
+        }
+        let key_schema = Arc::new(Schema::new(key_fields));
+        // Fails here, at planning, rather than at the first window, for key types the group
+        // table cannot hold.
+        new_group_values(Arc::clone(&key_schema), &GroupOrdering::None)?;
+        Ok(Self {
+            keys,
+            calls,
+            schema,
+            key_schema,
+            window_end_key,
+            windows: BTreeMap::new(),
+            watermark_ms: i64::MIN,
+            late_rows: 0,
+            group_ids: Vec::new(),
+        })
+    }
+
+    fn open_window(&self) -> DfResult<WindowGroups> {
+        Ok(WindowGroups {
+            groups: new_group_values(Arc::clone(&self.key_schema), &GroupOrdering::None)?,
+            accumulators: self
+                .calls
+                .iter()
+                .map(|call| call.function.create_groups_accumulator())
+                .collect::<DfResult<_>>()?,
+        })
+    }
+
+    /// Adds rows (all of one window) to that window's groups.
+    fn accumulate(
+        &mut self,
+        window_end_ms: i64,
+        keys: &[ArrayRef],
+        arguments: &[CallArguments],
+    ) -> DfResult<()> {
+        if !self.windows.contains_key(&window_end_ms) {
+            let window = self.open_window()?;
+            self.windows.insert(window_end_ms, window);
+        }
+        let Some(window) = self.windows.get_mut(&window_end_ms) else {
+            return Ok(());
+        };
+        window.groups.intern(keys, &mut self.group_ids)?;
+        let total_groups = window.groups.len();
+        for (accumulator, (values, filter)) in window.accumulators.iter_mut().zip(arguments) {
+            accumulator.update_batch(values, &self.group_ids, filter.as_ref(), total_groups)?;
+        }
+        Ok(())
+    }
+
+    /// Emits and drops every window whose end the watermark reached, oldest first.
+    fn fire(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() > watermark_ms {
+                break;
+            }
+            let mut window = entry.remove();
+            let mut columns = window.groups.emit(EmitTo::All)?;
+            for accumulator in &mut window.accumulators {
+                columns.push(accumulator.evaluate(EmitTo::All)?);
+            }
+            // Aggregate results may be typed more loosely than the planned schema (e.g. a
+            // nullable count); the schema's types are authoritative.
+            let columns = columns
+                .into_iter()
+                .zip(self.schema.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(column)
+                    } else {
+                        datafusion::arrow::compute::cast(&column, field.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+            if batch.num_rows() > 0 {
+                out.push(ChangeBatch::insert_only(batch));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `columns` at `rows`.
+fn take_rows(columns: &[ArrayRef], rows: &UInt32Array) -> DfResult<Vec<ArrayRef>> {
+    Ok(columns
+        .iter()
+        .map(|column| take(column.as_ref(), rows, None))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Call arguments (and their FILTER masks) at `rows`.
+fn take_arguments(arguments: &[CallArguments], rows: &UInt32Array) -> DfResult<Vec<CallArguments>> {
+    arguments
+        .iter()
+        .map(|(values, mask)| {
+            let values = take_rows(values, rows)?;
+            let mask = match mask {
+                None => None,
+                Some(mask) => {
+                    let taken = take(mask, rows, None)?;
+                    let taken = taken
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataFusionError::Internal("FILTER mask".into()))?
+                        .clone();
+                    Some(taken)
+                }
+            };
+            Ok((values, mask))
+        })
+        .collect()
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &'static str {
+        "WindowAggregate"
+    }
+
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(ToString::to_string).collect();
+        let calls: Vec<String> = self
+            .calls
+            .iter()
+            .map(|c| c.function.name().to_string())
+            .collect();
+        format!(
+            "WindowAggregate [{}] by [{}] (emit on window close, vectorized)",
+            calls.join(", "),
+            keys.join(", ")
+        )
+    }
+
+    fn fork(&self) -> Box<dyn Operator> {
+        Box::new(Self {
+            keys: self.keys.clone(),
+            calls: self.calls.clone(),
+            schema: Arc::clone(&self.schema),
+            key_schema: Arc::clone(&self.key_schema),
+            window_end_key: self.window_end_key,
+            windows: BTreeMap::new(),
+            watermark_ms: i64::MIN,
+            late_rows: 0,
+            group_ids: Vec::new(),
+        })
+    }
+
+    fn state_entries(&self) -> u64 {
+        self.windows
+            .values()
+            .map(|window| window.groups.len() as u64)
+            .sum()
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        self.fire(self.watermark_ms, out)
+    }
+
+    fn process(
+        &mut self,
+        _port: usize,
+        input: ChangeBatch,
+        _out: &mut Vec<ChangeBatch>,
+    ) -> DfResult<()> {
+        if !input.is_insert_only() {
+            return Err(DataFusionError::Internal(
+                "retractions reached a window aggregate planned for an append-only input".into(),
+            ));
+        }
+        let batch = input.batch();
+        let keys = super::evaluate_columns(&self.keys, batch)?;
+        let ends = epoch_ms(&keys[self.window_end_key])?;
+        let arguments = call_arguments(&self.calls, batch)?;
+        let Some(&first_end) = ends.first() else {
+            return Ok(());
+        };
+        // The common case: every row of the batch in one open window.
+        if first_end > self.watermark_ms && ends.iter().all(|end| *end == first_end) {
+            return self.accumulate(first_end, &keys, &arguments);
+        }
+        // Otherwise, rows per window (few per batch), late rows counted and dropped.
+        let mut per_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (row, end) in ends.iter().enumerate() {
+            if *end <= self.watermark_ms {
+                self.late_rows += 1;
+            } else {
+                per_window.entry(*end).or_default().push(row as u32);
+            }
+        }
+        for (end, rows) in per_window {
+            let rows = UInt32Array::from(rows);
+            let window_keys = take_rows(&keys, &rows)?;
+            let window_arguments = take_arguments(&arguments, &rows)?;
+            self.accumulate(end, &window_keys, &window_arguments)?;
+        }
+        Ok(())
+    }
+}
