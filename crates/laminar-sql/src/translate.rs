@@ -227,10 +227,14 @@ impl Builder<'_> {
                 ));
             }
             self.aggregates_changelog = true;
-            operator = operator.retracting().map_err(|e| match e {
-                datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
-                other => self.plan_error(&other),
-            })?;
+            operator = operator
+                .retracting(input_schema.as_arrow())
+                .map_err(|e| match e {
+                    datafusion::error::DataFusionError::NotImplemented(what) => {
+                        self.unsupported(&what)
+                    }
+                    other => self.plan_error(&other),
+                })?;
         }
         self.nodes[aggregate_node].operator = Box::new(operator);
         // A window that fires once emits final rows only; one that late rows may still
