@@ -100,6 +100,18 @@ pub enum ConnectorError {
         format: String,
     },
 
+    /// A sink adds a column (`op` of a changelog) that the result already has.
+    #[error(
+        "connector {connector} adds column {column} to the rows of a changelog, and the query \
+         already has a column of that name; rename it (AS ...)"
+    )]
+    ColumnClash {
+        /// Connector adding the column.
+        connector: String,
+        /// The added column.
+        column: String,
+    },
+
     /// A file `path` (possibly a glob) matched no file when the source was opened.
     #[error("no file matches path '{pattern}'")]
     NoFilesMatched {

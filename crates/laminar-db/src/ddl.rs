@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
-    create_sink, create_source, ConnectorOptions, SourceConnector, SourceMetrics,
+    create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
 use laminar_core::runtime::StreamId;
 use laminar_core::{ResultTable, WatermarkGenerator};
@@ -221,18 +221,18 @@ impl LaminarDB {
         let context = format!("{} {name}", kind.noun());
         let planned = self.inner.planner.plan_query(query, &context, emit)?;
         let schema = planned.schema.clone();
-        Self::check_changelog_use(
-            &catalog,
-            &self.inner.planner,
-            &planned,
-            sink.is_some(),
-            &context,
-        )?;
+        Self::check_changelog_use(&catalog, &self.inner.planner, &planned, &context)?;
+        let changes = if planned.graph.changelog {
+            ChangeMode::Changelog
+        } else {
+            ChangeMode::AppendOnly
+        };
         let sink_connector = match sink {
             Some(spec) => Some(create_sink(
                 &spec.name.to_lowercase(),
                 &connector_options(spec),
                 schema.clone(),
+                changes,
             )?),
             None => None,
         };
@@ -345,13 +345,11 @@ impl LaminarDB {
         Ok(pending)
     }
 
-    /// Changelogs (retracting outputs) can feed aggregates only from materialized views,
-    /// and cannot feed sinks yet.
+    /// Changelogs (retracting outputs) can feed aggregates only from materialized views.
     fn check_changelog_use(
         catalog: &Catalog,
         sql_planner: &laminar_sql::StreamPlanner,
         planned: &laminar_sql::PlannedQuery,
-        sink: bool,
         context: &str,
     ) -> Result<()> {
         if planned.graph.aggregates_changelog {
@@ -370,14 +368,6 @@ impl LaminarDB {
                     context: context.to_string(),
                 }));
             }
-        }
-        if sink && planned.graph.changelog {
-            return Err(DbError::Sql(SqlError::Unsupported {
-                construct: "a sink over a changelog (an aggregation's updates and retractions); \
-                            sinks write append-only results for now"
-                    .into(),
-                context: context.to_string(),
-            }));
         }
         Ok(())
     }

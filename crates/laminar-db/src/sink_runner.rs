@@ -1,6 +1,7 @@
-//! Sink writer threads: a sink's query delivers its rows over a bounded channel to one
-//! thread that owns the connector, so slow output I/O never runs on a worker. On the
-//! stream's end the sink is closed (files finalized) and completion is signalled.
+//! Sink writer threads: a sink's query delivers its rows (with their change weights, for a
+//! changelog) over a bounded channel to one thread that owns the connector, so slow output
+//! I/O never runs on a worker. On the stream's end the sink is closed (files finalized) and
+//! completion is signalled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -102,7 +103,7 @@ fn write_loop(
                 if failed {
                     continue;
                 }
-                if let Err(e) = sink.write(batch.batch()) {
+                if let Err(e) = sink.write(batch.batch(), batch.weights()) {
                     record(format!("sink {name}: {e}"));
                     failed = true;
                 }

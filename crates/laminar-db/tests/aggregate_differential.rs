@@ -333,6 +333,63 @@ fn hopping_windows_on_close_match_datafusion() {
     }
 }
 
+/// DataFusion's answers to `outer` queries over view `per_group`, itself the answer to
+/// `inner` over `input`.
+fn nested_batch_answers(input: &[RecordBatch], inner: &str, outer: &[&str]) -> Vec<Vec<String>> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(schema(), vec![input.to_vec()]).expect("table");
+    ctx.register_table("events", Arc::new(table))
+        .expect("register");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    runtime
+        .block_on(async {
+            let groups = ctx.sql(inner).await?.collect().await?;
+            let view = MemTable::try_new(groups[0].schema(), vec![groups])?;
+            ctx.register_table("per_group", Arc::new(view))?;
+            let mut answers = Vec::new();
+            for query in outer {
+                answers.push(rows(&ctx.sql(query).await?.collect().await?));
+            }
+            Ok::<_, datafusion::error::DataFusionError>(answers)
+        })
+        .expect("batch answer")
+}
+
+/// The views `outer` (named `o0`, `o1`, ...) over view `per_group` running `inner`, after
+/// all of `input`: the outer views are created once half of it is in (backfilled).
+fn nested_streaming_answers(
+    input: &[RecordBatch],
+    workers: usize,
+    inner: &str,
+    outer: &[&str],
+) -> Vec<Vec<String>> {
+    let db = LaminarDB::builder()
+        .workers(workers)
+        .pin_workers(false)
+        .in_memory()
+        .expect("database");
+    db.execute("CREATE SOURCE events (id BIGINT NOT NULL, kind VARCHAR, amount BIGINT)")
+        .expect("source");
+    db.execute(&format!("CREATE MATERIALIZED VIEW per_group AS {inner}"))
+        .expect("inner");
+    let source = db.source("events").expect("handle");
+    let (first, second) = input.split_at(input.len() / 2);
+    for batch in first {
+        source.push(batch.clone()).expect("push");
+    }
+    // Created over a view that already holds rows: they are backfilled.
+    for (index, query) in outer.iter().enumerate() {
+        db.execute(&format!("CREATE MATERIALIZED VIEW o{index} AS {query}"))
+            .expect("outer");
+    }
+    for batch in second {
+        source.push(batch.clone()).expect("push");
+    }
+    (0..outer.len())
+        .map(|index| rows(&db.query(&format!("SELECT * FROM o{index}")).expect("query")))
+        .collect()
+}
+
 #[test]
 fn aggregates_over_aggregates_stay_exact_and_backfill() {
     let inner = "SELECT kind, amount % 5 AS bucket, count(*) AS n, sum(amount) AS total FROM events GROUP BY kind, amount % 5";
@@ -341,57 +398,15 @@ fn aggregates_over_aggregates_stay_exact_and_backfill() {
     let filtered = "SELECT kind, bucket, n FROM per_group WHERE n > 20";
     for seed in [11, 23] {
         let input = batches(seed);
-        let (expected_outer, expected_filtered) = {
-            let ctx = SessionContext::new();
-            let table = MemTable::try_new(schema(), vec![input.clone()]).expect("table");
-            ctx.register_table("events", Arc::new(table))
-                .expect("register");
-            let runtime = tokio::runtime::Runtime::new().expect("tokio");
-            runtime
-                .block_on(async {
-                    let groups = ctx.sql(inner).await?.collect().await?;
-                    let view = MemTable::try_new(groups[0].schema(), vec![groups])?;
-                    ctx.register_table("per_group", Arc::new(view))?;
-                    let outer_rows = ctx.sql(outer).await?.collect().await?;
-                    let filtered_rows = ctx.sql(filtered).await?.collect().await?;
-                    Ok::<_, datafusion::error::DataFusionError>((
-                        rows(&outer_rows),
-                        rows(&filtered_rows),
-                    ))
-                })
-                .expect("batch answer")
-        };
+        let expected = nested_batch_answers(&input, inner, &[outer, filtered]);
         for workers in [1, 4] {
-            let db = LaminarDB::builder()
-                .workers(workers)
-                .pin_workers(false)
-                .in_memory()
-                .expect("database");
-            db.execute("CREATE SOURCE events (id BIGINT NOT NULL, kind VARCHAR, amount BIGINT)")
-                .expect("source");
-            db.execute(&format!("CREATE MATERIALIZED VIEW per_group AS {inner}"))
-                .expect("inner");
-            let source = db.source("events").expect("handle");
-            let (first, second) = input.split_at(input.len() / 2);
-            for batch in first {
-                source.push(batch.clone()).expect("push");
-            }
-            // Created over a view that already holds rows: they are backfilled.
-            db.execute(&format!("CREATE MATERIALIZED VIEW sizes AS {outer}"))
-                .expect("outer");
-            db.execute(&format!("CREATE MATERIALIZED VIEW busy AS {filtered}"))
-                .expect("filtered");
-            for batch in second {
-                source.push(batch.clone()).expect("push");
-            }
-            let got_outer = rows(&db.query("SELECT * FROM sizes").expect("query"));
-            let got_filtered = rows(&db.query("SELECT * FROM busy").expect("query"));
+            let got = nested_streaming_answers(&input, workers, inner, &[outer, filtered]);
             assert_eq!(
-                got_outer, expected_outer,
+                got[0], expected[0],
                 "seed {seed}, {workers} workers: nested aggregate"
             );
             assert_eq!(
-                got_filtered, expected_filtered,
+                got[1], expected[1],
                 "seed {seed}, {workers} workers: filter over changelog"
             );
         }
@@ -495,6 +510,36 @@ fn windowed_changelog_equals_datafusion_after_every_batch() {
                 expected,
                 "seed {seed}, {workers} workers"
             );
+        }
+    }
+}
+
+#[test]
+fn order_sensitive_and_distinct_aggregates_over_a_changelog_match_datafusion() {
+    // `last_id` is unique per inner group, so orderings by it have no ties.
+    let inner = "SELECT kind, amount % 13 AS bucket, count(*) AS n, sum(amount) AS total, \
+                 max(id) AS last_id FROM events GROUP BY kind, amount % 13";
+    let by_size = "SELECT n % 4 AS size, min(total) AS low, max(total) AS high, \
+                   count(DISTINCT kind) AS kinds, count(DISTINCT total % 3) AS residues, \
+                   first_value(bucket ORDER BY last_id) AS oldest, \
+                   last_value(kind ORDER BY last_id) AS newest, \
+                   string_agg(kind || '/' || CAST(bucket AS VARCHAR), ',' ORDER BY last_id) AS trail, \
+                   median(total) AS mid, sum(DISTINCT n) AS sizes \
+                   FROM per_group GROUP BY n % 4";
+    let overall =
+        "SELECT min(n) AS fewest, max(last_id) AS last, count(DISTINCT bucket) AS buckets, \
+                   first_value(kind ORDER BY last_id DESC) AS latest, \
+                   array_agg(n ORDER BY last_id) AS sizes FROM per_group";
+    for seed in [5, 31, 2_024] {
+        let input = batches(seed);
+        let expected = nested_batch_answers(&input, inner, &[by_size, overall]);
+        assert!(
+            expected[0].len() == 4,
+            "seed {seed}: every size bucket has groups"
+        );
+        for workers in [1, 4] {
+            let got = nested_streaming_answers(&input, workers, inner, &[by_size, overall]);
+            assert_eq!(got, expected, "seed {seed}, {workers} workers");
         }
     }
 }

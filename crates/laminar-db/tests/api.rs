@@ -740,3 +740,122 @@ fn a_keyed_query_failing_on_one_worker_still_finishes() {
         "{error}"
     );
 }
+
+/// Each row's cells as text, NULL as `NULL`.
+fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Folds changelog rows (the change kind last): one row more per `+`, one less per `-`.
+/// Returns the rows left, sorted, each joined with `|`.
+fn fold(rows: Vec<Vec<String>>) -> Vec<String> {
+    let mut weights: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for mut row in rows {
+        let weight = match row.pop().as_deref() {
+            Some("+") => 1,
+            Some("-") => -1,
+            other => panic!("unknown change kind {other:?}"),
+        };
+        *weights.entry(row.join("|")).or_default() += weight;
+    }
+    let mut left = Vec::new();
+    for (row, weight) in weights {
+        assert!(weight >= 0, "{row} retracted more often than inserted");
+        left.extend(std::iter::repeat_n(row, weight as usize));
+    }
+    left.sort();
+    left
+}
+
+#[test]
+fn changelog_sinks_write_the_change_kind_and_fold_to_the_view() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let csv = dir.path().join("per_kind.csv");
+    let parquet = dir.path().join("per_kind.parquet");
+    let query = "SELECT kind, amount % 4 AS r, count(*) AS n, sum(amount) AS total, \
+                 min(amount) AS low FROM events GROUP BY kind, amount % 4";
+    for workers in [1, 4] {
+        let db = db(workers);
+        db.execute(EVENTS_DDL).expect("source");
+        db.execute(&format!("CREATE MATERIALIZED VIEW per_kind AS {query}"))
+            .expect("view");
+        db.execute(&format!(
+            "CREATE SINK to_csv INTO FILE (path = '{}') FROM per_kind",
+            csv.display()
+        ))
+        .expect("csv sink");
+        db.execute(&format!(
+            "CREATE SINK to_parquet INTO FILE (path = '{}') AS {query}",
+            parquet.display()
+        ))
+        .expect("parquet sink");
+        let source = db.source("events").expect("handle");
+        let mut start = 0;
+        for (seed, size) in [1, 300, 7, 1_000, 64].into_iter().enumerate() {
+            source.push(events(start, size, seed as u64)).expect("push");
+            start += size as i64;
+        }
+        let view = cells(&db.query("SELECT * FROM per_kind").expect("query"));
+        let mut expected: Vec<String> = view.iter().map(|row| row.join("|")).collect();
+        expected.sort();
+        assert!(expected.len() > 10, "enough groups to be a test");
+        source.finish().expect("finish");
+        assert!(db.wait_finished(WAIT), "sinks close when the input ends");
+
+        let written = std::fs::read_to_string(&csv).expect("csv written");
+        let mut lines = written.lines();
+        assert_eq!(lines.next(), Some("kind,r,n,total,low,op"));
+        let csv_rows: Vec<Vec<String>> = lines
+            .map(|line| {
+                line.split(',')
+                    .map(|cell| if cell.is_empty() { "NULL" } else { cell }.to_string())
+                    .collect()
+            })
+            .collect();
+        assert!(
+            csv_rows
+                .iter()
+                .any(|row| row.last().is_some_and(|op| op == "-")),
+            "groups changed, so rows were retracted"
+        );
+        assert_eq!(fold(csv_rows), expected, "{workers} workers: csv");
+
+        let file = std::fs::File::open(&parquet).expect("parquet written");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("batches");
+        assert_eq!(
+            batches[0]
+                .schema()
+                .fields()
+                .last()
+                .map(|f| f.name().as_str()),
+            Some("op")
+        );
+        assert_eq!(
+            fold(cells(&batches)),
+            expected,
+            "{workers} workers: parquet"
+        );
+    }
+}

@@ -25,6 +25,14 @@ use crate::error::{Result, SqlError};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
+/// What every aggregate operator is built from.
+struct AggregateParts {
+    keys: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    key_fields: Vec<SortField>,
+    calls: Vec<AggregateCall>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
 /// The aggregate operator chosen for a plan's `Aggregate`.
 enum PlannedAggregate {
     /// Groups by key (windows being ordinary keys).
@@ -232,7 +240,62 @@ impl Builder<'_> {
             }
             None => (keys.clone(), key_fields.clone()),
         };
-        let mut operator = if let Some(session) = session {
+        let mut operator = self.plan_aggregate_operator(
+            aggregate,
+            AggregateParts {
+                keys,
+                key_fields,
+                calls,
+                schema,
+            },
+            session,
+            window_close.then_some(allowed_lateness_ms),
+        )?;
+        // The operator goes in once its input is known: a changelog input needs
+        // retractable accumulators.
+        let aggregate_node =
+            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
+        let router =
+            KeyRouter::new(route_keys.clone(), route_fields).map_err(|e| self.plan_error(&e))?;
+        let exchange = self.push(
+            Box::new(ExchangeOperator::new(route_keys)),
+            Some((aggregate_node, 0)),
+            1,
+            None,
+        );
+        self.nodes[exchange].router = Some(Arc::new(router));
+        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
+        if input_changelog {
+            operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
+        }
+        self.nodes[aggregate_node].operator = match operator {
+            PlannedAggregate::Groups(operator) => Box::new(operator),
+            PlannedAggregate::Window(operator) => Box::new(operator),
+            PlannedAggregate::Session(operator) => Box::new(operator),
+        };
+        // A window that fires once emits final rows only; one that late rows may still
+        // correct retracts what it emitted.
+        Ok(!window_close || allowed_lateness_ms > 0)
+    }
+
+    /// The aggregate operator for `aggregate`: sessions, vectorized windows closing with
+    /// no lateness, or per-group accumulators. `lateness` is `Some` for `EMIT ON WINDOW CLOSE`.
+    fn plan_aggregate_operator(
+        &mut self,
+        aggregate: &Aggregate,
+        parts: AggregateParts,
+        session: Option<SessionWindow>,
+        lateness: Option<i64>,
+    ) -> Result<PlannedAggregate> {
+        let AggregateParts {
+            keys,
+            key_fields,
+            calls,
+            schema,
+        } = parts;
+        let window_close = lateness.is_some();
+        let allowed_lateness_ms = lateness.unwrap_or(0);
+        Ok(if let Some(session) = session {
             self.session_markers_planned += 2;
             let mut operator =
                 SessionAggregateOperator::new(keys, session, calls, &key_fields, schema)
@@ -261,32 +324,7 @@ impl Builder<'_> {
                 self.windowed = true;
             }
             PlannedAggregate::Groups(operator)
-        };
-        // The operator goes in once its input is known: a changelog input needs
-        // retractable accumulators.
-        let aggregate_node =
-            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
-        let router =
-            KeyRouter::new(route_keys.clone(), route_fields).map_err(|e| self.plan_error(&e))?;
-        let exchange = self.push(
-            Box::new(ExchangeOperator::new(route_keys)),
-            Some((aggregate_node, 0)),
-            1,
-            None,
-        );
-        self.nodes[exchange].router = Some(Arc::new(router));
-        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
-        if input_changelog {
-            operator = self.over_changelog(operator, window_close)?;
-        }
-        self.nodes[aggregate_node].operator = match operator {
-            PlannedAggregate::Groups(operator) => Box::new(operator),
-            PlannedAggregate::Window(operator) => Box::new(operator),
-            PlannedAggregate::Session(operator) => Box::new(operator),
-        };
-        // A window that fires once emits final rows only; one that late rows may still
-        // correct retracts what it emitted.
-        Ok(!window_close || allowed_lateness_ms > 0)
+        })
     }
 
     /// The aggregate calls of `aggregate`, lowered to physical expressions.
@@ -342,6 +380,7 @@ impl Builder<'_> {
     fn over_changelog(
         &mut self,
         operator: PlannedAggregate,
+        input_schema: &datafusion::arrow::datatypes::Schema,
         window_close: bool,
     ) -> Result<PlannedAggregate> {
         if window_close {
@@ -355,7 +394,7 @@ impl Builder<'_> {
             ));
         };
         self.aggregates_changelog = true;
-        let operator = operator.retracting().map_err(|e| match e {
+        let operator = operator.retracting(input_schema).map_err(|e| match e {
             datafusion::error::DataFusionError::NotImplemented(what) => self.unsupported(&what),
             other => self.plan_error(&other),
         })?;

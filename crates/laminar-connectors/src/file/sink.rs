@@ -1,12 +1,14 @@
 //! The FILE sink connector: writes every batch to one output file at `path` as CSV,
-//! newline-delimited JSON or Parquet. The file (and its parent directories) is created on the
-//! first write, not at CREATE time, so validating a sink never truncates an existing output;
-//! `close` finalizes it (parquet footer) and creates it if nothing was written.
+//! newline-delimited JSON or Parquet; a changelog's rows get the `op` column (see
+//! `changelog`). The file (and its parent directories) is created on the first write, not at
+//! CREATE time, so validating a sink never truncates an existing output; `close` finalizes it
+//! (parquet footer) and creates it if nothing was written.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -14,6 +16,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::{CsvDialect, FileFormat};
+use crate::changelog::{changelog_rows, changelog_schema, ChangeMode};
 use crate::error::{ConnectorError, Result};
 use crate::options::ConnectorOptions;
 use crate::sink::SinkConnector;
@@ -35,7 +38,9 @@ pub(crate) struct FileSink {
     path: PathBuf,
     format: FileFormat,
     dialect: CsvDialect,
+    /// The columns written: the result's, then `op` for a changelog.
     schema: SchemaRef,
+    changes: ChangeMode,
     writer: Option<Writer>,
     closed: bool,
 }
@@ -46,6 +51,7 @@ impl std::fmt::Debug for FileSink {
             .field("path", &self.path)
             .field("format", &self.format)
             .field("dialect", &self.dialect)
+            .field("changes", &self.changes)
             .field("open", &self.writer.is_some())
             .field("closed", &self.closed)
             .finish_non_exhaustive()
@@ -54,7 +60,11 @@ impl std::fmt::Debug for FileSink {
 
 impl FileSink {
     /// Validates options and schema without touching the file system.
-    pub(crate) fn create(options: &ConnectorOptions, schema: SchemaRef) -> Result<Self> {
+    pub(crate) fn create(
+        options: &ConnectorOptions,
+        schema: SchemaRef,
+        changes: ChangeMode,
+    ) -> Result<Self> {
         options.check_known(CONNECTOR, &OPTIONS)?;
         let path = options.required(CONNECTOR, "path")?;
         let format = FileFormat::from_options(CONNECTOR, options, path)?;
@@ -68,11 +78,16 @@ impl FileSink {
                 });
             }
         }
+        let schema = match changes {
+            ChangeMode::AppendOnly => schema,
+            ChangeMode::Changelog => changelog_schema(CONNECTOR, &schema)?,
+        };
         Ok(Self {
             path: PathBuf::from(path),
             format,
             dialect,
             schema,
+            changes,
             writer: None,
             closed: false,
         })
@@ -118,13 +133,28 @@ impl FileSink {
 }
 
 impl SinkConnector for FileSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn write(&mut self, batch: &RecordBatch, weights: Option<&Int64Array>) -> Result<()> {
+        let bug = |message: String| ConnectorError::Internal {
+            connector: CONNECTOR.to_owned(),
+            message,
+        };
         if self.closed {
-            return Err(ConnectorError::Internal {
-                connector: CONNECTOR.to_owned(),
-                message: format!("write to {} after close", self.path.display()),
-            });
+            return Err(bug(format!("write to {} after close", self.path.display())));
         }
+        let changelog;
+        let batch = match (self.changes, weights) {
+            (ChangeMode::Changelog, _) => {
+                changelog = changelog_rows(CONNECTOR, &self.schema, batch, weights)?;
+                &changelog
+            }
+            (ChangeMode::AppendOnly, None) => batch,
+            (ChangeMode::AppendOnly, Some(_)) => {
+                return Err(bug(format!(
+                    "retractions reached {}, created for append-only rows",
+                    self.path.display()
+                )));
+            }
+        };
         if self.writer.is_none() {
             self.writer = Some(self.open()?);
         }

@@ -12,8 +12,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::{
-    create_sink, create_source, ConnectorError, ConnectorOptions, SourceBatch, SourceConnector,
-    SourceMetrics,
+    create_sink, create_source, ChangeMode, ConnectorError, ConnectorOptions, SourceBatch,
+    SourceConnector, SourceMetrics,
 };
 
 const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -476,9 +476,15 @@ fn round_trip(format: &str, file_name: &str) -> RecordBatch {
     let path = dir.path().join("out").join("nested").join(file_name);
     let batch = sample_batch();
     let sink_options = options(&[("path", path_str(&path)), ("format", format)]);
-    let mut sink = create_sink("FILE", &sink_options, batch.schema()).unwrap();
-    sink.write(&batch).unwrap();
-    sink.write(&batch.slice(0, 2)).unwrap();
+    let mut sink = create_sink(
+        "FILE",
+        &sink_options,
+        batch.schema(),
+        ChangeMode::AppendOnly,
+    )
+    .unwrap();
+    sink.write(&batch, None).unwrap();
+    sink.write(&batch.slice(0, 2), None).unwrap();
     sink.close().unwrap();
     let source = create_source(
         "file",
@@ -513,6 +519,7 @@ fn csv_sink_without_rows_writes_only_the_header() {
         "file",
         &options(&[("path", path_str(&path))]),
         sample_batch().schema(),
+        ChangeMode::AppendOnly,
     )
     .unwrap();
     assert!(!path.exists(), "creating a sink must not touch the file");
@@ -526,7 +533,13 @@ fn csv_sink_without_rows_writes_only_the_header() {
 #[test]
 fn sink_validation_and_errors_name_the_option_or_path() {
     let schema = sample_batch().schema();
-    let err = create_sink("kafka", &options(&[]), schema.clone()).unwrap_err();
+    let err = create_sink(
+        "kafka",
+        &options(&[]),
+        schema.clone(),
+        ChangeMode::AppendOnly,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "unknown sink connector 'kafka'; known sink connectors: file"
@@ -535,6 +548,7 @@ fn sink_validation_and_errors_name_the_option_or_path() {
         "file",
         &options(&[("path", "x.csv"), ("on_error", "skip")]),
         schema.clone(),
+        ChangeMode::AppendOnly,
     )
     .unwrap_err();
     assert!(err
@@ -544,8 +558,14 @@ fn sink_validation_and_errors_name_the_option_or_path() {
     // A directory where the file should be: the error names the path.
     let path = dir.path().join("taken.csv");
     std::fs::create_dir(&path).unwrap();
-    let mut sink = create_sink("file", &options(&[("path", path_str(&path))]), schema).unwrap();
-    let err = sink.write(&sample_batch()).unwrap_err();
+    let mut sink = create_sink(
+        "file",
+        &options(&[("path", path_str(&path))]),
+        schema,
+        ChangeMode::AppendOnly,
+    )
+    .unwrap();
+    let err = sink.write(&sample_batch(), None).unwrap_err();
     assert!(err.to_string().starts_with(path_str(&path)), "{err}");
 }
 
@@ -555,9 +575,10 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
         "file",
         &options(&[("path", path_str(path))]),
         batch.schema(),
+        ChangeMode::AppendOnly,
     )
     .unwrap();
-    sink.write(batch).unwrap();
+    sink.write(batch, None).unwrap();
     sink.close().unwrap();
 }
 
@@ -696,9 +717,10 @@ fn csv_and_json_sinks_write_readable_text() {
             "file",
             &options(&[("path", path_str(&path))]),
             batch.schema(),
+            ChangeMode::AppendOnly,
         )
         .unwrap();
-        sink.write(&batch).unwrap();
+        sink.write(&batch, None).unwrap();
         sink.close().unwrap();
         text.push(std::fs::read_to_string(&path).unwrap());
     }
@@ -720,4 +742,80 @@ fn csv_and_json_sinks_write_readable_text() {
             "\n",
         )
     );
+}
+
+#[test]
+fn changelog_sinks_add_the_op_column_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = sample_batch().project(&[0, 1]).unwrap();
+    let weights = Int64Array::from(vec![1, -1, 2]);
+    let mut text = Vec::new();
+    for file_name in ["out.csv", "out.json", "out.parquet", "empty.csv"] {
+        let path = dir.path().join(file_name);
+        let mut sink = create_sink(
+            "file",
+            &options(&[("path", path_str(&path))]),
+            batch.schema(),
+            ChangeMode::Changelog,
+        )
+        .unwrap();
+        if !file_name.starts_with("empty") {
+            sink.write(&batch, Some(&weights)).unwrap();
+            // A batch without weights is all inserts.
+            sink.write(&batch.slice(0, 1), None).unwrap();
+        }
+        sink.close().unwrap();
+        if file_name.ends_with("parquet") {
+            let source = create_source(
+                "file",
+                &options(&[("path", path_str(&path))]),
+                None,
+                Arc::default(),
+            )
+            .unwrap();
+            let (batches, error) = read_all(source.as_ref(), 100);
+            assert!(error.is_none(), "{error:?}");
+            let read = concat(&batches);
+            assert_eq!(read.schema().field(2).name(), "op");
+            let ops = read
+                .column(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            assert_eq!(
+                ops.iter().flatten().collect::<Vec<_>>(),
+                ["+", "-", "+", "+", "+"]
+            );
+            assert_eq!(int64s(&read, "id"), [Some(1), Some(2), None, None, Some(1)]);
+        } else {
+            text.push(std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    assert_eq!(
+        text[0],
+        "id,name,op\n1,\"ann, \"\"the\"\" first\",+\n2,,-\n,cy,+\n,cy,+\n1,\"ann, \"\"the\"\" first\",+\n"
+    );
+    assert_eq!(
+        text[1]
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().1)
+            .collect::<Vec<_>>(),
+        [
+            r#""op":"+"}"#,
+            r#""op":"-"}"#,
+            r#""op":"+"}"#,
+            r#""op":"+"}"#,
+            r#""op":"+"}"#
+        ]
+    );
+    assert_eq!(text[2], "id,name,op\n", "a changelog without rows");
+
+    let clash = create_sink(
+        "file",
+        &options(&[("path", "x.csv")]),
+        schema(&[("op", DataType::Int64)]),
+        ChangeMode::Changelog,
+    )
+    .unwrap_err();
+    assert!(clash.to_string().contains("rename it"), "{clash}");
 }

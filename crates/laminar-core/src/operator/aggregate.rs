@@ -1,8 +1,9 @@
-//! Aggregate: unwindowed `GROUP BY` (and global aggregates) over an append-only input,
-//! producing a changelog. Each group keeps one DataFusion `Accumulator` per aggregate; after a
-//! batch, every group it touched retracts its previous result row and inserts the new one,
-//! so a view folding the changelog always holds one row per live group. The runtime routes
-//! rows by group key, so each worker owns a disjoint set of groups.
+//! Aggregate: unwindowed `GROUP BY` (and global aggregates) over an append-only input or a
+//! changelog, producing a changelog. Each group keeps one DataFusion `Accumulator` per
+//! aggregate (over a changelog, one that retracts rows); after a batch, every group it
+//! touched retracts its previous result row and inserts the new one, so a view folding the
+//! changelog always holds one row per live group. The runtime routes rows by group key, so
+//! each worker owns a disjoint set of groups.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -20,6 +21,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::multiset_accumulator::MultisetAggregate;
 use super::Operator;
 use crate::change_batch::ChangeBatch;
 
@@ -30,6 +32,15 @@ pub struct AggregateCall {
     pub function: Arc<AggregateFunctionExpr>,
     /// Rows the call sees, if filtered.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// How the accumulators of one call retract rows of a changelog.
+#[derive(Debug, Clone)]
+enum Accumulation {
+    /// DataFusion's `retract_batch`, exact for order-independent aggregates.
+    Sliding,
+    /// The multiset of the group's argument rows, for any aggregate.
+    Multiset(Arc<MultisetAggregate>),
 }
 
 struct Group {
@@ -58,8 +69,10 @@ pub struct AggregateOperator {
     unmatched_retractions: u64,
     /// How long after firing a window still accepts (and corrects with) late rows.
     allowed_lateness_ms: i64,
-    /// The input carries retractions: accumulators are the retractable (sliding) kind.
+    /// The input carries retractions: accumulators are the retractable kinds.
     retracting: bool,
+    /// With `retracting`, how each call's accumulators retract.
+    accumulation: Vec<Accumulation>,
     watermark_ms: i64,
     late_rows: u64,
 }
@@ -103,6 +116,7 @@ impl AggregateOperator {
             unmatched_retractions: 0,
             allowed_lateness_ms: 0,
             retracting: false,
+            accumulation: Vec::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,
         })
@@ -118,47 +132,58 @@ impl AggregateOperator {
         self
     }
 
-    /// Consumes a changelog: retracted rows are removed from their groups with
-    /// `retract_batch`. Fails, naming the function, if an aggregate cannot retract.
-    pub fn retracting(mut self) -> DfResult<Self> {
+    /// Consumes a changelog over input rows of `input_schema`: retracted rows are removed
+    /// from their groups. Order-independent aggregates (COUNT, SUM, AVG, STDDEV, VARIANCE)
+    /// retract with DataFusion's own `retract_batch`; every other aggregate (MIN, MAX,
+    /// FIRST_VALUE, DISTINCT, ARRAY_AGG, ...) keeps the multiset of its argument rows.
+    /// Fails, naming the function, only for arguments the row encoding cannot hold.
+    pub fn retracting(mut self, input_schema: &Schema) -> DfResult<Self> {
+        let mut accumulation = Vec::with_capacity(self.calls.len());
         for call in &self.calls {
             let function = call.function.fun().name().to_lowercase();
             // DataFusion's sliding accumulators for MIN, MAX, FIRST_VALUE, ... retract in
             // arrival order (a moving frame); a changelog retracts any row, so only
-            // order-independent aggregates are exact here.
-            let order_independent = RETRACTABLE_AGGREGATES.contains(&function.as_str());
-            if !order_independent || call.function.is_distinct() {
-                let distinct = if call.function.is_distinct() {
-                    " DISTINCT"
-                } else {
-                    ""
-                };
-                return Err(DataFusionError::NotImplemented(format!(
-                    "{}{distinct} over a changelog (only COUNT, SUM, AVG, STDDEV and VARIANCE can retract rows so far)",
-                    function.to_uppercase()
-                )));
+            // order-independent aggregates retract natively.
+            let order_independent = RETRACTABLE_AGGREGATES.contains(&function.as_str())
+                && !call.function.is_distinct()
+                && call
+                    .function
+                    .create_sliding_accumulator()
+                    .is_ok_and(|a| a.supports_retract_batch());
+            if order_independent {
+                accumulation.push(Accumulation::Sliding);
+                continue;
             }
-            let accumulator = call.function.create_sliding_accumulator()?;
-            if !accumulator.supports_retract_batch() {
-                return Err(DataFusionError::NotImplemented(format!(
-                    "{} over a changelog (it cannot retract rows)",
-                    function.to_uppercase()
-                )));
-            }
+            let ordering = call.function.order_bys().iter().map(|sort| &sort.expr);
+            let argument_types = call
+                .function
+                .expressions()
+                .iter()
+                .chain(ordering)
+                .map(|e| e.data_type(input_schema))
+                .collect::<DfResult<Vec<_>>>()?;
+            let multiset = MultisetAggregate::new(Arc::clone(&call.function), &argument_types)?;
+            accumulation.push(Accumulation::Multiset(Arc::new(multiset)));
         }
+        self.accumulation = accumulation;
         self.retracting = true;
         Ok(self)
     }
 
     fn accumulators(&self) -> DfResult<Vec<Box<dyn Accumulator>>> {
+        if !self.retracting {
+            return self
+                .calls
+                .iter()
+                .map(|c| c.function.create_accumulator())
+                .collect();
+        }
         self.calls
             .iter()
-            .map(|c| {
-                if self.retracting {
-                    c.function.create_sliding_accumulator()
-                } else {
-                    c.function.create_accumulator()
-                }
+            .zip(&self.accumulation)
+            .map(|(call, accumulation)| match accumulation {
+                Accumulation::Sliding => call.function.create_sliding_accumulator(),
+                Accumulation::Multiset(multiset) => Ok(multiset.accumulator()),
             })
             .collect()
     }
@@ -203,6 +228,7 @@ impl Operator for AggregateOperator {
             unmatched_retractions: 0,
             allowed_lateness_ms: self.allowed_lateness_ms,
             retracting: self.retracting,
+            accumulation: self.accumulation.clone(),
             watermark_ms: i64::MIN,
             late_rows: 0,
         })

@@ -6,6 +6,7 @@
 mod aggregate;
 mod exchange;
 mod filter;
+mod multiset_accumulator;
 mod periodic_emit;
 mod project;
 mod scan;
