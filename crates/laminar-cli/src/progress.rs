@@ -135,6 +135,7 @@ mod tests {
                 name: "bids".into(),
                 rows: rows_in,
                 watermark_ms: Some(1_704_067_204_000),
+                late_rows: 0,
                 malformed_records: 2,
                 first_error: None,
             }],

@@ -2,12 +2,14 @@
 //! seen so far, of the source's `WATERMARK FOR ts AS <expr>` expression (typically
 //! `ts - INTERVAL '2' SECOND`), in epoch milliseconds. It never moves backwards. The
 //! expression must not decrease as its event-time column grows (as every watermark delay
-//! does), so it is evaluated on the batch's latest row only, not on every row.
+//! does), so it is evaluated on the batch's latest row only, not on every row. A row whose
+//! event time (the `WATERMARK FOR` column) is behind the watermark is late.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Int64Array};
-use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::compute::kernels::cmp::lt;
+use datafusion::arrow::compute::{cast, max, prep_null_mask_filter};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -28,13 +30,16 @@ pub struct WatermarkGenerator {
     expr: Arc<dyn PhysicalExpr>,
     /// The one column the expression reads, when it reads exactly one.
     time_column: Option<usize>,
+    /// The `WATERMARK FOR` column, whose value is a row's event time.
+    event_time: usize,
     current_ms: i64,
 }
 
 impl WatermarkGenerator {
     /// A generator for source `source` evaluating `expr` (a `TIMESTAMP` or epoch-millisecond
-    /// `BIGINT` expression over the source's columns).
-    pub fn new(source: String, expr: Arc<dyn PhysicalExpr>) -> Self {
+    /// `BIGINT` expression over the source's columns); `event_time` is the index of the
+    /// `WATERMARK FOR` column.
+    pub fn new(source: String, event_time: usize, expr: Arc<dyn PhysicalExpr>) -> Self {
         let columns = collect_columns(&expr);
         let time_column = match columns.iter().collect::<Vec<_>>().as_slice() {
             [column] => Some(column.index()),
@@ -44,6 +49,7 @@ impl WatermarkGenerator {
             source,
             expr,
             time_column,
+            event_time,
             current_ms: WATERMARK_MIN_MS,
         }
     }
@@ -104,10 +110,66 @@ impl WatermarkGenerator {
         }
     }
 
+    /// Which rows of `batch` are late: their event time is earlier than the current
+    /// watermark. `None` when no row is (always before the first watermark). A NULL event
+    /// time is never late.
+    pub fn late_rows(&self, batch: &RecordBatch) -> Result<Option<BooleanArray>> {
+        if self.current_ms == WATERMARK_MIN_MS || batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let column = batch.columns().get(self.event_time).ok_or_else(|| {
+            CoreError::Internal(format!(
+                "source {}: event-time column {} missing from a batch of {} columns",
+                self.source,
+                self.event_time,
+                batch.num_columns()
+            ))
+        })?;
+        let (raw, threshold) =
+            event_time_threshold(column, self.current_ms).map_err(|e| self.error(e.into()))?;
+        let late =
+            lt(&raw, &Int64Array::new_scalar(threshold)).map_err(|e| self.error(e.into()))?;
+        let late = if late.null_count() > 0 {
+            prep_null_mask_filter(&late)
+        } else {
+            late
+        };
+        Ok((late.true_count() > 0).then_some(late))
+    }
+
     fn error(&self, source: DataFusionError) -> CoreError {
         CoreError::Expression {
             context: format!("watermark of source {}", self.source),
             source,
+        }
+    }
+}
+
+/// An event-time column as raw integers in its own unit, and the value in that unit below
+/// which a row is earlier than `watermark_ms`. Comparing in the column's unit keeps
+/// sub-millisecond times exact: a time is behind a whole-millisecond watermark exactly when
+/// its raw value is below the watermark scaled to the unit (rounded up for seconds).
+fn event_time_threshold(
+    column: &ArrayRef,
+    watermark_ms: i64,
+) -> std::result::Result<(ArrayRef, i64), datafusion::arrow::error::ArrowError> {
+    match column.data_type() {
+        DataType::Int64 => Ok((Arc::clone(column), watermark_ms)),
+        DataType::Timestamp(unit, _) => {
+            let threshold = match unit {
+                TimeUnit::Second => {
+                    watermark_ms.div_euclid(1000) + i64::from(watermark_ms.rem_euclid(1000) != 0)
+                }
+                TimeUnit::Millisecond => watermark_ms,
+                TimeUnit::Microsecond => watermark_ms.saturating_mul(1_000),
+                TimeUnit::Nanosecond => watermark_ms.saturating_mul(1_000_000),
+            };
+            Ok((cast(column, &DataType::Int64)?, threshold))
+        }
+        // Any other event-time type (a DATE, say) compares as a millisecond timestamp.
+        _ => {
+            let as_ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+            Ok((cast(&as_ms, &DataType::Int64)?, watermark_ms))
         }
     }
 }
@@ -158,4 +220,46 @@ fn max_epoch_ms(values: &dyn Array) -> std::result::Result<Option<i64>, DataFusi
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| DataFusionError::Internal("Int64 cast".into()))?;
     Ok(max(as_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{TimestampMicrosecondArray, TimestampSecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::col;
+
+    /// The rows of a one-column batch that are late once the watermark is `watermark_ms`.
+    fn late_at(column: ArrayRef, watermark_ms: i64) -> Vec<bool> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            column.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column]).expect("batch");
+        let mut generator =
+            WatermarkGenerator::new("s".into(), 0, col("ts", &schema).expect("column"));
+        assert_eq!(generator.late_rows(&batch).expect("late rows"), None);
+        generator.advance(watermark_ms);
+        generator.late_rows(&batch).expect("late rows").map_or_else(
+            || vec![false; batch.num_rows()],
+            |late| late.iter().map(|l| l == Some(true)).collect(),
+        )
+    }
+
+    #[test]
+    fn a_row_is_late_when_its_event_time_is_before_the_watermark() {
+        let ms = Arc::new(Int64Array::from(vec![Some(99), Some(100), None, Some(101)]));
+        assert_eq!(late_at(ms, 100), vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn lateness_is_exact_in_the_column_unit() {
+        // Watermark 1.5 s: 1 s is before it, 2 s is not.
+        let seconds = Arc::new(TimestampSecondArray::from(vec![1, 2]));
+        assert_eq!(late_at(seconds, 1_500), vec![true, false]);
+        // Watermark 10 ms: 9.999 ms is before it, 10 ms and 10.001 ms are not.
+        let micros = Arc::new(TimestampMicrosecondArray::from(vec![9_999, 10_000, 10_001]));
+        assert_eq!(late_at(micros, 10), vec![true, false, false]);
+    }
 }

@@ -1,6 +1,7 @@
 //! The in-memory catalog: every source, stream, materialized view and sink, with its
 //! canonical SQL, schema, inputs and the runtime pieces it owns. Objects are kept in creation
-//! order, which is also the order the persisted catalog replays them in.
+//! order, which is also the order the persisted catalog replays them in. A source's
+//! `LATE DATA TO` stream is an object of its own, created and dropped with the source.
 
 use std::sync::Arc;
 
@@ -28,6 +29,13 @@ pub(crate) enum ObjectState {
         watermark: Option<WatermarkGenerator>,
         metrics: Arc<SourceMetrics>,
     },
+    /// The `LATE DATA TO` stream of `source`: the rows late on arrival there.
+    LateData {
+        source: String,
+        /// For a push source, the stream its ingress diverts late rows into; `None` for a
+        /// connector source, whose late rows each reading query's own reader keeps.
+        diverted: Option<DivertedStream>,
+    },
     /// A stream, view or sink: a running continuous query.
     Derived {
         stream: StreamId,
@@ -35,6 +43,13 @@ pub(crate) enum ObjectState {
         instances: Vec<SourceInstance>,
         sink: Option<SinkTask>,
     },
+}
+
+/// The stream a push source's late rows are diverted into, fed through its own ingress.
+pub(crate) struct DivertedStream {
+    pub(crate) stream: StreamId,
+    pub(crate) outlet: Arc<StreamOutlet>,
+    pub(crate) ingress: Arc<IngressHandle>,
 }
 
 /// One catalog object.
@@ -81,18 +96,32 @@ impl Catalog {
         std::mem::take(&mut self.objects)
     }
 
-    /// Objects reading from `name`, as `kind name` phrases.
-    pub(crate) fn dependents(&self, name: &str) -> Vec<String> {
+    /// Objects other than `dropped` reading from any of them, as `kind name` phrases.
+    pub(crate) fn dependents(&self, dropped: &[String]) -> Vec<String> {
         self.objects
             .iter()
-            .filter(|o| o.inputs.iter().any(|i| i == name))
+            .filter(|o| !dropped.contains(&o.name))
+            .filter(|o| o.inputs.iter().any(|i| dropped.contains(i)))
             .map(|o| format!("{} {}", o.kind.noun(), o.name))
             .collect()
     }
 
-    /// The canonical SQL of every object, in creation order.
-    pub(crate) fn statements(&self) -> Vec<String> {
-        self.objects.iter().map(|o| o.sql.clone()).collect()
+    /// The `LATE DATA TO` stream of source `source`, if it has one.
+    pub(crate) fn late_data_of(&self, source: &str) -> Option<&Object> {
+        self.objects
+            .iter()
+            .find(|o| matches!(&o.state, ObjectState::LateData { source: s, .. } if s == source))
+    }
+
+    /// The canonical SQL of every object but `dropped`, in creation order. A `LATE DATA TO`
+    /// stream has none of its own: its source's statement creates it.
+    pub(crate) fn statements_except(&self, dropped: &[String]) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|o| !dropped.contains(&o.name))
+            .filter(|o| !matches!(o.state, ObjectState::LateData { .. }))
+            .map(|o| o.sql.clone())
+            .collect()
     }
 
     /// Names of all objects, sorted, for hints.

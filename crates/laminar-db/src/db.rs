@@ -13,10 +13,10 @@ use laminar_core::runtime::SUBSCRIBER_CHANNEL_CAPACITY_BATCHES;
 use laminar_core::{Runtime, RuntimeConfig};
 use laminar_sql::{parse_statements, Emit, ObjectKind, Statement, StreamPlanner};
 
-use crate::catalog::{Catalog, ObjectState};
+use crate::catalog::{Catalog, DivertedStream, ObjectState};
 use crate::catalog_store::CatalogStore;
 use crate::error::{DbError, Result};
-use crate::metrics::{visible_watermark, Metrics, QueryStats, SourceStats};
+use crate::metrics::Metrics;
 use crate::result::ExecuteResult;
 use crate::snapshot::SnapshotContext;
 use crate::source_handle::SourceHandle;
@@ -83,7 +83,8 @@ impl Drop for Inner {
                         instance.stop();
                     }
                 }
-                ObjectState::ConnectorSource { .. } => {}
+                // A push source's late-data stream goes with the source's ingress.
+                ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
             }
         }
         self.runtime.shutdown();
@@ -421,6 +422,10 @@ impl LaminarDB {
                 statement: format!("push into {name}"),
                 message: format!("source {name} reads from {connector_name}; push and INSERT feed sources without a connector"),
             }),
+            ObjectState::LateData { source, .. } => Err(DbError::NotAllowed {
+                statement: format!("push into {name}"),
+                message: format!("{name} receives the late rows of source {source}; push into {source}"),
+            }),
             ObjectState::Derived { .. } => Err(DbError::WrongKind {
                 name: name.to_string(),
                 actual: object.kind.noun(),
@@ -438,7 +443,20 @@ impl LaminarDB {
             hint: hint(&catalog.names()),
         })?;
         let outlet = match &object.state {
-            ObjectState::PushSource { outlet, .. } => Arc::clone(outlet),
+            ObjectState::PushSource { outlet, .. }
+            | ObjectState::LateData {
+                diverted: Some(DivertedStream { outlet, .. }),
+                ..
+            } => Arc::clone(outlet),
+            ObjectState::LateData { source, .. } => {
+                return Err(DbError::NotAllowed {
+                    statement: format!("subscribe to {name}"),
+                    message: format!(
+                        "{name} holds the late rows of connector source {source}, which every \
+                         query reads again; subscribe to a stream or materialized view over it"
+                    ),
+                })
+            }
             ObjectState::Derived { outlet, .. } if object.kind != ObjectKind::Sink => {
                 Arc::clone(outlet)
             }
@@ -539,77 +557,7 @@ impl LaminarDB {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> Metrics {
-        let catalog = self.catalog();
-        let mut metrics = Metrics {
-            workers: self.inner.runtime.worker_stats(),
-            ..Metrics::default()
-        };
-        for object in catalog.objects() {
-            match &object.state {
-                ObjectState::PushSource { outlet, .. } => metrics.sources.push(SourceStats {
-                    name: object.name.clone(),
-                    rows: outlet.rows(),
-                    watermark_ms: visible_watermark(outlet.watermark_ms()),
-                    malformed_records: 0,
-                    first_error: outlet.error(),
-                }),
-                ObjectState::ConnectorSource {
-                    metrics: source, ..
-                } => {
-                    let mut rows = 0;
-                    let mut watermark: Option<i64> = None;
-                    let mut first_error = source.first_error();
-                    for reader in catalog.objects() {
-                        if let ObjectState::Derived { instances, .. } = &reader.state {
-                            for instance in instances.iter().filter(|i| i.source == object.name) {
-                                rows += instance.outlet.rows();
-                                if let Some(ms) = visible_watermark(instance.outlet.watermark_ms())
-                                {
-                                    watermark = Some(watermark.map_or(ms, |w| w.min(ms)));
-                                }
-                                first_error = first_error.or_else(|| instance.error());
-                            }
-                        }
-                    }
-                    metrics.sources.push(SourceStats {
-                        name: object.name.clone(),
-                        rows,
-                        watermark_ms: watermark,
-                        malformed_records: source.records_malformed(),
-                        first_error,
-                    });
-                }
-                ObjectState::Derived {
-                    outlet,
-                    instances,
-                    sink,
-                    ..
-                } => {
-                    let error = outlet
-                        .error()
-                        .or_else(|| {
-                            instances
-                                .iter()
-                                .find_map(|i| i.error().or_else(|| i.outlet.error()))
-                        })
-                        .or_else(|| sink.as_ref().and_then(crate::sink_runner::SinkTask::error));
-                    metrics.queries.push(QueryStats {
-                        name: object.name.clone(),
-                        kind: object.kind,
-                        rows_out: outlet.rows(),
-                        watermark_ms: visible_watermark(outlet.watermark_ms()),
-                        state_entries: outlet.state_entries(),
-                        late_rows: outlet.late_rows(),
-                        finished: outlet.is_ended()
-                            && sink
-                                .as_ref()
-                                .is_none_or(crate::sink_runner::SinkTask::is_closed),
-                        error,
-                    });
-                }
-            }
-        }
-        metrics
+        crate::metrics::collect(&self.catalog(), self.inner.runtime.worker_stats())
     }
 }
 

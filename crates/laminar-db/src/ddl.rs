@@ -1,7 +1,8 @@
 //! Creating and dropping catalog objects: sources (push or connector), streams,
 //! materialized views and sinks. Each `CREATE` validates everything (schema, watermark,
 //! query, connector options) before it starts anything, so a failed statement leaves no
-//! trace; a `DROP` is refused while another object reads from the one dropped.
+//! trace; a `DROP` is refused while another object reads from the one dropped. A source
+//! with `LATE DATA TO` creates and drops its late-data stream with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,13 +12,13 @@ use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
     create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
-use laminar_core::runtime::StreamId;
+use laminar_core::runtime::{LatePolicy, StreamId};
 use laminar_core::{ResultTable, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
 use laminar_sql::{parse_statements, ConnectorSpec, Emit, ObjectKind, SqlError, Statement};
 
-use crate::catalog::{Catalog, Object, ObjectState};
+use crate::catalog::{Catalog, DivertedStream, Object, ObjectState};
 use crate::db::{hint, LaminarDB};
 use crate::error::{DbError, Result};
 use crate::result::ExecuteResult;
@@ -43,14 +44,8 @@ pub(crate) fn sink_query(input: &SinkInput) -> Result<Box<Query>> {
 /// How long `DROP` waits for accepted rows to be processed and for a sink to close.
 const DROP_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A connector source instance created for a query, started once the query runs.
-type PendingInstance = (
-    String,
-    Arc<dyn SourceConnector>,
-    StreamId,
-    Arc<laminar_core::runtime::StreamOutlet>,
-    Arc<laminar_core::runtime::IngressHandle>,
-);
+/// A validated source connector: its name as written, the connector, and its counters.
+type SourceConnectorParts = (String, Arc<dyn SourceConnector>, Arc<SourceMetrics>);
 
 fn connector_options(spec: &ConnectorSpec) -> ConnectorOptions {
     ConnectorOptions::new(spec.options.iter().cloned())
@@ -72,7 +67,7 @@ impl LaminarDB {
     /// catalog that cannot be written fails the statement and leaves no trace.
     fn persist_with(&self, catalog: &Catalog, sql: &str) -> Result<()> {
         if let Some(store) = &self.inner.store {
-            let mut statements = catalog.statements();
+            let mut statements = catalog.statements_except(&[]);
             statements.push(sql.to_string());
             store.save(&statements)?;
         }
@@ -102,81 +97,52 @@ impl LaminarDB {
             });
         }
         Self::check_absent(&catalog, name)?;
+        if let Some(late) = &create.late_data_to {
+            Self::check_absent(&catalog, late)?;
+        }
         let context = format!("CREATE SOURCE {name}");
         let declared = declared_schema(create, &context)?;
         let mut canonical = create.clone();
         canonical.if_not_exists = false;
         let sql = Statement::CreateSource(Box::new(canonical)).to_string();
+        let (schema, connector) = self.source_connector(create, declared, &context)?;
 
-        let (schema, connector) = match &create.connector {
-            Some(spec) => {
-                let metrics = Arc::new(SourceMetrics::default());
-                let connector: Arc<dyn SourceConnector> = Arc::from(create_source(
-                    &spec.name.to_lowercase(),
-                    &source_options(spec, self.inner.runtime.workers()),
-                    declared.clone(),
-                    Arc::clone(&metrics),
-                )?);
-                (
-                    connector.schema(),
-                    Some((spec.name.clone(), connector, metrics)),
-                )
-            }
-            None => match declared {
-                Some(schema) => (schema, None),
-                None => {
-                    return Err(DbError::Sql(SqlError::Invalid {
-                        context,
-                        message: "a source without a connector must declare its columns".into(),
-                    }))
-                }
-            },
-        };
-
-        self.inner.planner.register(name, schema.clone())?;
-        let watermark = match &create.watermark {
-            None => None,
-            Some(spec) => {
-                let planned = schema
-                    .field_with_name(&spec.column)
-                    .map_err(|_| {
-                        DbError::Sql(SqlError::Invalid {
-                            context: context.clone(),
-                            message: format!("WATERMARK FOR {}: no such column", spec.column),
-                        })
-                    })
-                    .and_then(|_| Ok(self.inner.planner.plan_watermark(name, &spec.expr)?));
-                let expr = planned.inspect_err(|_| self.inner.planner.deregister(name))?;
-                Some(WatermarkGenerator::new(name.clone(), expr))
+        // Once registered, the names are forgotten again if anything below fails.
+        let planner = &self.inner.planner;
+        let forget = || {
+            planner.deregister(name);
+            if let Some(late) = &create.late_data_to {
+                planner.deregister(late);
             }
         };
-
+        planner.register(name, schema.clone())?;
+        if let Some(late) = &create.late_data_to {
+            planner
+                .register(late, schema.clone())
+                .inspect_err(|_| forget())?;
+        }
+        let watermark = self
+            .source_watermark(create, &schema, &context)
+            .inspect_err(|_| forget())?;
         if persist {
             self.persist_with(&catalog, &sql)
-                .inspect_err(|_| self.inner.planner.deregister(name))?;
+                .inspect_err(|_| forget())?;
         }
-        let state = if let Some((connector_name, connector, metrics)) = connector {
-            ObjectState::ConnectorSource {
-                connector,
-                connector_name,
-                watermark,
-                metrics,
-            }
-        } else {
-            let (stream, outlet) = self.inner.runtime.create_stream(name, schema.clone(), None);
-            let ingress = self
-                .inner
-                .runtime
-                .create_ingress(stream, watermark.as_ref(), true)
-                .map(Arc::new)
-                .inspect_err(|_| self.inner.planner.deregister(name))?;
-            ObjectState::PushSource {
-                stream,
-                outlet,
-                ingress,
-            }
+        let (state, diverted) = match connector {
+            Some((connector_name, connector, metrics)) => (
+                ObjectState::ConnectorSource {
+                    connector,
+                    connector_name,
+                    watermark,
+                    metrics,
+                },
+                None,
+            ),
+            None => self
+                .start_push_source(create, &schema, watermark.as_ref())
+                .inspect_err(|_| forget())?,
         };
-        // Registering a name that was just checked absent cannot clash.
+        // Registering names that were just checked absent cannot clash.
         let _ = self
             .inner
             .snapshot
@@ -184,16 +150,135 @@ impl LaminarDB {
         catalog.insert(Object {
             name: name.clone(),
             kind: ObjectKind::Source,
-            sql,
-            schema,
+            sql: sql.clone(),
+            schema: schema.clone(),
             inputs: Vec::new(),
             watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
             state,
         });
+        if let Some(late) = &create.late_data_to {
+            let _ = self
+                .inner
+                .snapshot
+                .register_unqueryable(late, "stream", schema.clone());
+            catalog.insert(Object {
+                name: late.clone(),
+                kind: ObjectKind::Stream,
+                sql,
+                schema,
+                inputs: vec![name.clone()],
+                watermark_column: None,
+                state: ObjectState::LateData {
+                    source: name.clone(),
+                    diverted,
+                },
+            });
+        }
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Source,
             name: name.clone(),
         })
+    }
+
+    /// The source's schema, and its connector when it has one (validated, not yet reading).
+    fn source_connector(
+        &self,
+        create: &CreateSource,
+        declared: Option<SchemaRef>,
+        context: &str,
+    ) -> Result<(SchemaRef, Option<SourceConnectorParts>)> {
+        match &create.connector {
+            Some(spec) => {
+                let metrics = Arc::new(SourceMetrics::default());
+                let connector: Arc<dyn SourceConnector> = Arc::from(create_source(
+                    &spec.name.to_lowercase(),
+                    &source_options(spec, self.inner.runtime.workers()),
+                    declared,
+                    Arc::clone(&metrics),
+                )?);
+                Ok((
+                    connector.schema(),
+                    Some((spec.name.clone(), connector, metrics)),
+                ))
+            }
+            None => match declared {
+                Some(schema) => Ok((schema, None)),
+                None => Err(DbError::Sql(SqlError::Invalid {
+                    context: context.to_string(),
+                    message: "a source without a connector must declare its columns".into(),
+                })),
+            },
+        }
+    }
+
+    /// The source's watermark generator, planned over its registered schema.
+    fn source_watermark(
+        &self,
+        create: &CreateSource,
+        schema: &SchemaRef,
+        context: &str,
+    ) -> Result<Option<WatermarkGenerator>> {
+        let Some(spec) = &create.watermark else {
+            return Ok(None);
+        };
+        let event_time = schema.index_of(&spec.column).map_err(|_| {
+            DbError::Sql(SqlError::Invalid {
+                context: context.to_string(),
+                message: format!("WATERMARK FOR {}: no such column", spec.column),
+            })
+        })?;
+        let expr = self
+            .inner
+            .planner
+            .plan_watermark(&create.name, &spec.expr)?;
+        Ok(Some(WatermarkGenerator::new(
+            create.name.clone(),
+            event_time,
+            expr,
+        )))
+    }
+
+    /// Opens the stream of a source fed by `push` and `INSERT`, and the stream its late
+    /// rows are diverted into when it has `LATE DATA TO`.
+    fn start_push_source(
+        &self,
+        create: &CreateSource,
+        schema: &SchemaRef,
+        watermark: Option<&WatermarkGenerator>,
+    ) -> Result<(ObjectState, Option<DivertedStream>)> {
+        let runtime = &self.inner.runtime;
+        let diverted = match &create.late_data_to {
+            None => None,
+            Some(late) => {
+                let (stream, outlet) = runtime.create_stream(late, schema.clone(), None);
+                let ingress = runtime
+                    .create_ingress(stream, None, true, LatePolicy::Keep)
+                    .inspect_err(|_| runtime.remove_stream(stream))?;
+                Some(DivertedStream {
+                    stream,
+                    outlet,
+                    ingress: Arc::new(ingress),
+                })
+            }
+        };
+        let late = diverted.as_ref().map_or(LatePolicy::Keep, |d| {
+            LatePolicy::Divert(Arc::clone(&d.ingress))
+        });
+        let (stream, outlet) = runtime.create_stream(&create.name, schema.clone(), None);
+        let ingress = runtime
+            .create_ingress(stream, watermark, true, late)
+            .inspect_err(|_| {
+                runtime.remove_stream(stream);
+                if let Some(d) = &diverted {
+                    runtime.remove_stream(d.stream);
+                }
+            })?;
+        let state = ObjectState::PushSource {
+            stream,
+            outlet,
+            ingress: Arc::new(ingress),
+        };
+        Ok((state, diverted))
     }
 
     #[allow(
@@ -264,21 +349,11 @@ impl LaminarDB {
         };
 
         let sql_to_store = persist.then_some(sql.as_str());
-        let pending = self.start_query(&catalog, &planned, name, stream, sql_to_store)?;
-        let held = self.sources_held();
-        let mut instances = Vec::with_capacity(pending.len());
-        for (source, connector, instance_stream, instance_outlet, ingress) in pending {
-            let mut instance = SourceInstance::prepare(
-                &source,
-                connector,
-                instance_stream,
-                instance_outlet,
-                ingress,
-            );
-            if !held {
+        let mut instances = self.start_query(&catalog, &planned, name, stream, sql_to_store)?;
+        if !self.sources_held() {
+            for instance in &mut instances {
                 instance.start();
             }
-            instances.push(instance);
         }
 
         self.register_readable(kind, name, &schema, table.as_ref())?;
@@ -314,29 +389,28 @@ impl LaminarDB {
         name: &str,
         stream: StreamId,
         sql: Option<&str>,
-    ) -> Result<Vec<PendingInstance>> {
+    ) -> Result<Vec<SourceInstance>> {
         let runtime = &self.inner.runtime;
-        let started =
-            self.bind_inputs(catalog, &planned.inputs, name)
-                .and_then(|(bindings, pending)| {
-                    runtime.add_query(name, &planned.graph, &bindings, stream)?;
-                    Ok(pending)
-                });
-        let pending = match started {
-            Ok(pending) => pending,
-            Err(error) => {
-                // Nothing of the statement stays: its stream goes (and with it the sink's input).
-                runtime.remove_stream(stream);
-                return Err(error);
+        let mut pending = Vec::new();
+        let started = self
+            .bind_inputs(catalog, &planned.inputs, name, &mut pending)
+            .and_then(|bindings| Ok(runtime.add_query(name, &planned.graph, &bindings, stream)?));
+        if let Err(error) = started {
+            // Nothing of the statement stays: its readers' streams and its own stream go
+            // (and with it the sink's input).
+            for instance in &pending {
+                runtime.remove_stream(instance.stream);
             }
-        };
+            runtime.remove_stream(stream);
+            return Err(error);
+        }
         // The catalog is stored once the query runs, so a statement that failed is not
         // restored on reopen; if storing fails, the running query is taken down again.
         if let Some(sql) = sql {
             if let Err(error) = self.persist_with(catalog, sql) {
                 runtime.remove_query(name);
-                for (_, _, instance_stream, _, _) in &pending {
-                    runtime.remove_stream(*instance_stream);
+                for instance in &pending {
+                    runtime.remove_stream(instance.stream);
                 }
                 runtime.remove_stream(stream);
                 return Err(error);
@@ -372,17 +446,17 @@ impl LaminarDB {
         Ok(())
     }
 
-    /// Maps each input of a query to the stream feeding it. A connector source gets a fresh
-    /// instance (its own stream and rings) that starts reading once the query is running.
+    /// Maps each input of a query to the stream feeding it. A connector source (or its
+    /// `LATE DATA TO` stream) gets a fresh reader (its own stream and rings), added to
+    /// `pending`, that starts reading once the query is running.
     fn bind_inputs(
         &self,
         catalog: &Catalog,
         inputs: &[String],
         query: &str,
-    ) -> Result<(HashMap<String, StreamId>, Vec<PendingInstance>)> {
-        let runtime = &self.inner.runtime;
+        pending: &mut Vec<SourceInstance>,
+    ) -> Result<HashMap<String, StreamId>> {
         let mut bindings = HashMap::new();
-        let mut pending = Vec::new();
         for input in inputs {
             let object = catalog.get(input).ok_or_else(|| DbError::NotFound {
                 kind: "source, stream or view",
@@ -390,36 +464,76 @@ impl LaminarDB {
                 hint: hint(&catalog.names()),
             })?;
             match &object.state {
-                ObjectState::PushSource { stream, .. } | ObjectState::Derived { stream, .. } => {
-                    bindings.insert(input.clone(), *stream);
-                }
-                ObjectState::ConnectorSource {
-                    connector,
-                    watermark,
+                ObjectState::PushSource { stream, .. }
+                | ObjectState::Derived { stream, .. }
+                | ObjectState::LateData {
+                    diverted: Some(DivertedStream { stream, .. }),
                     ..
                 } => {
-                    let (instance_stream, instance_outlet) = runtime.create_stream(
-                        &format!("{input}@{query}"),
-                        object.schema.clone(),
-                        None,
-                    );
-                    let ingress = Arc::new(runtime.create_ingress(
-                        instance_stream,
-                        watermark.as_ref(),
-                        true,
-                    )?);
-                    bindings.insert(input.clone(), instance_stream);
-                    pending.push((
-                        input.clone(),
-                        Arc::clone(connector),
-                        instance_stream,
-                        instance_outlet,
-                        ingress,
-                    ));
+                    bindings.insert(input.clone(), *stream);
+                }
+                ObjectState::ConnectorSource { .. } => {
+                    // A reader of a source whose late rows have a stream of their own drops them.
+                    let late = if catalog.late_data_of(input).is_some() {
+                        LatePolicy::Drop
+                    } else {
+                        LatePolicy::Keep
+                    };
+                    let instance = self.source_reader(object, input, query, late)?;
+                    bindings.insert(input.clone(), instance.stream);
+                    pending.push(instance);
+                }
+                ObjectState::LateData {
+                    source,
+                    diverted: None,
+                } => {
+                    let origin = catalog.get(source).ok_or_else(|| {
+                        DbError::Internal(format!("{input}: its source {source} is missing"))
+                    })?;
+                    let instance = self.source_reader(origin, input, query, LatePolicy::Only)?;
+                    bindings.insert(input.clone(), instance.stream);
+                    pending.push(instance);
                 }
             }
         }
-        Ok((bindings, pending))
+        Ok(bindings)
+    }
+
+    /// A reader of connector source `source` for `query`, feeding the stream named `input`
+    /// (the source or its `LATE DATA TO` stream) with the rows `late` lets through.
+    fn source_reader(
+        &self,
+        source: &Object,
+        input: &str,
+        query: &str,
+        late: LatePolicy,
+    ) -> Result<SourceInstance> {
+        let ObjectState::ConnectorSource {
+            connector,
+            watermark,
+            ..
+        } = &source.state
+        else {
+            return Err(DbError::Internal(format!(
+                "{} is not a connector source",
+                source.name
+            )));
+        };
+        let runtime = &self.inner.runtime;
+        let late_only = matches!(late, LatePolicy::Only);
+        let (stream, outlet) =
+            runtime.create_stream(&format!("{input}@{query}"), source.schema.clone(), None);
+        let ingress = runtime
+            .create_ingress(stream, watermark.as_ref(), true, late)
+            .inspect_err(|_| runtime.remove_stream(stream))?;
+        Ok(SourceInstance::prepare(
+            &source.name,
+            late_only,
+            Arc::clone(connector),
+            stream,
+            outlet,
+            Arc::new(ingress),
+        ))
     }
 
     /// Makes a new stream or view readable by later queries, and every derived object known
@@ -483,11 +597,27 @@ impl LaminarDB {
                 expected: kind.noun(),
             });
         }
-        let dependents = catalog.dependents(name);
+        if let ObjectState::LateData { source, .. } = &object.state {
+            return Err(DbError::NotAllowed {
+                statement: format!("DROP {} {name}", kind.sql_name()),
+                message: format!(
+                    "{name} is the LATE DATA TO stream of source {source}; it is dropped with \
+                     the source"
+                ),
+            });
+        }
+        // A source takes its LATE DATA TO stream with it.
+        let mut dropped = vec![name.to_string()];
+        let mut described = name.to_string();
+        if let Some(late) = catalog.late_data_of(name) {
+            dropped.push(late.name.clone());
+            described = format!("{name} (with its LATE DATA TO stream {})", late.name);
+        }
+        let dependents = catalog.dependents(&dropped);
         if !dependents.is_empty() {
             return Err(DbError::HasDependents {
                 kind: kind.noun(),
-                name: name.to_string(),
+                name: described,
                 dependents: dependents.join(", "),
             });
         }
@@ -498,47 +628,27 @@ impl LaminarDB {
             runtime.sync(DROP_SYNC_TIMEOUT)?;
         }
         if let Some(store) = &self.inner.store {
-            let remaining: Vec<String> = catalog
-                .objects()
-                .iter()
-                .filter(|o| o.name != name)
-                .map(|o| o.sql.clone())
-                .collect();
-            store.save(&remaining)?;
+            store.save(&catalog.statements_except(&dropped))?;
         }
-        let Some(mut object) = catalog.remove(name) else {
-            return Err(DbError::Internal(format!("{name} vanished during DROP")));
-        };
+        let mut removed = Vec::with_capacity(dropped.len());
+        for gone in &dropped {
+            let object = catalog
+                .remove(gone)
+                .ok_or_else(|| DbError::Internal(format!("{gone} vanished during DROP")))?;
+            removed.push(object);
+        }
         let mut closing_sink = None;
-        match &mut object.state {
-            ObjectState::PushSource {
-                stream, ingress, ..
-            } => {
-                ingress.abandon();
-                runtime.remove_stream(*stream);
+        for object in &mut removed {
+            if let Some(sink) = self.stop_object(object) {
+                closing_sink = Some(sink);
             }
-            ObjectState::ConnectorSource { .. } => {}
-            ObjectState::Derived {
-                stream,
-                instances,
-                sink,
-                ..
-            } => {
-                runtime.remove_query(name);
-                for instance in instances.iter_mut() {
-                    instance.stop();
-                    runtime.remove_stream(instance.stream);
-                }
-                runtime.remove_stream(*stream);
-                closing_sink = sink.take();
-            }
+            self.inner.planner.deregister(&object.name);
+            self.inner.snapshot.deregister(&object.name);
         }
-        self.inner.planner.deregister(name);
-        self.inner.snapshot.deregister(name);
         drop(catalog);
         // Once the workers and this object let go of the stream, the sink sees its input end;
         // its output is complete when DROP returns. The catalog is not locked meanwhile.
-        drop(object);
+        drop(removed);
         if let Some(mut sink) = closing_sink {
             sink.join(&runtime.progress(), DROP_SYNC_TIMEOUT);
         }
@@ -546,6 +656,45 @@ impl LaminarDB {
             kind,
             name: name.to_string(),
         })
+    }
+}
+
+impl LaminarDB {
+    /// Takes a dropped object off the runtime; returns its sink, which closes once the
+    /// object is gone.
+    fn stop_object(&self, object: &mut Object) -> Option<SinkTask> {
+        let runtime = &self.inner.runtime;
+        match &mut object.state {
+            ObjectState::PushSource {
+                stream, ingress, ..
+            } => {
+                ingress.abandon();
+                runtime.remove_stream(*stream);
+                None
+            }
+            ObjectState::LateData { diverted, .. } => {
+                if let Some(diverted) = diverted {
+                    diverted.ingress.abandon();
+                    runtime.remove_stream(diverted.stream);
+                }
+                None
+            }
+            ObjectState::ConnectorSource { .. } => None,
+            ObjectState::Derived {
+                stream,
+                instances,
+                sink,
+                ..
+            } => {
+                runtime.remove_query(&object.name);
+                for instance in instances.iter_mut() {
+                    instance.stop();
+                    runtime.remove_stream(instance.stream);
+                }
+                runtime.remove_stream(*stream);
+                sink.take()
+            }
+        }
     }
 }
 

@@ -16,7 +16,10 @@ pub(crate) const SOURCE_BATCH_ROWS_MAX: usize = 8192;
 /// One query's reader of a connector source. Prepared when the query is created and
 /// started once the database is not holding sources (see `LaminarDB::hold_sources`).
 pub(crate) struct SourceInstance {
+    /// The connector source read.
     pub(crate) source: String,
+    /// It reads the source's `LATE DATA TO` stream: its ingress keeps only the late rows.
+    pub(crate) late_only: bool,
     pub(crate) stream: StreamId,
     pub(crate) outlet: Arc<StreamOutlet>,
     connector: Arc<dyn SourceConnector>,
@@ -31,6 +34,7 @@ impl SourceInstance {
     /// A reader of `connector` into `ingress`, not yet reading.
     pub(crate) fn prepare(
         source: &str,
+        late_only: bool,
         connector: Arc<dyn SourceConnector>,
         stream: StreamId,
         outlet: Arc<StreamOutlet>,
@@ -38,6 +42,7 @@ impl SourceInstance {
     ) -> Self {
         Self {
             source: source.to_string(),
+            late_only,
             stream,
             outlet,
             connector,
@@ -80,6 +85,11 @@ impl SourceInstance {
     /// True once `start` ran.
     pub(crate) fn is_started(&self) -> bool {
         self.started
+    }
+
+    /// Rows this reader found late on arrival.
+    pub(crate) fn late_rows(&self) -> u64 {
+        self.ingress.late_rows()
     }
 
     /// The error that stopped the reader, if any.

@@ -95,7 +95,9 @@ impl LaminarDB {
                 let detail = match &o.state {
                     ObjectState::PushSource { .. } => "push".to_string(),
                     ObjectState::ConnectorSource { connector_name, .. } => connector_name.clone(),
-                    ObjectState::Derived { .. } => o.inputs.join(", "),
+                    ObjectState::Derived { .. } | ObjectState::LateData { .. } => {
+                        o.inputs.join(", ")
+                    }
                 };
                 vec![o.name.clone(), detail, o.sql.clone()]
             })
@@ -109,9 +111,12 @@ impl LaminarDB {
         text_batch(&["name", detail, "definition"], &rows)
     }
 
-    /// Every source's and query's watermark, with the late rows each query dropped and the
-    /// state it holds.
+    /// Every source's and query's watermark, with the rows each source saw late on arrival,
+    /// the late rows each query dropped and the state it holds, once the rows pushed before
+    /// the statement are processed.
     pub(crate) fn show_watermarks(&self) -> Result<ExecuteResult> {
+        // Like a snapshot read, the answer covers every row pushed before the statement.
+        self.sync()?;
         let metrics = self.metrics();
         let shown = |ms: Option<i64>| {
             ms.and_then(datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime)
@@ -128,7 +133,7 @@ impl LaminarDB {
                     s.name.clone(),
                     "source".into(),
                     shown(s.watermark_ms),
-                    String::new(),
+                    s.late_rows.to_string(),
                     String::new(),
                 ]
             })

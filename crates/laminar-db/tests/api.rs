@@ -859,3 +859,250 @@ fn changelog_sinks_write_the_change_kind_and_fold_to_the_view() {
         );
     }
 }
+
+const SECOND_MS: i64 = 1_000;
+const JAN_1_MS: i64 = 1_704_067_200_000;
+
+/// One batch of `(auction, seconds after midnight)` rows for a source `(auction BIGINT, ts
+/// TIMESTAMP)`.
+fn bids_at(schema: &Arc<Schema>, rows: &[(i64, i64)]) -> RecordBatch {
+    let auctions = Int64Array::from_iter_values(rows.iter().map(|(a, _)| *a));
+    let ts = TimestampMillisecondArray::from_iter_values(
+        rows.iter().map(|(_, s)| JAN_1_MS + s * SECOND_MS),
+    );
+    RecordBatch::try_new(Arc::clone(schema), vec![Arc::new(auctions), Arc::new(ts)])
+        .expect("valid batch")
+}
+
+/// The `auction` column of every batch a subscription delivers until it ends, in the order
+/// received; sorted with `sorted` (workers deliver their partitions independently).
+fn auctions_until_end(subscription: &mut laminar_db::Subscription, sorted: bool) -> Vec<i64> {
+    let mut auctions: Vec<i64> = subscription
+        .blocking_iter()
+        .flat_map(|change| {
+            change
+                .batch()
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("auctions")
+                .iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if sorted {
+        auctions.sort_unstable();
+    }
+    auctions
+}
+
+#[test]
+fn late_rows_are_counted_and_diverted_to_the_late_data_stream() {
+    for workers in [1, 4] {
+        let db = db(workers);
+        db.execute(
+            "CREATE SOURCE bids (auction BIGINT, ts TIMESTAMP, \
+             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) LATE DATA TO late_bids",
+        )
+        .expect("source");
+        db.execute(
+            "CREATE MATERIALIZED VIEW late_windows AS SELECT count(*) AS n, window_start \
+             FROM TUMBLE(late_bids, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end \
+             EMIT ON WINDOW CLOSE",
+        )
+        .expect("view over the late rows");
+        let mut on_time = db.subscribe("bids").expect("subscribe to the source");
+        let mut late = db
+            .subscribe("late_bids")
+            .expect("subscribe to its late rows");
+        let source = db.source("bids").expect("handle");
+        let schema = source.schema();
+
+        // Watermark 00:00:04, then 00:00:11; 3 s and 1 s are late, 4 s is exactly on time.
+        source
+            .push(bids_at(&schema, &[(1, 2), (2, 5)]))
+            .expect("push");
+        source
+            .push(bids_at(&schema, &[(5, 3), (4, 12), (3, 1), (6, 4)]))
+            .expect("push");
+        source
+            .try_push(bids_at(&schema, &[(7, 10)]))
+            .expect("try_push");
+        let stats = db.metrics();
+        let bids = stats
+            .sources
+            .iter()
+            .find(|s| s.name == "bids")
+            .expect("bids");
+        assert_eq!(
+            bids.late_rows, 3,
+            "counted as they are pushed ({workers} workers)"
+        );
+
+        source.finish().expect("finish");
+        // Each late row once; on one worker, in the order pushed.
+        let sorted = workers > 1;
+        let expected_late = if sorted { vec![3, 5, 7] } else { vec![5, 3, 7] };
+        assert_eq!(auctions_until_end(&mut late, sorted), expected_late);
+        assert_eq!(auctions_until_end(&mut on_time, true), vec![1, 2, 4, 6]);
+        assert!(
+            db.wait_finished(WAIT),
+            "the late-data stream ends with its source"
+        );
+        // No watermark of its own: the windows over the late rows fire at the end of input.
+        let windows = db
+            .query("SELECT n, window_start FROM late_windows ORDER BY window_start")
+            .expect("query");
+        let expected = [
+            "+---+---------------------+",
+            "| n | window_start        |",
+            "+---+---------------------+",
+            "| 2 | 2024-01-01T00:00:00 |",
+            "| 1 | 2024-01-01T00:00:10 |",
+            "+---+---------------------+",
+        ]
+        .join("\n");
+        assert_eq!(text(&windows), expected, "{workers} workers");
+
+        let stats = db.metrics();
+        let bids = stats
+            .sources
+            .iter()
+            .find(|s| s.name == "bids")
+            .expect("bids");
+        assert_eq!((bids.rows, bids.late_rows), (4, 3));
+        let side = stats
+            .queries
+            .iter()
+            .find(|q| q.name == "late_bids")
+            .expect("late_bids stats");
+        assert_eq!(side.kind, laminar_db::ObjectKind::Stream);
+        assert_eq!((side.rows_out, side.finished), (3, true));
+        assert_eq!(side.watermark_ms, None);
+
+        let refused = db
+            .source("late_bids")
+            .expect_err("no pushing into late rows");
+        assert!(
+            refused.to_string().contains("late rows of source bids"),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn late_data_to_is_restored_on_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = || {
+        LaminarDB::builder()
+            .workers(2)
+            .pin_workers(false)
+            .open(dir.path())
+            .expect("open")
+    };
+    {
+        let db = open();
+        db.execute(
+            "CREATE SOURCE orders (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) \
+             LATE DATA TO late_orders",
+        )
+        .expect("source");
+        db.execute("CREATE MATERIALIZED VIEW late AS SELECT id FROM late_orders")
+            .expect("view");
+    }
+    let db = open();
+    let shown = text(
+        db.execute("SHOW STREAMS")
+            .expect("show")
+            .batches()
+            .expect("rows"),
+    );
+    assert!(
+        shown.contains("late_orders") && shown.contains("LATE DATA TO late_orders"),
+        "{shown}"
+    );
+    db.execute("INSERT INTO orders VALUES (1, '2024-01-01 00:00:05')")
+        .expect("insert");
+    db.execute("INSERT INTO orders VALUES (2, '2024-01-01 00:00:04'), (3, '2024-01-01 00:00:06')")
+        .expect("insert");
+    let late = db.query("SELECT id FROM late").expect("query");
+    assert_eq!(
+        text(&late),
+        ["+----+", "| id |", "+----+", "| 2  |", "+----+"].join("\n")
+    );
+}
+
+#[test]
+fn concurrent_pushers_route_every_late_row_exactly_once() {
+    let db = db(4);
+    db.execute(
+        "CREATE SOURCE bids (auction BIGINT, ts TIMESTAMP, \
+         WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) LATE DATA TO late_bids",
+    )
+    .expect("source");
+    db.execute("CREATE MATERIALIZED VIEW kept AS SELECT auction FROM bids")
+        .expect("view");
+    db.execute("CREATE MATERIALIZED VIEW late AS SELECT auction FROM late_bids")
+        .expect("view");
+    let source = db.source("bids").expect("handle");
+    let (pushers, batches, batch_rows) = (4_i64, 50_i64, 20_i64);
+    std::thread::scope(|scope| {
+        for pusher in 0..pushers {
+            let source = source.clone();
+            scope.spawn(move || {
+                let schema = source.schema();
+                for batch in 0..batches {
+                    // Each pusher moves forward in time with its own jitter, so the pushers'
+                    // batches overtake each other and some rows fall behind the watermark.
+                    let rows: Vec<(i64, i64)> = (0..batch_rows)
+                        .map(|row| {
+                            let id = (pusher * batches + batch) * batch_rows + row;
+                            (id, batch + (id * 7_919) % 5 - pusher)
+                        })
+                        .collect();
+                    source.push(bids_at(&schema, &rows)).expect("push");
+                }
+            });
+        }
+    });
+    source.finish().expect("finish");
+    assert!(db.wait_finished(WAIT));
+    let stats = db.metrics();
+    let bids = stats
+        .sources
+        .iter()
+        .find(|s| s.name == "bids")
+        .expect("bids");
+    let side = stats
+        .queries
+        .iter()
+        .find(|q| q.name == "late_bids")
+        .expect("late_bids");
+    let total = (pushers * batches * batch_rows) as u64;
+    assert!(bids.late_rows > 0, "the jitter makes some rows late");
+    assert_eq!(
+        side.rows_out, bids.late_rows,
+        "every late row reached the side stream"
+    );
+    assert_eq!(bids.rows + side.rows_out, total, "and no other row did");
+    let counted = db
+        .query(
+            "SELECT count(*) AS n, count(DISTINCT auction) AS distinct_n FROM \
+             (SELECT auction FROM kept UNION ALL SELECT auction FROM late)",
+        )
+        .expect("query");
+    let value = |column: usize| {
+        counted[0]
+            .column(column)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("a count")
+            .value(0) as u64
+    };
+    assert_eq!(
+        (value(0), value(1)),
+        (total, total),
+        "each row in exactly one of the two"
+    );
+}

@@ -1,14 +1,17 @@
 //! Ingress: the bounded SPSC rings that carry a source's batches into the workers, one ring
 //! per (source, worker). A full ring is backpressure: a blocking push waits for the worker,
 //! a non-blocking push returns `Full`. Counters let a reader wait until everything enqueued
-//! so far has been processed (read-your-writes for snapshot queries).
+//! so far has been processed (read-your-writes for snapshot queries). Where the handle
+//! computes the source's watermark, it also finds the rows late on arrival and routes them
+//! by its [`LatePolicy`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::late::{route, LatePolicy, Routed};
 use super::worker::WorkerShared;
 use crate::error::{CoreError, Result};
 use crate::watermark::WatermarkGenerator;
@@ -55,6 +58,11 @@ impl RingProducer {
         }
     }
 
+    /// True when a push would not wait.
+    fn has_room(&self) -> bool {
+        self.producer.slots() > 0
+    }
+
     /// Pushes without waiting; gives the message back when the ring is full.
     fn try_push(&mut self, message: IngressMessage) -> std::result::Result<(), IngressMessage> {
         match self.producer.push(message) {
@@ -99,6 +107,9 @@ pub struct IngressHandle {
     /// watermark is computed here over every pushed row and sent to all workers; otherwise
     /// each worker computes its own partition's watermark.
     watermark: Option<Mutex<WatermarkGenerator>>,
+    /// Where rows late on arrival go (only where the watermark is computed here).
+    late: LatePolicy,
+    late_rows: AtomicU64,
 }
 
 impl std::fmt::Debug for IngressHandle {
@@ -116,9 +127,12 @@ impl IngressHandle {
         rings: Vec<RingProducer>,
         shutdown: Arc<AtomicBool>,
         watermark: Option<WatermarkGenerator>,
+        late: LatePolicy,
     ) -> Self {
         Self {
             watermark: watermark.map(Mutex::new),
+            late,
+            late_rows: AtomicU64::new(0),
             name,
             rings: rings.into_iter().map(Mutex::new).collect(),
             next_ring: AtomicUsize::new(0),
@@ -133,6 +147,12 @@ impl IngressHandle {
         self.rings.len()
     }
 
+    /// Rows that were late on arrival: their event time was behind the watermark computed
+    /// over the rows pushed before them.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows.load(Ordering::Relaxed)
+    }
+
     /// Pushes a batch to the next partition in round-robin order, waiting while its queue is
     /// full.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
@@ -140,71 +160,93 @@ impl IngressHandle {
         self.push_to(partition, batch)
     }
 
-    fn batch_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {
-        match &self.watermark {
-            None => Ok(None),
-            Some(generator) => generator
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .batch_max(batch),
-        }
-    }
-
-    /// After rows were pushed: if they advance the source's watermark, every worker
-    /// receives it behind the rows already in its queue.
-    fn advance_watermark(&self, batch_max: Option<i64>) -> Result<()> {
-        let (Some(generator), Some(batch_max)) = (&self.watermark, batch_max) else {
-            return Ok(());
-        };
-        // Held while broadcasting, so workers receive watermarks in increasing order.
-        let mut generator = generator.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(watermark) = generator.advance(batch_max) else {
-            return Ok(());
-        };
-        for ring in &self.rings {
-            let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-            ring.push_blocking(
-                IngressMessage::Watermark(watermark),
-                &[&self.shutdown, &self.abandoned],
-            )?;
-        }
-        Ok(())
-    }
-
     /// Pushes a batch to `partition % partitions()`, waiting while its queue is full. Batches
     /// pushed to one partition are processed in order.
     pub fn push_to(&self, partition: usize, batch: RecordBatch) -> Result<()> {
-        let batch_max = self.batch_max(&batch)?;
-        self.push_to_ring(partition, batch)?;
-        self.advance_watermark(batch_max)
+        self.push_routed(partition, batch, true)
     }
 
-    fn push_to_ring(&self, partition: usize, batch: RecordBatch) -> Result<()> {
-        let ring = &self.rings[partition % self.rings.len()];
-        let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-        // Checked under the ring's lock so no row can follow the end-of-stream `finish` sent.
-        self.check_open()?;
-        ring.push_blocking(
-            IngressMessage::Data(batch),
-            &[&self.shutdown, &self.abandoned],
-        )
-    }
-
-    /// Pushes a batch without waiting; `CoreError::Full` when the partition's queue is full.
+    /// Pushes a batch without waiting; `CoreError::Full` when the partition's queue (or the
+    /// side stream's, for late rows) is full, and then nothing of the batch was pushed.
     pub fn try_push(&self, batch: RecordBatch) -> Result<()> {
         let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        let batch_max = self.batch_max(&batch)?;
-        {
-            let ring = &self.rings[partition % self.rings.len()];
-            let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-            self.check_open()?;
-            ring.try_push(IngressMessage::Data(batch))
-                .map_err(|_| CoreError::Full {
-                    source_name: self.name.clone(),
-                    capacity: INGRESS_RING_CAPACITY_BATCHES,
-                })?;
+        self.push_routed(partition, batch, false)
+    }
+
+    fn push_routed(&self, partition: usize, batch: RecordBatch, wait: bool) -> Result<()> {
+        let Some(generator) = &self.watermark else {
+            let routed = Routed {
+                own: Some(batch),
+                ..Routed::default()
+            };
+            return self.enqueue(partition, routed, wait);
+        };
+        // Held until the rows and the watermark they advance are queued, so concurrent
+        // pushers agree on one order: a row is late exactly when a watermark queued before
+        // it (on every ring) had passed it, and workers receive watermarks in increasing order.
+        let mut generator = generator.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch_max = generator.batch_max(&batch)?;
+        let routed = route(&self.late, &generator, batch)?;
+        let late_rows = routed.late_rows;
+        self.enqueue(partition, routed, wait)?;
+        self.late_rows.fetch_add(late_rows, Ordering::Relaxed);
+        let advanced = batch_max.and_then(|ms| generator.advance(ms));
+        match advanced {
+            Some(watermark) if self.late.sends_watermarks() => {
+                for ring in &self.rings {
+                    lock_ring(ring).push_blocking(
+                        IngressMessage::Watermark(watermark),
+                        &[&self.shutdown, &self.abandoned],
+                    )?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        self.advance_watermark(batch_max)
+    }
+
+    /// Queues the routed rows: its own into ring `partition`, diverted ones into the same
+    /// partition of the side stream. Without `wait`, nothing is queued unless all of it fits.
+    fn enqueue(&self, partition: usize, routed: Routed, wait: bool) -> Result<()> {
+        let mut ring = lock_ring(&self.rings[partition % self.rings.len()]);
+        // Checked under the ring's lock so no row can follow the end-of-stream `finish` sent.
+        self.check_open()?;
+        let side = match (&self.late, routed.diverted) {
+            (LatePolicy::Divert(side), Some(rows)) => {
+                let ring = lock_ring(&side.rings[partition % side.rings.len()]);
+                side.check_open()?;
+                Some((side, ring, rows))
+            }
+            _ => None,
+        };
+        if !wait {
+            let own_fits = routed.own.is_none() || ring.has_room();
+            let side_fits = side.as_ref().is_none_or(|(_, ring, _)| ring.has_room());
+            if !own_fits || !side_fits {
+                let full = match &side {
+                    Some((side, _, _)) if own_fits => &side.name,
+                    _ => &self.name,
+                };
+                return Err(CoreError::Full {
+                    source_name: full.clone(),
+                    capacity: INGRESS_RING_CAPACITY_BATCHES,
+                });
+            }
+        }
+        // Both rings are locked and had room if `wait` is off: the pushes below do not wait.
+        if let Some(rows) = routed.own {
+            ring.push_blocking(
+                IngressMessage::Data(rows),
+                &[&self.shutdown, &self.abandoned],
+            )?;
+        }
+        if let Some((side, mut ring, rows)) = side {
+            ring.push_blocking(
+                IngressMessage::Data(rows),
+                &[&side.shutdown, &side.abandoned],
+            )?;
+        }
+        Ok(())
     }
 
     /// Ends the source: the final watermark and end-of-stream reach every worker, and later
@@ -214,8 +256,12 @@ impl IngressHandle {
             return Ok(());
         }
         for ring in &self.rings {
-            let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
-            ring.push_blocking(IngressMessage::End, &[&self.shutdown, &self.abandoned])?;
+            lock_ring(ring)
+                .push_blocking(IngressMessage::End, &[&self.shutdown, &self.abandoned])?;
+        }
+        // The late rows of a source end with it.
+        if let LatePolicy::Divert(side) = &self.late {
+            side.finish()?;
         }
         Ok(())
     }
@@ -225,6 +271,9 @@ impl IngressHandle {
     pub fn abandon(&self) {
         self.closed.store(true, Ordering::Release);
         self.abandoned.store(true, Ordering::Release);
+        if let LatePolicy::Divert(side) = &self.late {
+            side.abandon();
+        }
     }
 
     /// True once `finish` was called.
@@ -243,4 +292,8 @@ impl IngressHandle {
         }
         Ok(())
     }
+}
+
+fn lock_ring(ring: &Mutex<RingProducer>) -> MutexGuard<'_, RingProducer> {
+    ring.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -4,6 +4,7 @@
 
 mod exchange;
 mod ingress;
+mod late;
 mod outlet;
 mod progress;
 mod query_instance;
@@ -11,6 +12,7 @@ mod worker;
 
 pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
 pub use ingress::{IngressHandle, INGRESS_RING_CAPACITY_BATCHES};
+pub use late::LatePolicy;
 pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
 pub use progress::Progress;
 
@@ -229,13 +231,15 @@ impl Runtime {
 
     /// Opens the input side of a source stream: one ring per worker. With
     /// `watermark_at_push`, the handle computes the watermark over every pushed row and sends
-    /// it to all workers (a source spread round robin by its pusher); otherwise each ring is a
-    /// source partition with its own watermark generator.
+    /// it to all workers (a source spread round robin by its pusher), and routes the rows
+    /// late on arrival by `late`; otherwise each ring is a source partition with its own
+    /// watermark generator, and late rows flow on uncounted.
     pub fn create_ingress(
         &self,
         stream: StreamId,
         watermark: Option<&WatermarkGenerator>,
         watermark_at_push: bool,
+        late: LatePolicy,
     ) -> Result<IngressHandle> {
         let outlet = self
             .outlet(stream)
@@ -270,6 +274,7 @@ impl Runtime {
             } else {
                 None
             },
+            late,
         ))
     }
 

@@ -112,6 +112,9 @@ pub struct CreateSource {
     pub watermark: Option<WatermarkSpec>,
     /// `FROM connector (...)`, or `None` for a source fed by `push`/`INSERT`.
     pub connector: Option<ConnectorSpec>,
+    /// `LATE DATA TO name` (normalized): the stream that receives the rows late on arrival
+    /// instead of the source.
+    pub late_data_to: Option<String>,
 }
 
 /// What a sink writes.
@@ -257,6 +260,9 @@ impl fmt::Display for Statement {
                 }
                 if let Some(connector) = &source.connector {
                     write!(f, " FROM {connector}")?;
+                }
+                if let Some(late) = &source.late_data_to {
+                    write!(f, " LATE DATA TO {}", quote_ident(late))?;
                 }
                 Ok(())
             }

@@ -293,12 +293,35 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
     } else {
         None
     };
+    let late_data_to = if words_are(parser, &["LATE", "DATA", "TO"]) {
+        advance(parser, 3);
+        let stream = object_name(parser)?;
+        if watermark.is_none() {
+            return Err(SqlError::Invalid {
+                context: format!("CREATE SOURCE {name}"),
+                message: format!(
+                    "LATE DATA TO {stream} needs a WATERMARK: a row is late when its event time \
+                     is behind the source's watermark"
+                ),
+            });
+        }
+        if stream == name {
+            return Err(SqlError::Invalid {
+                context: format!("CREATE SOURCE {name}"),
+                message: "LATE DATA TO must name a stream other than the source".into(),
+            });
+        }
+        Some(stream)
+    } else {
+        None
+    };
     Ok(Statement::CreateSource(Box::new(CreateSource {
         name,
         if_not_exists,
         columns,
         watermark,
         connector,
+        late_data_to,
     })))
 }
 
