@@ -8,6 +8,7 @@ pub mod error;
 mod interval;
 pub mod parser;
 pub mod planner;
+mod top_n;
 mod translate;
 pub mod types;
 mod windows;

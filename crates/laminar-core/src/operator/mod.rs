@@ -8,6 +8,7 @@ mod exchange;
 mod filter;
 mod project;
 mod scan;
+mod top_n;
 mod union;
 
 pub use aggregate::{AggregateCall, AggregateOperator};
@@ -15,6 +16,7 @@ pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
+pub use top_n::TopNOperator;
 pub use union::UnionOperator;
 
 use std::sync::Arc;
