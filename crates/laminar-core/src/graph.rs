@@ -47,8 +47,12 @@ pub struct QueryGraph {
     pub schema: SchemaRef,
     /// The query's output carries retractions (it aggregates, or reads a changelog).
     pub changelog: bool,
-    /// An aggregate of the query consumes retractions (it reads a changelog).
+    /// A stateful operator of the query (aggregate or top-N) consumes retractions (it reads
+    /// a changelog).
     pub aggregates_changelog: bool,
+    /// For an append-only output whose rows belong to event-time windows: the column
+    /// holding each row's window end.
+    pub window_end: Option<usize>,
 }
 
 impl QueryGraph {

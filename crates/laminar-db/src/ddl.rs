@@ -360,6 +360,9 @@ impl LaminarDB {
         if planned.graph.changelog {
             self.inner.planner.mark_changelog(name);
         }
+        if let Some(window_end) = planned.graph.window_end {
+            self.inner.planner.mark_windowed(name, window_end);
+        }
         catalog.insert(Object {
             name: name.to_string(),
             kind,
@@ -427,8 +430,8 @@ impl LaminarDB {
         context: &str,
     ) -> Result<()> {
         if planned.graph.aggregates_changelog {
-            // Only a materialized view can give a new aggregate the rows its later
-            // retractions refer to; a stream's earlier rows are gone.
+            // Only a materialized view can give a new aggregate (or top-N) the rows its
+            // later retractions refer to; a stream's earlier rows are gone.
             if let Some(stream) = planned.inputs.iter().find(|input| {
                 catalog.get(input).is_some_and(|o| {
                     o.kind == ObjectKind::Stream && sql_planner.is_changelog(input)
@@ -436,8 +439,9 @@ impl LaminarDB {
             }) {
                 return Err(DbError::Sql(SqlError::Unsupported {
                     construct: format!(
-                        "aggregating the changelog of stream {stream} (a stream keeps no rows for \
-                         later retractions to refer to); make {stream} a MATERIALIZED VIEW"
+                        "aggregating the changelog of stream {stream}, or ranking it (a stream keeps \
+                         no rows for later retractions to refer to); make {stream} a \
+                         MATERIALIZED VIEW"
                     ),
                     context: context.to_string(),
                 }));

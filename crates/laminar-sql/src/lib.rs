@@ -10,6 +10,7 @@ pub mod parser;
 pub mod planner;
 mod session_plan;
 mod session_udf;
+mod top_n;
 mod translate;
 pub mod types;
 mod windows;

@@ -2,7 +2,7 @@
 //! (every source, stream and view is registered as a schema-only table), runs DataFusion's
 //! optimizer, and translates the result into a `laminar-core` [`QueryGraph`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,7 +24,7 @@ use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
 use crate::parser::Emit;
 use crate::session_udf::session_functions;
-use crate::translate::{check_supported, translate};
+use crate::translate::{check_supported, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -43,6 +43,9 @@ pub struct StreamPlanner {
     ctx: SessionContext,
     names: Mutex<BTreeSet<String>>,
     changelogs: Mutex<HashSet<String>>,
+    /// Append-only inputs whose rows belong to event-time windows, with the column holding
+    /// the window end.
+    window_ends: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -71,6 +74,7 @@ impl StreamPlanner {
             ctx,
             names: Mutex::new(BTreeSet::new()),
             changelogs: Mutex::new(HashSet::new()),
+            window_ends: Mutex::new(HashMap::new()),
         }
     }
 
@@ -105,9 +109,22 @@ impl StreamPlanner {
             .insert(name.to_string());
     }
 
+    /// Marks `name` (registered, append-only) as rows of event-time windows whose end is
+    /// column `window_end`: a top-N per window over it emits each window once.
+    pub fn mark_windowed(&self, name: &str, window_end: usize) {
+        self.window_ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), window_end);
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
         self.changelogs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        self.window_ends
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
@@ -163,7 +180,16 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let graph = translate(chosen, &state, context, &changelogs, emit)?;
+        let window_ends = self
+            .window_ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let inputs = KnownInputs {
+            changelogs: &changelogs,
+            window_ends: &window_ends,
+        };
+        let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();
         let inputs = graph.inputs();
         Ok(PlannedQuery {

@@ -2,23 +2,24 @@
 //! Only plan nodes with a streaming implementation are accepted; every other node is an
 //! `Unsupported` error naming the SQL construct it came from.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use std::collections::HashSet;
-
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::row::SortField;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, Filter, Projection};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::PhysicalSortExpr;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
     AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
     PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
-    UnionOperator, WindowAggregateOperator,
+    TopNOperator, UnionOperator, WindowAggregateOperator,
 };
 
 use crate::error::{Result, SqlError};
@@ -42,30 +43,40 @@ enum PlannedAggregate {
     /// Vectorized groups per window, emitted when the window closes.
     Window(WindowAggregateOperator),
 }
+use crate::top_n::{unsupported_window, TopN};
 
-/// Builds the query graph for `plan`.
-/// `changelogs` are the inputs whose rows carry retractions (views that aggregate).
+/// The inputs a query may read, as the catalog knows them.
+pub(crate) struct KnownInputs<'a> {
+    /// Inputs whose rows carry retractions (views that aggregate).
+    pub(crate) changelogs: &'a HashSet<String>,
+    /// Append-only inputs whose rows belong to event-time windows: the column holding each
+    /// row's window end.
+    pub(crate) window_ends: &'a HashMap<String, usize>,
+}
+
+/// Builds the query graph for `plan`, which reads `inputs`.
 pub(crate) fn translate(
     plan: &LogicalPlan,
     state: &SessionState,
     context: &str,
-    changelogs: &HashSet<String>,
+    inputs: &KnownInputs<'_>,
     emit: Emit,
 ) -> Result<QueryGraph> {
     let mut builder = Builder {
         state,
         context,
-        changelogs,
+        inputs,
         emit,
         windowed: false,
         aggregates_changelog: false,
         session_markers_planned: 0,
         nodes: Vec::new(),
     };
-    let changelog = match emit {
+    let produced = match emit {
         Emit::Every { interval_ms } => builder.add_periodic(plan, interval_ms)?,
         _ => builder.add(plan, None)?,
     };
+    let changelog = produced.changelog;
     if marker_calls(plan) != builder.session_markers_planned {
         return Err(SqlError::Unsupported {
             construct: "a SESSION window used other than as the window_start and window_end \
@@ -87,6 +98,7 @@ pub(crate) fn translate(
         schema: Arc::clone(plan.schema().inner()),
         changelog,
         aggregates_changelog: builder.aggregates_changelog,
+        window_end: produced.window_end.filter(|_| !changelog),
     })
 }
 
@@ -99,8 +111,16 @@ pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
         context: context.to_string(),
     };
     let mut found: Option<SqlError> = None;
+    // Window nodes a top-N filter above them accounts for; the traversal reaches a filter
+    // before the nodes below it.
+    let mut ranked: Vec<*const LogicalPlan> = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         let problem = match node {
+            LogicalPlan::Filter(filter) => TopN::find(filter).and_then(|top_n| {
+                ranked.push(std::ptr::from_ref(top_n.window_plan));
+                top_n.unsupported().map(|c| unsupported(&c))
+            }),
+            LogicalPlan::Window(_) if ranked.contains(&std::ptr::from_ref(node)) => None,
             // `DISTINCT` (and `UNION` without `ALL`) become a grouping without aggregates in
             // the optimized plan, which runs as an aggregation; `DISTINCT ON` does not.
             LogicalPlan::Distinct(Distinct::On(_)) => Some(unsupported("DISTINCT ON")),
@@ -132,7 +152,7 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
         LogicalPlan::Join(_) => "JOIN (also from IN/EXISTS subqueries, INTERSECT, EXCEPT)",
         LogicalPlan::Sort(_) => "ORDER BY",
         LogicalPlan::Limit(_) => "LIMIT/OFFSET",
-        LogicalPlan::Window(_) => "window function (OVER)",
+        LogicalPlan::Window(window) => return Some(unsupported_window(window)),
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
             "a continuous query without a FROM source"
         }
@@ -147,15 +167,55 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
 struct Builder<'a> {
     state: &'a SessionState,
     context: &'a str,
-    changelogs: &'a HashSet<String>,
+    inputs: &'a KnownInputs<'a>,
     emit: Emit,
-    /// An aggregate of this query emits on window close.
+    /// An operator of this query (aggregate or top-N) emits on window close.
     windowed: bool,
-    /// An aggregate of this query reads a changelog.
+    /// A stateful operator of this query (aggregate or top-N) reads a changelog.
     aggregates_changelog: bool,
     /// Session marker calls consumed by session aggregates.
     session_markers_planned: usize,
     nodes: Vec<QueryNode>,
+}
+
+/// What a translated part of a plan produces.
+#[derive(Debug, Clone, Copy)]
+struct Produced {
+    /// Its rows carry retractions.
+    changelog: bool,
+    /// The column holding each row's event-time window end, when its rows belong to
+    /// windows: computed by `TUMBLE`/`HOP`, a key of an aggregate emitting on window close,
+    /// or read from a view or stream that has one.
+    window_end: Option<usize>,
+}
+
+impl Produced {
+    fn append_only() -> Self {
+        Self {
+            changelog: false,
+            window_end: None,
+        }
+    }
+
+    /// The same rows after `projection`: the window end survives a plain column reference;
+    /// a column computed under the name `window_end` (as `TUMBLE`/`HOP` do) is one.
+    fn projected(self, projection: &Projection) -> Self {
+        let input_schema = projection.input.schema();
+        let window_end = projection.expr.iter().position(|expr| {
+            let (value, name) = match expr {
+                Expr::Alias(alias) => (alias.expr.as_ref(), Some(alias.name.as_str())),
+                other => (other, None),
+            };
+            match value {
+                Expr::Column(column) => {
+                    self.window_end.is_some()
+                        && input_schema.index_of_column(column).ok() == self.window_end
+                }
+                _ => name == Some("window_end"),
+            }
+        });
+        Self { window_end, ..self }
+    }
 }
 
 impl Builder<'_> {
@@ -181,7 +241,7 @@ impl Builder<'_> {
         &mut self,
         aggregate: &Aggregate,
         parent: Option<(usize, usize)>,
-    ) -> Result<bool> {
+    ) -> Result<Produced> {
         if aggregate
             .group_expr
             .iter()
@@ -220,6 +280,11 @@ impl Builder<'_> {
                     ),
                 })
             }
+        };
+        let window_end_key = match (window_close, session) {
+            (false, _) => None,
+            (true, Some(session)) => Some(session.end_key),
+            (true, None) => Some(self.window_end_key(aggregate)?),
         };
         let schema = Arc::clone(aggregate.schema.inner());
         // Rows route by the keys that own state: a session's partition, not its bounds.
@@ -264,8 +329,8 @@ impl Builder<'_> {
             None,
         );
         self.nodes[exchange].router = Some(Arc::new(router));
-        let input_changelog = self.add(&aggregate.input, Some((exchange, 0)))?;
-        if input_changelog {
+        let input = self.add(&aggregate.input, Some((exchange, 0)))?;
+        if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
         }
         self.nodes[aggregate_node].operator = match operator {
@@ -274,8 +339,11 @@ impl Builder<'_> {
             PlannedAggregate::Session(operator) => Box::new(operator),
         };
         // A window that fires once emits final rows only; one that late rows may still
-        // correct retracts what it emitted.
-        Ok(!window_close || allowed_lateness_ms > 0)
+        // correct retracts what it emitted. The group keys lead the output columns.
+        Ok(Produced {
+            changelog: !window_close || allowed_lateness_ms > 0,
+            window_end: window_end_key,
+        })
     }
 
     /// The aggregate operator for `aggregate`: sessions, vectorized windows closing with
@@ -403,14 +471,14 @@ impl Builder<'_> {
 
     /// `EMIT EVERY`: the query under an operator that releases its changes once per
     /// interval. Only a changelog has changes to hold back and consolidate.
-    fn add_periodic(&mut self, plan: &LogicalPlan, interval_ms: i64) -> Result<bool> {
+    fn add_periodic(&mut self, plan: &LogicalPlan, interval_ms: i64) -> Result<Produced> {
         let interval = std::time::Duration::from_millis(interval_ms.unsigned_abs());
         let schema = Arc::clone(plan.schema().inner());
         let operator =
             PeriodicEmitOperator::new(interval, schema).map_err(|e| self.plan_error(&e))?;
         let root = self.push(Box::new(operator), None, 1, None);
-        let changelog = self.add(plan, Some((root, 0)))?;
-        if !changelog {
+        let produced = self.add(plan, Some((root, 0)))?;
+        if !produced.changelog {
             return Err(SqlError::Invalid {
                 context: self.context.to_string(),
                 message: "EMIT EVERY applies to a query whose result changes (an aggregation \
@@ -418,40 +486,41 @@ impl Builder<'_> {
                     .into(),
             });
         }
-        Ok(true)
+        Ok(Produced {
+            changelog: true,
+            window_end: None,
+        })
     }
 
     fn plan_error(&self, error: &datafusion::error::DataFusionError) -> SqlError {
         SqlError::plan(self.context, error)
     }
 
-    /// Adds `plan` below `parent`; returns whether its rows carry retractions.
-    fn add(&mut self, plan: &LogicalPlan, parent: Option<(usize, usize)>) -> Result<bool> {
+    /// Adds `plan` below `parent`; returns what its rows are.
+    fn add(&mut self, plan: &LogicalPlan, parent: Option<(usize, usize)>) -> Result<Produced> {
         match plan {
             LogicalPlan::Aggregate(aggregate) => self.add_aggregate(aggregate, parent),
             LogicalPlan::Projection(projection) => {
-                let input_schema = projection.input.schema();
-                let exprs = projection
-                    .expr
-                    .iter()
-                    .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
-                    .collect::<datafusion::error::Result<Vec<_>>>()
-                    .map_err(|e| self.plan_error(&e))?;
-                let schema = Arc::clone(projection.schema.inner());
-                let node = self.push(
-                    Box::new(ProjectOperator::new(exprs, schema)),
-                    parent,
-                    1,
-                    None,
-                );
-                self.add(&projection.input, Some((node, 0)))
+                let node = self.push_projection(projection, parent)?;
+                let top_n = match projection.input.as_ref() {
+                    LogicalPlan::Filter(filter) => TopN::find(filter).map(|t| (filter, t)),
+                    _ => None,
+                };
+                let below = match top_n {
+                    Some((filter, top_n)) => {
+                        let rank_read = top_n.reads_rank(&projection.expr);
+                        self.add_top_n(filter, &top_n, rank_read, Some((node, 0)))?
+                    }
+                    None => self.add(&projection.input, Some((node, 0)))?,
+                };
+                Ok(below.projected(projection))
             }
             LogicalPlan::Filter(filter) => {
-                let predicate = self
-                    .state
-                    .create_physical_expr(filter.predicate.clone(), filter.input.schema())
-                    .map_err(|e| self.plan_error(&e))?;
-                let node = self.push(Box::new(FilterOperator::new(predicate)), parent, 1, None);
+                if let Some(top_n) = TopN::find(filter) {
+                    // Nothing above is known not to read the row number.
+                    return self.add_top_n(filter, &top_n, true, parent);
+                }
+                let node = self.push_filter(&filter.predicate, filter, parent)?;
                 self.add(&filter.input, Some((node, 0)))
             }
             LogicalPlan::TableScan(scan) => {
@@ -469,9 +538,20 @@ impl Builder<'_> {
                 let name = scan.table_name.table().to_string();
                 let schema = Arc::clone(scan.projected_schema.inner());
                 let operator = ScanOperator::new(name.clone(), scan.projection.clone(), schema);
-                let changelog = self.changelogs.contains(&name);
+                let changelog = self.inputs.changelogs.contains(&name);
+                let window_end = self
+                    .inputs
+                    .window_ends
+                    .get(&name)
+                    .and_then(|&column| match &scan.projection {
+                        Some(projection) => projection.iter().position(|&c| c == column),
+                        None => Some(column),
+                    });
                 self.push(Box::new(operator), parent, 1, Some(name));
-                Ok(changelog)
+                Ok(Produced {
+                    changelog,
+                    window_end,
+                })
             }
             LogicalPlan::Union(union) => {
                 let schema = Arc::clone(union.schema.inner());
@@ -482,17 +562,190 @@ impl Builder<'_> {
                     ports,
                     None,
                 );
-                let mut changelog = false;
+                let mut produced: Option<Produced> = None;
                 for (port, input) in union.inputs.iter().enumerate() {
-                    changelog |= self.add(input, Some((node, port)))?;
+                    let part = self.add(input, Some((node, port)))?;
+                    // The rows belong to windows if every input's do, in the same column.
+                    produced = Some(match produced {
+                        None => part,
+                        Some(so_far) => Produced {
+                            changelog: so_far.changelog || part.changelog,
+                            window_end: so_far.window_end.filter(|&c| part.window_end == Some(c)),
+                        },
+                    });
                 }
-                Ok(changelog)
+                Ok(produced.unwrap_or_else(Produced::append_only))
             }
             LogicalPlan::SubqueryAlias(alias) => self.add(&alias.input, parent),
             other => Err(self.unsupported(
                 &unsupported_node(other).unwrap_or_else(|| other.display().to_string()),
             )),
         }
+    }
+
+    fn push_projection(
+        &mut self,
+        projection: &Projection,
+        parent: Option<(usize, usize)>,
+    ) -> Result<usize> {
+        let input_schema = projection.input.schema();
+        let exprs = projection
+            .expr
+            .iter()
+            .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let schema = Arc::clone(projection.schema.inner());
+        Ok(self.push(
+            Box::new(ProjectOperator::new(exprs, schema)),
+            parent,
+            1,
+            None,
+        ))
+    }
+
+    /// A filter evaluating `predicate` over the rows `filter` reads.
+    fn push_filter(
+        &mut self,
+        predicate: &Expr,
+        filter: &Filter,
+        parent: Option<(usize, usize)>,
+    ) -> Result<usize> {
+        let predicate = self
+            .state
+            .create_physical_expr(predicate.clone(), filter.input.schema())
+            .map_err(|e| self.plan_error(&e))?;
+        Ok(self.push(Box::new(FilterOperator::new(predicate)), parent, 1, None))
+    }
+
+    /// Top-N per group: what is left of the filter, the projections between it and the
+    /// window node, then the ranking below an exchange routing rows by partition key.
+    /// `rank_read`: something above the filter reads the row number.
+    fn add_top_n(
+        &mut self,
+        filter: &Filter,
+        top_n: &TopN<'_>,
+        rank_read: bool,
+        parent: Option<(usize, usize)>,
+    ) -> Result<Produced> {
+        if let Some(construct) = top_n.unsupported() {
+            return Err(self.unsupported(&construct));
+        }
+        let mut parent = parent;
+        if let Some(residual) = top_n.residual() {
+            parent = Some((self.push_filter(&residual, filter, parent)?, 0));
+        }
+        for link in &top_n.chain {
+            if let LogicalPlan::Projection(projection) = link {
+                parent = Some((self.push_projection(projection, parent)?, 0));
+            }
+        }
+        let rank_read = rank_read || top_n.residual_reads_rank();
+        let mut produced = self.add_ranking(top_n, rank_read, parent)?;
+        for link in top_n.chain.iter().rev() {
+            if let LogicalPlan::Projection(projection) = link {
+                produced = produced.projected(projection);
+            }
+        }
+        Ok(produced)
+    }
+
+    /// The ranking itself: a `TopNOperator` fed by an exchange on the partition keys (all
+    /// rows to one worker without `PARTITION BY`).
+    fn add_ranking(
+        &mut self,
+        top_n: &TopN<'_>,
+        rank_read: bool,
+        parent: Option<(usize, usize)>,
+    ) -> Result<Produced> {
+        let window = top_n.window;
+        let input_schema = window.input.schema();
+        let params = &top_n.function.params;
+        let physical = |e: &Expr| self.state.create_physical_expr(e.clone(), input_schema);
+        let keys = params
+            .partition_by
+            .iter()
+            .map(physical)
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let key_fields = params
+            .partition_by
+            .iter()
+            .map(|e| e.get_type(input_schema).map(SortField::new))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let order = params
+            .order_by
+            .iter()
+            .map(|sort| {
+                let options = SortOptions {
+                    descending: !sort.asc,
+                    nulls_first: sort.nulls_first,
+                };
+                physical(&sort.expr).map(|expr| PhysicalSortExpr { expr, options })
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| self.plan_error(&e))?;
+        let limit = usize::try_from(top_n.limit).unwrap_or(usize::MAX);
+        let schema = Arc::clone(window.schema.inner());
+        let mut operator = TopNOperator::new(keys.clone(), order, limit, schema)
+            .map_err(|e| self.plan_error(&e))?;
+        // The operator goes in once its input is known: a changelog input keeps every row.
+        let ranking = self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
+        let router = KeyRouter::new(keys.clone(), key_fields).map_err(|e| self.plan_error(&e))?;
+        let exchange = self.push(
+            Box::new(ExchangeOperator::new(keys)),
+            Some((ranking, 0)),
+            1,
+            None,
+        );
+        self.nodes[exchange].router = Some(Arc::new(router));
+        let input = self.add(&window.input, Some((exchange, 0)))?;
+        let window_key = self.window_key(top_n, input)?;
+        if let Some(key) = window_key {
+            operator = operator.emit_on_window_close(key);
+            self.windowed = true;
+        } else {
+            if input.changelog {
+                operator = operator.retracting();
+                self.aggregates_changelog = true;
+            }
+            if !rank_read {
+                operator = operator.without_rank_updates();
+            }
+        }
+        self.nodes[ranking].operator = Box::new(operator);
+        // Numbered rows keep the input's columns in place, the window end among them.
+        Ok(Produced {
+            changelog: window_key.is_none(),
+            window_end: window_key.and(input.window_end),
+        })
+    }
+
+    /// The partition key holding the window end, when the ranked rows belong to windows: the
+    /// partitions are then complete once the watermark passes their end.
+    fn window_key(&self, top_n: &TopN<'_>, input: Produced) -> Result<Option<usize>> {
+        let (false, Some(window_end)) = (input.changelog, input.window_end) else {
+            return Ok(None);
+        };
+        let input_schema = top_n.window.input.schema();
+        let key = top_n.function.params.partition_by.iter().position(|e| {
+            matches!(e, Expr::Column(c) if input_schema.index_of_column(c).ok() == Some(window_end))
+        });
+        let is_time = matches!(
+            input_schema.field(window_end).data_type(),
+            DataType::Timestamp(..) | DataType::Int64
+        );
+        let Some(key) = key.filter(|_| is_time) else {
+            return Ok(None);
+        };
+        if matches!(self.emit, Emit::OnWindowClose { allowed_lateness_ms } if allowed_lateness_ms > 0)
+        {
+            return Err(self.unsupported(
+                "ALLOW LATENESS on a top-N per window (its windows are emitted once, when the watermark passes them)",
+            ));
+        }
+        Ok(Some(key))
     }
 
     fn unsupported(&self, construct: &str) -> SqlError {

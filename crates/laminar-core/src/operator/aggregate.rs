@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, Int8Array, RecordBatch, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -77,13 +76,6 @@ pub struct AggregateOperator {
     late_rows: u64,
 }
 
-/// The key of the single group of a global aggregate.
-fn global_key() -> DfResult<OwnedRow> {
-    let converter = RowConverter::new(vec![SortField::new(DataType::Int8)])?;
-    let rows = converter.convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
-    Ok(rows.row(0).owned())
-}
-
 impl std::fmt::Debug for AggregateOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
@@ -106,7 +98,7 @@ impl AggregateOperator {
             schema,
             converter: RowConverter::new(key_fields.clone())?,
             global_key: if keys_empty {
-                Some(global_key()?)
+                Some(super::global_key()?)
             } else {
                 None
             },
@@ -272,7 +264,7 @@ impl Operator for AggregateOperator {
         let arguments = self.arguments(batch)?;
 
         let window_ends = match self.window_end_key {
-            Some(index) => Some(epoch_ms(&key_columns[index])?),
+            Some(index) => Some(super::epoch_ms(&key_columns[index])?),
             None => None,
         };
         let mut retracted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
@@ -485,36 +477,6 @@ pub(super) fn call_arguments(
         arguments.push((values, mask));
     }
     Ok(arguments)
-}
-
-/// Epoch milliseconds of a timestamp (any unit) or BIGINT key column; NULL as `i64::MAX`
-/// (a window that never closes before the end of input).
-pub(super) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
-    use datafusion::arrow::datatypes::TimeUnit;
-    let (multiplier, divisor) = match values.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => (1_000, 1),
-        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => (1, 1),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => (1, 1_000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => (1, 1_000_000),
-        other => {
-            return Err(DataFusionError::Plan(format!(
-                "window_end must be a TIMESTAMP, got {other}"
-            )))
-        }
-    };
-    let raw = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
-    let raw = raw
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
-    Ok(raw
-        .iter()
-        .map(|v| {
-            v.map_or(i64::MAX, |v| {
-                v.saturating_mul(multiplier).div_euclid(divisor)
-            })
-        })
-        .collect())
 }
 
 impl AggregateOperator {

@@ -11,6 +11,7 @@ mod periodic_emit;
 mod project;
 mod scan;
 mod session_aggregate;
+mod top_n;
 mod union;
 mod window_aggregate;
 
@@ -21,15 +22,18 @@ pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
 pub use session_aggregate::{SessionAggregateOperator, SessionWindow};
+pub use top_n::TopNOperator;
 pub use union::UnionOperator;
 pub use window_aggregate::WindowAggregateOperator;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, Int8Array};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::Result as DfResult;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::change_batch::ChangeBatch;
@@ -44,6 +48,43 @@ pub(crate) fn evaluate_columns<'a>(
         .into_iter()
         .map(|e| e.evaluate(batch)?.into_array(rows))
         .collect()
+}
+
+/// The key of the one group (or partition) of an operator keyed by nothing, such as a
+/// global aggregate: its rows have no key columns to convert.
+pub(crate) fn global_key() -> DfResult<OwnedRow> {
+    let converter = RowConverter::new(vec![SortField::new(DataType::Int8)])?;
+    let rows = converter.convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
+    Ok(rows.row(0).owned())
+}
+
+/// Epoch milliseconds of a timestamp (any unit) or BIGINT key column; NULL as `i64::MAX`
+/// (a window that never closes before the end of input).
+pub(crate) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
+    let (multiplier, divisor) = match values.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => (1_000, 1),
+        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => (1, 1),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => (1, 1_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => (1, 1_000_000),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "window_end must be a TIMESTAMP, got {other}"
+            )))
+        }
+    };
+    let raw = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
+    let raw = raw
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
+    Ok(raw
+        .iter()
+        .map(|v| {
+            v.map_or(i64::MAX, |v| {
+                v.saturating_mul(multiplier).div_euclid(divisor)
+            })
+        })
+        .collect())
 }
 
 /// A message on a stream: rows, event-time progress, or the end of the stream.

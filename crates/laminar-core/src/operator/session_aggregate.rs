@@ -19,7 +19,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::aggregate::{call_arguments, epoch_ms, select, CallArguments};
+use super::aggregate::{call_arguments, select, CallArguments};
+use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
 

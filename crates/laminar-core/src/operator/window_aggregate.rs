@@ -20,7 +20,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use super::aggregate::{call_arguments, epoch_ms, CallArguments};
+use super::aggregate::{call_arguments, CallArguments};
+use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
 
