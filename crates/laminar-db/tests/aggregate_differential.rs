@@ -77,75 +77,107 @@ fn grouped_aggregation_matches_datafusion_at_one_and_four_workers() {
     }
 }
 
+/// The dataflow `EXPLAIN` prints for view `w` running `query` over `events`.
+fn explained(db: &LaminarDB, query: &str) -> String {
+    let explained = db
+        .execute(&format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {query}"))
+        .expect("explain");
+    rows(explained.batches().expect("rows")).join("\n")
+}
+
+/// Eight aggregates DataFusion runs vectorized (groups accumulators): the window operator's
+/// columnar path.
+const VECTORIZED_AGGREGATES: &str = "count(*) AS n, sum(price) AS total, min(price) AS low, \
+    max(price) AS high, round(avg(price), 6) AS mean, round(stddev(price), 4) AS sd, \
+    bool_or(price > 400) AS any_big, count(price) AS priced";
+
+/// Eight aggregates, one without a groups accumulator (`COUNT(DISTINCT ..)`): the row-at-a-time
+/// path.
+const ROW_AGGREGATES: &str = "count(*) AS n, sum(price) AS total, min(price) AS low, \
+    max(price) AS high, count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean, \
+    round(var_pop(price), 4) AS var, bool_and(price > 10) AS all_above";
+
 #[test]
 fn tumbling_windows_on_close_match_datafusion_date_bin() {
-    let aggregates = "count(*) AS n, sum(price) AS total, min(price) AS low, max(price) AS high, \
-                      count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean";
-    let streaming = format!(
-        "SELECT k, window_start, window_end, {aggregates} FROM TUMBLE(events, ts, INTERVAL '2' SECOND) \
-         GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE"
-    );
-    let batch = format!(
-        "SELECT k, date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, \
-         date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') + INTERVAL '2' SECOND AS window_end, \
-         {aggregates} FROM events GROUP BY 1, 2, 3"
-    );
-    for seed in [3, 99, 2024] {
-        let input = timed_batches(seed, 300);
-        let expected = timed_batch_answer(&input, &batch);
-        assert!(expected.len() > 50, "seed {seed}: too few windows");
-        for workers in [1, 4] {
-            let db = timed_view(workers, 300, &streaming);
-            let source = db.source("events").expect("handle");
-            for part in &input {
-                source.push(part.clone()).expect("push");
+    for (aggregates, vectorized) in [(VECTORIZED_AGGREGATES, true), (ROW_AGGREGATES, false)] {
+        let streaming = format!(
+            "SELECT k, window_start, window_end, {aggregates} FROM TUMBLE(events, ts, INTERVAL '2' SECOND) \
+             GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE"
+        );
+        let batch = format!(
+            "SELECT k, date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, \
+             date_bin(INTERVAL '2' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') + INTERVAL '2' SECOND AS window_end, \
+             {aggregates} FROM events GROUP BY 1, 2, 3"
+        );
+        for seed in [3, 99, 2024] {
+            let input = timed_batches(seed, 300);
+            let expected = timed_batch_answer(&input, &batch);
+            assert!(expected.len() > 50, "seed {seed}: too few windows");
+            for workers in [1, 4] {
+                let db = timed_view(workers, 300, &streaming);
+                let plan = explained(&db, &streaming);
+                assert_eq!(
+                    plan.contains("WindowAggregate"),
+                    vectorized,
+                    "vectorized: {vectorized}\n{plan}"
+                );
+                let source = db.source("events").expect("handle");
+                for part in &input {
+                    source.push(part.clone()).expect("push");
+                }
+                // Before the end, only windows the watermark passed have fired: a strict subset.
+                let early = rows(&db.query("SELECT * FROM w").expect("query"));
+                assert!(
+                    early.len() < expected.len(),
+                    "seed {seed}: the last windows are still open"
+                );
+                assert!(
+                    early.iter().all(|row| expected.contains(row)),
+                    "seed {seed}: an early row is not final"
+                );
+                source.finish().expect("finish");
+                assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+                let all = rows(&db.query("SELECT * FROM w").expect("query"));
+                assert_eq!(
+                    all, expected,
+                    "seed {seed}, {workers} workers, {vectorized}"
+                );
             }
-            // Before the end, only windows the watermark passed have fired: a strict subset.
-            let early = rows(&db.query("SELECT * FROM w").expect("query"));
-            assert!(
-                early.len() < expected.len(),
-                "seed {seed}: the last windows are still open"
-            );
-            assert!(
-                early.iter().all(|row| expected.contains(row)),
-                "seed {seed}: an early row is not final"
-            );
-            source.finish().expect("finish");
-            assert!(db.wait_finished(std::time::Duration::from_secs(30)));
-            let all = rows(&db.query("SELECT * FROM w").expect("query"));
-            assert_eq!(all, expected, "seed {seed}, {workers} workers");
         }
     }
 }
 
 #[test]
 fn hopping_windows_on_close_match_datafusion() {
-    let streaming = "SELECT k, window_start, window_end, count(*) AS n, sum(price) AS total, max(price) AS high \
-        FROM HOP(events, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) \
-        GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE";
-    // Written independently of the rewrite: each row joined with the offsets of the three
-    // windows containing it.
-    let start = "date_bin(INTERVAL '1' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') - \
-        CASE o.i WHEN 0 THEN INTERVAL '0' SECOND WHEN 1 THEN INTERVAL '1' SECOND ELSE INTERVAL '2' SECOND END";
-    let batch = format!(
-        "SELECT k, {start} AS window_start, {start} + INTERVAL '3' SECOND AS window_end, \
-         count(*) AS n, sum(price) AS total, max(price) AS high \
-         FROM events CROSS JOIN (VALUES (0), (1), (2)) AS o(i) GROUP BY 1, 2, 3"
-    );
-    for seed in [5, 77] {
-        let input = timed_batches(seed, 200);
-        let expected = timed_batch_answer(&input, &batch);
-        assert!(expected.len() > 50, "seed {seed}: too few windows");
-        for workers in [1, 4] {
-            let db = timed_view(workers, 200, streaming);
-            let source = db.source("events").expect("handle");
-            for part in &input {
-                source.push(part.clone()).expect("push");
+    for aggregates in [VECTORIZED_AGGREGATES, ROW_AGGREGATES] {
+        let streaming = format!(
+            "SELECT k, window_start, window_end, {aggregates} \
+             FROM HOP(events, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) \
+             GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE"
+        );
+        // Written independently of the rewrite: each row joined with the offsets of the
+        // three windows containing it.
+        let start = "date_bin(INTERVAL '1' SECOND, ts, TIMESTAMP '1970-01-01 00:00:00') - \
+            CASE o.i WHEN 0 THEN INTERVAL '0' SECOND WHEN 1 THEN INTERVAL '1' SECOND ELSE INTERVAL '2' SECOND END";
+        let batch = format!(
+            "SELECT k, {start} AS window_start, {start} + INTERVAL '3' SECOND AS window_end, \
+             {aggregates} FROM events CROSS JOIN (VALUES (0), (1), (2)) AS o(i) GROUP BY 1, 2, 3"
+        );
+        for seed in [5, 77] {
+            let input = timed_batches(seed, 200);
+            let expected = timed_batch_answer(&input, &batch);
+            assert!(expected.len() > 50, "seed {seed}: too few windows");
+            for workers in [1, 4] {
+                let db = timed_view(workers, 200, &streaming);
+                let source = db.source("events").expect("handle");
+                for part in &input {
+                    source.push(part.clone()).expect("push");
+                }
+                source.finish().expect("finish");
+                assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+                let all = rows(&db.query("SELECT * FROM w").expect("query"));
+                assert_eq!(all, expected, "seed {seed}, {workers} workers");
             }
-            source.finish().expect("finish");
-            assert!(db.wait_finished(std::time::Duration::from_secs(30)));
-            let all = rows(&db.query("SELECT * FROM w").expect("query"));
-            assert_eq!(all, expected, "seed {seed}, {workers} workers");
         }
     }
 }
