@@ -91,11 +91,10 @@ const VECTORIZED_AGGREGATES: &str = "count(*) AS n, sum(price) AS total, min(pri
     max(price) AS high, round(avg(price), 6) AS mean, round(stddev(price), 4) AS sd, \
     bool_or(price > 400) AS any_big, count(price) AS priced";
 
-/// Eight aggregates, one without a groups accumulator (`COUNT(DISTINCT ..)`): the row-at-a-time
-/// path.
+/// Eight aggregates, one without a groups accumulator (`COVAR_POP`): the row-at-a-time path.
 const ROW_AGGREGATES: &str = "count(*) AS n, sum(price) AS total, min(price) AS low, \
     max(price) AS high, count(DISTINCT price % 5) AS kinds, round(avg(price), 6) AS mean, \
-    round(var_pop(price), 4) AS var, bool_and(price > 10) AS all_above";
+    round(covar_pop(price, k), 4) AS covar, bool_and(price > 10) AS all_above";
 
 #[test]
 fn tumbling_windows_on_close_match_datafusion_date_bin() {
