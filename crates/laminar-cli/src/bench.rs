@@ -25,6 +25,13 @@ const FILTER_QUERY: &str =
 const WINDOW_QUERY: &str = "SELECT auction, count(*) AS bids, window_start, window_end \
      FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) \
      GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE";
+/// The hopping benchmark's query: bids per auction in 10-second windows every 2 seconds
+/// (each bid counts in five windows), emitted when each window closes.
+const HOP_QUERY: &str = "SELECT auction, count(*) AS bids, window_start, window_end \
+     FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+     GROUP BY auction, window_start, window_end EMIT ON WINDOW CLOSE";
+/// How often the state of the measured query is sampled.
+const STATE_SAMPLE_INTERVAL: Duration = Duration::from_millis(20);
 /// The push source the timed run feeds: the columns of DATAGEN's Nexmark `bid` table.
 const BID_SOURCE: &str = "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, \
      channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR, \
@@ -37,6 +44,8 @@ pub enum Kind {
     Filter,
     /// Tumbling-window count per key, emitted on window close.
     Window,
+    /// Hopping-window count per key, emitted on window close.
+    Hop,
 }
 
 impl Kind {
@@ -44,6 +53,7 @@ impl Kind {
         match self {
             Self::Filter => FILTER_QUERY,
             Self::Window => WINDOW_QUERY,
+            Self::Hop => HOP_QUERY,
         }
     }
 
@@ -51,11 +61,12 @@ impl Kind {
         match self {
             Self::Filter => "filter + projection over Nexmark bids",
             Self::Window => "tumbling-window count per auction over Nexmark bids",
+            Self::Hop => "hopping-window (10 s every 2 s) count per auction over Nexmark bids",
         }
     }
 }
 
-/// Options of `bench filter` and `bench window`.
+/// Options of `bench filter`, `bench window` and `bench hop`.
 #[derive(Debug, Clone)]
 pub struct FilterOptions {
     /// Which query to measure.
@@ -94,6 +105,7 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
     let source = db.source("bid")?;
 
     let started = Instant::now();
+    let sampler = StateSampler::start(&db)?;
     for batch in batches {
         source.push(batch)?;
     }
@@ -103,15 +115,74 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
         CliError::environment("counting the results", "the counting thread panicked")
     })?;
     let elapsed = started.elapsed();
+    let state = sampler.stop()?;
     let late_rows = db.metrics().queries.iter().map(|q| q.late_rows).sum();
 
     report(
         options,
-        bids.num_rows() as u64,
-        rows_out,
-        late_rows,
-        elapsed,
+        &Outcome {
+            rows_in: bids.num_rows() as u64,
+            rows_out,
+            late_rows,
+            elapsed,
+            state,
+        },
     )
+}
+
+/// What a timed run measured.
+struct Outcome {
+    rows_in: u64,
+    rows_out: u64,
+    late_rows: u64,
+    elapsed: Duration,
+    state: StatePeak,
+}
+
+/// The largest state the measured query held at a sample: its entries (open groups) and
+/// bytes at that moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct StatePeak {
+    entries: u64,
+    bytes: u64,
+}
+
+/// Samples the database's state size on a thread of its own while a benchmark runs.
+struct StateSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<StatePeak>,
+}
+
+impl StateSampler {
+    fn start(db: &LaminarDB) -> Result<Self, CliError> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-state".into())
+            .spawn(move || {
+                let mut peak = StatePeak::default();
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let metrics = db.metrics();
+                    let entries = metrics.queries.iter().map(|q| q.state_entries).sum();
+                    let bytes = metrics.queries.iter().map(|q| q.state_bytes).sum();
+                    if entries > peak.entries {
+                        peak = StatePeak { entries, bytes };
+                    }
+                    std::thread::sleep(STATE_SAMPLE_INTERVAL);
+                }
+                peak
+            })
+            .map_err(|e| CliError::environment("cannot start the state sampler", e))?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) -> Result<StatePeak, CliError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| CliError::environment("sampling state", "the sampler thread panicked"))
+    }
 }
 
 /// Runs DATAGEN into a materialized view in a throwaway database and reads the bids back
@@ -177,16 +248,10 @@ fn wait_finished(db: &LaminarDB, phase: &'static str) -> Result<(), CliError> {
     }
 }
 
-fn report(
-    options: &FilterOptions,
-    rows_in: u64,
-    rows_out: u64,
-    late_rows: u64,
-    elapsed: Duration,
-) -> Result<(), CliError> {
-    let seconds = elapsed.as_secs_f64();
+fn report(options: &FilterOptions, outcome: &Outcome) -> Result<(), CliError> {
+    let seconds = outcome.elapsed.as_secs_f64();
     let per_second = if seconds > 0.0 {
-        rows_in as f64 / seconds
+        outcome.rows_in as f64 / seconds
     } else {
         0.0
     };
@@ -195,22 +260,30 @@ fn report(
     } else {
         "release"
     };
+    let state = outcome.state;
+    let bytes_per_group = state
+        .bytes
+        .checked_div(state.entries)
+        .map_or_else(|| "(no state)".to_string(), units::count);
     let entries = [
         ("benchmark", options.kind.title().to_string()),
         ("query", options.kind.query().to_string()),
         ("build", build.to_string()),
         ("workers", options.workers.to_string()),
         ("events generated", units::count(options.events)),
-        ("events in (bids)", units::count(rows_in)),
+        ("events in (bids)", units::count(outcome.rows_in)),
         ("batch rows", units::count(options.batch_rows as u64)),
-        ("elapsed", units::elapsed(elapsed)),
+        ("elapsed", units::elapsed(outcome.elapsed)),
         ("events/s", units::rate(per_second)),
         (
             "events/s per worker",
             units::rate(per_second / options.workers as f64),
         ),
-        ("rows out", units::count(rows_out)),
-        ("late rows dropped", units::count(late_rows)),
+        ("rows out", units::count(outcome.rows_out)),
+        ("late rows dropped", units::count(outcome.late_rows)),
+        ("peak open groups (sampled)", units::count(state.entries)),
+        ("state bytes at that peak", units::count(state.bytes)),
+        ("state bytes per open group", bytes_per_group),
     ]
     .map(|(key, value)| (key.to_string(), value));
     let text = table::key_values(("metric", "value"), &entries)

@@ -78,6 +78,8 @@ enum Benchmark {
     Filter(BenchArgs),
     /// Count pre-generated Nexmark bids per auction in 10-second tumbling windows.
     Window(BenchArgs),
+    /// Count pre-generated Nexmark bids per auction in 10-second windows sliding by 2 s.
+    Hop(BenchArgs),
 }
 
 /// The knobs every benchmark takes.
@@ -139,6 +141,9 @@ fn main() -> ExitCode {
         Command::Bench {
             benchmark: Benchmark::Window(args),
         } => bench::filter(&args.options(bench::Kind::Window)),
+        Command::Bench {
+            benchmark: Benchmark::Hop(args),
+        } => bench::filter(&args.options(bench::Kind::Hop)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -147,6 +147,7 @@ mod tests {
                 finished,
                 error: None,
                 state_entries: 0,
+                state_bytes: 0,
                 late_rows: 0,
             }],
             workers: Vec::new(),

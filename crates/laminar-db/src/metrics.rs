@@ -61,6 +61,9 @@ pub struct QueryStats {
     pub error: Option<String>,
     /// Entries of keyed state its operators hold (groups, open windows), over all workers.
     pub state_entries: u64,
+    /// Approximate bytes of that state (keys and accumulators), sampled at most every 100 ms
+    /// per worker.
+    pub state_bytes: u64,
     /// Input rows dropped because their window had already fired.
     pub late_rows: u64,
 }
@@ -148,6 +151,7 @@ pub(crate) fn collect(catalog: &Catalog, workers: Vec<WorkerStats>) -> Metrics {
                     rows_out: outlet.rows(),
                     watermark_ms: visible_watermark(outlet.watermark_ms()),
                     state_entries: outlet.state_entries(),
+                    state_bytes: outlet.state_bytes(),
                     late_rows: outlet.late_rows(),
                     finished: outlet.is_ended() && sink.as_ref().is_none_or(SinkTask::is_closed),
                     error,
@@ -234,6 +238,7 @@ fn late_data_stats(
         finished,
         error,
         state_entries: 0,
+        state_bytes: 0,
         late_rows: 0,
     }
 }

@@ -672,6 +672,7 @@ fn window_state_is_bounded_and_freed_when_windows_fire() {
     let batch_rows: i64 = 10_000;
     let base = 1_704_067_200_000_i64;
     let mut state_max = 0;
+    let mut state_bytes_max = 0;
     for batch in 0..rows_total / batch_rows {
         let first = batch * batch_rows;
         let keys = Int64Array::from_iter_values(first..first + batch_rows);
@@ -682,9 +683,19 @@ fn window_state_is_bounded_and_freed_when_windows_fire() {
             .expect("batch");
         source.push(rows).expect("push");
         db.sync().expect("processed");
-        let state: u64 = db.metrics().queries.iter().map(|q| q.state_entries).sum();
+        let metrics = db.metrics();
+        let state: u64 = metrics.queries.iter().map(|q| q.state_entries).sum();
         state_max = state_max.max(state);
+        let bytes: u64 = metrics.queries.iter().map(|q| q.state_bytes).sum();
+        state_bytes_max = state_bytes_max.max(bytes);
     }
+    // Bounded bytes too: a group table and a count per open window (sampled, so only an
+    // upper bound is checked; 64 KiB per window is far above what 100 windows need).
+    assert!(state_bytes_max > 0, "open windows hold bytes");
+    assert!(
+        state_bytes_max <= 101 * 64 * 1024,
+        "window state bytes stay bounded: {state_bytes_max}"
+    );
     // One batch spans 100 windows; only those the watermark has not passed stay open.
     assert!(
         state_max <= 101,
@@ -699,6 +710,7 @@ fn window_state_is_bounded_and_freed_when_windows_fire() {
         .find(|q| q.name == "per_second")
         .expect("stats");
     assert_eq!(view.state_entries, 0, "every window fired and was freed");
+    assert_eq!(view.state_bytes, 0, "no bytes held once every window fired");
     assert_eq!(view.rows_out, 10_000);
     let counts = db
         .query("SELECT count(*) AS windows, min(n) AS low, max(n) AS high FROM per_second")

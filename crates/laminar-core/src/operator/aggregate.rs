@@ -234,6 +234,16 @@ impl Operator for AggregateOperator {
         self.late_rows
     }
 
+    fn state_bytes(&self) -> u64 {
+        self.groups
+            .iter()
+            .map(|(key, group)| {
+                let accumulators: usize = group.accumulators.iter().map(|a| a.size()).sum();
+                (key.row().as_ref().len() + std::mem::size_of::<Group>() + accumulators) as u64
+            })
+            .sum()
+    }
+
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         if self.window_end_key.is_none() {
             return Ok(());

@@ -140,6 +140,12 @@ pub trait Operator: Send {
         0
     }
 
+    /// Approximate bytes of keyed state held now (keys and accumulators); 0 if stateless.
+    /// May cost time proportional to the state: the runtime samples it, not per batch.
+    fn state_bytes(&self) -> u64 {
+        0
+    }
+
     /// How often `on_timer` runs, in processing time; `None` (the default) for no timer.
     fn timer_interval(&self) -> Option<Duration> {
         None

@@ -440,6 +440,23 @@ impl Operator for SessionAggregateOperator {
         self.late_rows
     }
 
+    fn state_bytes(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|(partition, sessions)| {
+                let sessions: usize = sessions
+                    .values()
+                    .map(|session| {
+                        let accumulators: usize =
+                            session.accumulators.iter().map(|a| a.size()).sum();
+                        std::mem::size_of::<Session>() + accumulators
+                    })
+                    .sum();
+                (partition.row().as_ref().len() + sessions) as u64
+            })
+            .sum()
+    }
+
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         if !self.emit_on_close {

@@ -234,6 +234,16 @@ impl Operator for WindowAggregateOperator {
         self.late_rows
     }
 
+    fn state_bytes(&self) -> u64 {
+        self.windows
+            .values()
+            .map(|window| {
+                let accumulators: usize = window.accumulators.iter().map(|a| a.size()).sum();
+                (window.groups.size() + accumulators) as u64
+            })
+            .sum()
+    }
+
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         self.fire(self.watermark_ms, out)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::progress::Progress;
+use super::query_instance::OperatorStats;
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
 use crate::result_table::ResultTable;
@@ -46,6 +47,7 @@ pub struct StreamOutlet {
     ended: Vec<AtomicBool>,
     ended_workers: AtomicUsize,
     state_entries: Vec<AtomicU64>,
+    state_bytes: Vec<AtomicU64>,
     late_rows: Vec<AtomicU64>,
     error: Mutex<Option<String>>,
     progress: Arc<Progress>,
@@ -91,6 +93,7 @@ impl StreamOutlet {
             ended: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             ended_workers: AtomicUsize::new(0),
             state_entries: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            state_bytes: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             late_rows: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             error: Mutex::new(None),
             progress,
@@ -169,9 +172,19 @@ impl StreamOutlet {
     }
 
     /// Publishes the state size and late-row count of the query's operators on `worker`.
-    pub(crate) fn report_operator_stats(&self, worker: usize, state_entries: u64, late_rows: u64) {
-        self.state_entries[worker].store(state_entries, Ordering::Relaxed);
-        self.late_rows[worker].store(late_rows, Ordering::Relaxed);
+    pub(crate) fn report_operator_stats(&self, worker: usize, stats: OperatorStats) {
+        self.state_entries[worker].store(stats.state_entries, Ordering::Relaxed);
+        self.state_bytes[worker].store(stats.state_bytes, Ordering::Relaxed);
+        self.late_rows[worker].store(stats.late_rows, Ordering::Relaxed);
+    }
+
+    /// Approximate bytes of keyed state the producing query holds, over all workers
+    /// (sampled at most every 100 ms per worker).
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Entries of keyed state the producing query holds, over all workers.

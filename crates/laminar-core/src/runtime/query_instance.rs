@@ -40,6 +40,20 @@ pub(crate) struct QueryInstance {
     leaves: Vec<(String, usize)>,
     /// Operators with a processing-time timer.
     timers: Vec<Timer>,
+    /// The operators' state bytes when last measured, and when that was.
+    state_bytes: u64,
+    state_bytes_measured: Option<Instant>,
+}
+
+/// How often a query's state bytes are measured at most.
+const STATE_BYTES_REFRESH: Duration = Duration::from_millis(100);
+
+/// What a query's operators hold and dropped, on one worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OperatorStats {
+    pub(crate) state_entries: u64,
+    pub(crate) state_bytes: u64,
+    pub(crate) late_rows: u64,
 }
 
 /// A node's processing-time timer.
@@ -100,6 +114,8 @@ impl QueryInstance {
             schema: graph.schema.clone(),
             leaves,
             timers,
+            state_bytes: 0,
+            state_bytes_measured: None,
         }
     }
 
@@ -157,14 +173,29 @@ impl QueryInstance {
             .collect()
     }
 
-    /// `(state entries, late rows)` summed over the operators.
-    pub(crate) fn operator_stats(&self) -> (u64, u64) {
-        self.nodes.iter().fold((0, 0), |(state, late), node| {
+    /// State and late rows summed over the operators. State bytes can cost time
+    /// proportional to the state, so they are measured at most every
+    /// [`STATE_BYTES_REFRESH`] (and whenever the state is empty).
+    pub(crate) fn operator_stats(&mut self) -> OperatorStats {
+        let (state_entries, late_rows) = self.nodes.iter().fold((0, 0), |(state, late), node| {
             (
                 state + node.operator.state_entries(),
                 late + node.operator.late_rows(),
             )
-        })
+        });
+        let now = Instant::now();
+        let stale = self
+            .state_bytes_measured
+            .is_none_or(|at| now.duration_since(at) >= STATE_BYTES_REFRESH);
+        if stale || state_entries == 0 {
+            self.state_bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
+            self.state_bytes_measured = Some(now);
+        }
+        OperatorStats {
+            state_entries,
+            state_bytes: self.state_bytes,
+            late_rows,
+        }
     }
 
     pub(crate) fn leaves(&self) -> &[(String, usize)] {

@@ -532,9 +532,9 @@ impl Worker {
                 query.instance.name()
             )))
         });
-        let (state_entries, late_rows) = query.instance.operator_stats();
+        let stats = query.instance.operator_stats();
         if let Some(outlet) = self.outlets.get(&output) {
-            outlet.report_operator_stats(self.shared.index, state_entries, late_rows);
+            outlet.report_operator_stats(self.shared.index, stats);
         }
         for produced in self.produced.drain(..) {
             self.work.push_back((output, produced));
