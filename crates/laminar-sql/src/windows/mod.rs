@@ -296,10 +296,19 @@ fn derived(inner: &str, alias: &str, function: &str, context: &str) -> Result<Ta
         .ok_or_else(|| invalid(context, format!("{function} expansion has no FROM")))
 }
 
-/// The start of the epoch-aligned bin of `size` holding `time`. `to_timestamp_millis` makes
-/// a BIGINT of epoch milliseconds and any TIMESTAMP unit the same millisecond timestamp.
-fn window_bin(size: &str, time: &str) -> String {
-    format!("date_bin({size}, to_timestamp_millis({time}), TIMESTAMP '1970-01-01 00:00:00')")
+/// `window_start` and `window_end` of the epoch-aligned window of `size_ms` that starts
+/// `back_ms` before the bin of `slide_ms` holding `time`. `to_timestamp_millis` makes a BIGINT
+/// of epoch milliseconds and any TIMESTAMP unit the same millisecond timestamp. The bounds
+/// are computed on epoch milliseconds: timestamp-plus-interval arithmetic converts every
+/// value through calendar types, several times slower per row.
+fn window_bounds(time: &str, slide_ms: i64, size_ms: i64, back_ms: i64) -> (String, String) {
+    let ms = format!("CAST(to_timestamp_millis({time}) AS BIGINT)");
+    // Floor to the bin also for times before the epoch (SQL `%` keeps the sign).
+    let start = format!("({ms} - ((({ms} % {slide_ms}) + {slide_ms}) % {slide_ms}) - {back_ms})");
+    (
+        format!("to_timestamp_millis({start})"),
+        format!("to_timestamp_millis({start} + {size_ms})"),
+    )
 }
 
 /// `TUMBLE(table, time_column, size)` as a derived table.
@@ -314,11 +323,11 @@ fn tumble(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Ta
             ),
         ));
     };
-    interval_ms(size, context)?;
+    let size_ms = interval_ms(size, context)?;
     let alias = alias.map_or_else(|| default_alias(table), str::to_string);
-    let bin = window_bin(size, time);
+    let (start, end) = window_bounds(time, size_ms, size_ms, 0);
     let inner = format!(
-        "SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table} AS {}",
+        "SELECT *, {start} AS window_start, {end} AS window_end FROM {table} AS {}",
         quote_ident(&alias)
     );
     derived(&inner, &alias, "TUMBLE", context)
@@ -359,16 +368,11 @@ fn hop(args: &[FunctionArg], alias: Option<&str>, context: &str) -> Result<Table
         });
     }
     let alias = alias.map_or_else(|| default_alias(table), str::to_string);
-    let bin = window_bin(slide, time);
     let copies: Vec<String> = (0..windows)
         .map(|i| {
-            let start = if i == 0 {
-                bin.clone()
-            } else {
-                format!("{bin} - INTERVAL '{} milliseconds'", i * slide_ms)
-            };
+            let (start, end) = window_bounds(time, slide_ms, size_ms, i * slide_ms);
             format!(
-                "SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {table} AS {}",
+                "SELECT *, {start} AS window_start, {end} AS window_end FROM {table} AS {}",
                 quote_ident(&alias)
             )
         })
