@@ -153,6 +153,41 @@ impl LaminarDB {
         )
     }
 
+    /// One row per worker: its core, queued messages, rows processed and time busy.
+    pub(crate) fn show_workers(&self) -> Result<ExecuteResult> {
+        let rows: Vec<Vec<String>> = self
+            .metrics()
+            .workers
+            .iter()
+            .map(|w| {
+                let busy_share = if w.uptime.is_zero() {
+                    0.0
+                } else {
+                    100.0 * w.busy.as_secs_f64() / w.uptime.as_secs_f64()
+                };
+                vec![
+                    w.worker.to_string(),
+                    w.core.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                    w.queued_messages.to_string(),
+                    w.rows_processed.to_string(),
+                    w.busy.as_millis().to_string(),
+                    format!("{busy_share:.1}"),
+                ]
+            })
+            .collect();
+        text_batch(
+            &[
+                "worker",
+                "core",
+                "queued",
+                "rows_processed",
+                "busy_ms",
+                "busy_percent",
+            ],
+            &rows,
+        )
+    }
+
     pub(crate) fn describe(&self, name: &str) -> Result<ExecuteResult> {
         let catalog = self.catalog();
         let object = catalog.get(name).ok_or_else(|| DbError::NotFound {

@@ -61,13 +61,21 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// queries it covers).
 const EXCHANGE_SYNC_ROUNDS_MAX: usize = 16;
 
-/// Per-worker counters, for metrics.
+/// Per-worker counters, for metrics and `SHOW WORKERS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerStats {
     /// Worker index.
     pub worker: usize,
+    /// The CPU core the worker is pinned to, if pinning is on and succeeded.
+    pub core: Option<usize>,
     /// Source rows this worker has processed.
     pub rows_processed: u64,
+    /// Messages waiting in its input queues (sources and other workers) at its last look.
+    pub queued_messages: u64,
+    /// Time spent processing since the runtime started (not spinning or parked).
+    pub busy: Duration,
+    /// Time since the runtime started.
+    pub uptime: Duration,
 }
 
 struct QueryRecord {
@@ -87,6 +95,7 @@ pub struct Runtime {
     pause: Arc<PauseGate>,
     queries: Mutex<HashMap<String, QueryRecord>>,
     progress: Arc<Progress>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -146,7 +155,10 @@ impl Runtime {
                 .spawn(move || {
                     if let Some(core) = core {
                         // Pinning is best effort: a refused affinity leaves the thread floating.
-                        let _ = core_affinity::set_for_current(core);
+                        if core_affinity::set_for_current(core) {
+                            let id = i64::try_from(core.id).unwrap_or(-1);
+                            worker_shared.core.store(id, Ordering::Relaxed);
+                        }
                     }
                     // State is allocated after pinning, on the worker's own thread.
                     Worker::new(
@@ -178,6 +190,7 @@ impl Runtime {
             pause,
             queries: Mutex::new(HashMap::new()),
             progress: Arc::new(Progress::default()),
+            started: Instant::now(),
         })
     }
 
@@ -192,7 +205,11 @@ impl Runtime {
             .iter()
             .map(|w| WorkerStats {
                 worker: w.index,
+                core: usize::try_from(w.core.load(Ordering::Relaxed)).ok(),
                 rows_processed: w.rows_processed.load(Ordering::Relaxed),
+                queued_messages: w.queued_messages.load(Ordering::Relaxed),
+                busy: Duration::from_nanos(w.busy_ns.load(Ordering::Relaxed)),
+                uptime: self.started.elapsed(),
             })
             .collect()
     }

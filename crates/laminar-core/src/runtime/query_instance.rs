@@ -187,7 +187,10 @@ impl QueryInstance {
         let stale = self
             .state_bytes_measured
             .is_none_or(|at| now.duration_since(at) >= STATE_BYTES_REFRESH);
-        if stale || state_entries == 0 {
+        if state_entries == 0 {
+            // Nothing held: no need to ask, and no reason to delay the next measurement.
+            self.state_bytes = 0;
+        } else if stale {
             self.state_bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
             self.state_bytes_measured = Some(now);
         }

@@ -4,7 +4,7 @@
 //! embedded database costs nothing while no data flows.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -61,6 +61,12 @@ pub(crate) struct WorkerShared {
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
     pub(crate) rows_processed: AtomicU64,
+    /// The core the worker is pinned to, or -1.
+    pub(crate) core: AtomicI64,
+    /// Nanoseconds spent processing (not spinning or parked).
+    pub(crate) busy_ns: AtomicU64,
+    /// Messages waiting in the worker's input rings and overflow, at its last look.
+    pub(crate) queued_messages: AtomicU64,
 }
 
 /// A request that every worker stop between messages (for a consistent cut of the
@@ -80,6 +86,9 @@ impl WorkerShared {
             sleeping: AtomicBool::new(false),
             thread: OnceLock::new(),
             rows_processed: AtomicU64::new(0),
+            core: AtomicI64::new(-1),
+            busy_ns: AtomicU64::new(0),
+            queued_messages: AtomicU64::new(0),
         }
     }
 
@@ -205,8 +214,9 @@ impl Worker {
             if self.shared.has_commands.swap(false, Ordering::SeqCst) {
                 self.apply_commands();
             }
+            let work_started = Instant::now();
             let mut did_work = self.flush_overflow();
-            if self.next_timer.is_some_and(|due| due <= Instant::now()) {
+            if self.next_timer.is_some_and(|due| due <= work_started) {
                 did_work |= self.fire_timers();
             }
             did_work |= self.poll_exchange();
@@ -214,6 +224,9 @@ impl Worker {
                 did_work |= self.poll_ingress();
             }
             if did_work {
+                let busy = u64::try_from(work_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.shared.busy_ns.fetch_add(busy, Ordering::Relaxed);
+                self.publish_queue_depth();
                 idle_spins = 0;
                 continue;
             }
@@ -238,6 +251,23 @@ impl Worker {
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_spins = 0;
         }
+    }
+
+    /// Publishes how many messages wait in this worker's rings (for `SHOW WORKERS`).
+    fn publish_queue_depth(&self) {
+        let ingress: usize = self
+            .ingress
+            .iter()
+            .filter(|slot| !slot.done)
+            .map(|slot| slot.consumer.slots())
+            .sum();
+        let exchange: usize = self
+            .exchange_in
+            .iter()
+            .map(|inbound| inbound.consumer.slots())
+            .sum();
+        let queued = (ingress + exchange + self.overflow.len()) as u64;
+        self.shared.queued_messages.store(queued, Ordering::Relaxed);
     }
 
     /// Stands still between messages until the pause is lifted.

@@ -191,6 +191,8 @@ pub enum Statement {
     Flush,
     /// `SHOW WATERMARKS`: the watermark of every source, stream and view.
     ShowWatermarks,
+    /// `SHOW WORKERS`: every worker's core, queue depth, rows processed and busy time.
+    ShowWorkers,
 }
 
 impl Statement {
@@ -209,6 +211,7 @@ impl Statement {
             Self::Query(_) => "SELECT".into(),
             Self::Flush => "FLUSH".into(),
             Self::ShowWatermarks => "SHOW WATERMARKS".into(),
+            Self::ShowWorkers => "SHOW WORKERS".into(),
         }
     }
 }
@@ -313,6 +316,7 @@ impl fmt::Display for Statement {
             Self::Query(query) => write!(f, "{query}"),
             Self::Flush => f.write_str("FLUSH"),
             Self::ShowWatermarks => f.write_str("SHOW WATERMARKS"),
+            Self::ShowWorkers => f.write_str("SHOW WORKERS"),
         }
     }
 }

@@ -438,6 +438,10 @@ fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
         advance(parser, 1);
         return Ok(Statement::ShowWatermarks);
     }
+    if word(parser, 0).as_deref() == Some("WORKERS") {
+        advance(parser, 1);
+        return Ok(Statement::ShowWorkers);
+    }
     let kind = match word(parser, 0).as_deref() {
         Some("SOURCES") => Some((ObjectKind::Source, 1)),
         Some("STREAMS") => Some((ObjectKind::Stream, 1)),
