@@ -9,7 +9,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use laminar_db::LaminarDB;
@@ -96,7 +96,11 @@ fn allocations_per_batch(query: &str, rows: i64) -> f64 {
     allocations as f64 / MEASURED_BATCHES as f64
 }
 
+/// Tests of this file run one at a time: the allocation counter is process-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn assert_independent_of_rows(name: &str, query: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let small = allocations_per_batch(query, 64);
     let large = allocations_per_batch(query, 8_192);
     eprintln!("{name}: {small:.1} allocations per 64-row batch, {large:.1} per 8,192-row batch");
