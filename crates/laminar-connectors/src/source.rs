@@ -1,6 +1,8 @@
 //! The source half of the connector SDK: the [`SourceConnector`] / [`SourceReader`] traits the
-//! engine drives, the shared [`SourceMetrics`] it displays, and [`create_source`], the one
-//! entry point that maps a connector name to its implementation.
+//! engine drives, the [`SourceEvent`]s a reader produces (rows, and its partitions opening and
+//! ending, which the engine's per-partition watermarks follow), the shared [`SourceMetrics`]
+//! it displays, and [`create_source`], the one entry point that maps a connector name to its
+//! implementation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,18 +31,37 @@ pub trait SourceConnector: Send + Sync + std::fmt::Debug {
 
 /// A running source, polled from one dedicated thread.
 pub trait SourceReader: Send {
-    /// Blocks until the next batch is ready (may sleep for rate limiting); Ok(None) when finished.
+    /// Blocks until the next event is ready (may sleep for rate limiting); Ok(None) when
+    /// finished, which ends every partition.
     ///
     /// After an `Err` the reader is finished: the engine should not poll it again, and one
     /// that is polled anyway returns `Ok(None)`.
-    fn next_batch(&mut self) -> Result<Option<SourceBatch>>;
+    fn next_event(&mut self) -> Result<Option<SourceEvent>>;
+}
+
+/// What a reader produces.
+///
+/// Each partition has a watermark of its own, and the source's is the minimum over its open
+/// partitions, so a reader opens a partition before its first batch when it knows the
+/// partition will produce rows (all the files it reads at once, every generator partition):
+/// an opened partition holds the watermark back even before its first row. A partition
+/// first seen in a batch is opened then. A partition that will produce no more rows should
+/// be ended, so it no longer holds the watermark back.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// This partition will produce rows.
+    PartitionOpened(u32),
+    /// Rows of one partition.
+    Batch(SourceBatch),
+    /// This partition produced its last row.
+    PartitionEnded(u32),
 }
 
 /// One batch of rows from a source.
 ///
-/// `partition`: batches with the same partition must be processed in order (file index for
-/// files; for generators a round robin over the `partitions` option, default 1). The engine
-/// maps partition % workers to a worker.
+/// `partition`: batches with the same partition must be processed in order, and each
+/// partition has its own watermark (file index for files; for generators a round robin over
+/// the `partitions` option, default 1). The engine maps partition % workers to a worker.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
     /// Ordering domain of this batch.
@@ -153,14 +174,16 @@ struct MeteredReader {
 }
 
 impl SourceReader for MeteredReader {
-    fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+    fn next_event(&mut self) -> Result<Option<SourceEvent>> {
         if self.finished {
             return Ok(None);
         }
-        match self.inner.next_batch() {
-            Ok(Some(batch)) => {
-                self.metrics.record_rows(batch.batch.num_rows() as u64);
-                Ok(Some(batch))
+        match self.inner.next_event() {
+            Ok(Some(event)) => {
+                if let SourceEvent::Batch(batch) = &event {
+                    self.metrics.record_rows(batch.batch.num_rows() as u64);
+                }
+                Ok(Some(event))
             }
             other => {
                 self.finished = true;

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
     create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
-use laminar_core::runtime::{LatePolicy, StreamId};
+use laminar_core::runtime::{LatePolicy, SourceFeed, StreamId};
 use laminar_core::{ResultTable, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
@@ -252,12 +252,12 @@ impl LaminarDB {
             Some(late) => {
                 let (stream, outlet) = runtime.create_stream(late, schema.clone(), None);
                 let ingress = runtime
-                    .create_ingress(stream, None, true, LatePolicy::Keep)
+                    .create_ingress(stream, SourceFeed::Push, None, None, LatePolicy::Keep)
                     .inspect_err(|_| runtime.remove_stream(stream))?;
                 Some(DivertedStream {
                     stream,
                     outlet,
-                    ingress: Arc::new(ingress),
+                    ingress,
                 })
             }
         };
@@ -266,7 +266,7 @@ impl LaminarDB {
         });
         let (stream, outlet) = runtime.create_stream(&create.name, schema.clone(), None);
         let ingress = runtime
-            .create_ingress(stream, watermark, true, late)
+            .create_ingress(stream, SourceFeed::Push, watermark, None, late)
             .inspect_err(|_| {
                 runtime.remove_stream(stream);
                 if let Some(d) = &diverted {
@@ -276,7 +276,7 @@ impl LaminarDB {
         let state = ObjectState::PushSource {
             stream,
             outlet,
-            ingress: Arc::new(ingress),
+            ingress,
         };
         Ok((state, diverted))
     }
@@ -528,7 +528,7 @@ impl LaminarDB {
         let (stream, outlet) =
             runtime.create_stream(&format!("{input}@{query}"), source.schema.clone(), None);
         let ingress = runtime
-            .create_ingress(stream, watermark.as_ref(), true, late)
+            .create_ingress(stream, SourceFeed::Reader, watermark.as_ref(), None, late)
             .inspect_err(|_| runtime.remove_stream(stream))?;
         Ok(SourceInstance::prepare(
             &source.name,
@@ -536,7 +536,7 @@ impl LaminarDB {
             Arc::clone(connector),
             stream,
             outlet,
-            Arc::new(ingress),
+            ingress,
         ))
     }
 

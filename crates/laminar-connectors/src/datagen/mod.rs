@@ -295,6 +295,7 @@ impl SourceConnector for DatagenSource {
             batch_rows_max: batch_rows_max.max(1),
             next_event: 0,
             batches: 0,
+            partitions_opened: 0,
         }))
     }
 }
