@@ -2,10 +2,11 @@
 //! engine drives, the [`SourceEvent`]s a reader produces (rows, and its partitions opening and
 //! ending, which the engine's per-partition watermarks follow), the shared [`SourceMetrics`]
 //! it displays, and [`create_source`], the one entry point that maps a connector name to its
-//! implementation.
+//! implementation and reads the options every source takes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -18,6 +19,11 @@ use crate::options::ConnectorOptions;
 /// Names accepted by [`create_source`], for error messages.
 const SOURCE_CONNECTORS: &str = "datagen, file";
 
+/// The option every source connector takes: how long a partition may produce no row before
+/// it is idle and no longer holds the source's watermark back. Each connector lists it
+/// among its known options; [`create_source`] reads it.
+pub(crate) const IDLE_TIMEOUT_OPTION: &str = "idle_timeout";
+
 /// A configured source: knows its schema and opens readers. Created (and thereby validated)
 /// when the source is declared; opened when a pipeline starts.
 pub trait SourceConnector: Send + Sync + std::fmt::Debug {
@@ -27,6 +33,11 @@ pub trait SourceConnector: Send + Sync + std::fmt::Debug {
     fn is_bounded(&self) -> bool;
     /// Opens a reader yielding batches of at most `batch_rows_max` rows.
     fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>>;
+    /// How long a partition may produce no row (processing time) before it is idle: the
+    /// `idle_timeout` option; `None` when not given (partitions are never idle).
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A running source, polled from one dedicated thread.
@@ -126,7 +137,12 @@ pub fn create_source(
     metrics: Arc<SourceMetrics>,
 ) -> Result<Box<dyn SourceConnector>> {
     let declared = declared.filter(|schema| !schema.fields().is_empty());
-    let inner: Box<dyn SourceConnector> = match connector.trim().to_ascii_lowercase().as_str() {
+    let name = connector.trim().to_ascii_lowercase();
+    let idle_timeout = options.duration(
+        &format!("{} source", name.to_ascii_uppercase()),
+        IDLE_TIMEOUT_OPTION,
+    )?;
+    let inner: Box<dyn SourceConnector> = match name.as_str() {
         "file" => Box::new(FileSource::create(options, declared, Arc::clone(&metrics))?),
         "datagen" => Box::new(DatagenSource::create(options, declared)?),
         _ => {
@@ -137,14 +153,20 @@ pub fn create_source(
             })
         }
     };
-    Ok(Box::new(Metered { inner, metrics }))
+    Ok(Box::new(Metered {
+        inner,
+        metrics,
+        idle_timeout,
+    }))
 }
 
-/// Wraps every source so that rows are counted in one place, whatever the connector.
+/// Wraps every source so that rows are counted in one place, whatever the connector, and
+/// carries the options every source takes.
 #[derive(Debug)]
 struct Metered {
     inner: Box<dyn SourceConnector>,
     metrics: Arc<SourceMetrics>,
+    idle_timeout: Option<Duration>,
 }
 
 impl SourceConnector for Metered {
@@ -163,6 +185,10 @@ impl SourceConnector for Metered {
             metrics: Arc::clone(&self.metrics),
             finished: false,
         }))
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 }
 
@@ -205,6 +231,28 @@ mod tests {
             err.to_string(),
             "unknown source connector 'kafkaa'; known source connectors: datagen, file"
         );
+    }
+
+    #[test]
+    fn every_source_takes_an_idle_timeout() {
+        let options = |timeout: &str| {
+            ConnectorOptions::new([
+                ("kind".to_owned(), "trades".to_owned()),
+                ("idle_timeout".to_owned(), timeout.to_owned()),
+            ])
+        };
+        let source = create_source("datagen", &options("250ms"), None, Arc::default()).unwrap();
+        assert_eq!(source.idle_timeout(), Some(Duration::from_millis(250)));
+        let err = create_source("datagen", &options("soon"), None, Arc::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid value 'soon' for option 'idle_timeout' of connector DATAGEN source"
+            ),
+            "{err}"
+        );
+        let without = ConnectorOptions::new([("kind".to_owned(), "trades".to_owned())]);
+        let source = create_source("datagen", &without, None, Arc::default()).unwrap();
+        assert_eq!(source.idle_timeout(), None);
     }
 
     #[test]

@@ -19,18 +19,21 @@ use super::text_columns::readable_from_text;
 use super::{paths, CsvDialect, FileFormat};
 use crate::error::{ConnectorError, Result};
 use crate::options::ConnectorOptions;
-use crate::source::{SourceBatch, SourceConnector, SourceEvent, SourceMetrics, SourceReader};
+use crate::source::{
+    SourceBatch, SourceConnector, SourceEvent, SourceMetrics, SourceReader, IDLE_TIMEOUT_OPTION,
+};
 
 /// Connector name used in messages.
 const CONNECTOR: &str = "FILE source";
 /// Options the FILE source accepts.
-const OPTIONS: [&str; 6] = [
+const OPTIONS: [&str; 7] = [
     "path",
     "format",
     "header",
     "delimiter",
     "on_error",
     "batch_rows",
+    IDLE_TIMEOUT_OPTION,
 ];
 /// Files read at once. Each holds a reader's buffers, and the source's watermark waits for
 /// the slowest of them; a file further in path order opens when one of these ends.

@@ -484,7 +484,7 @@ fn create_time_validation_names_the_problem() {
     );
     assert_eq!(
         err("file", &[("path", "x.csv"), ("colour", "red")], declared.clone()),
-        "unknown option 'colour' for connector FILE source; known options: batch_rows, delimiter, format, header, on_error, path"
+        "unknown option 'colour' for connector FILE source; known options: batch_rows, delimiter, format, header, idle_timeout, on_error, path"
     );
     assert!(err("file", &[("path", "x.csv")], None)
         .starts_with("connector FILE source with format 'csv' needs declared columns"));
