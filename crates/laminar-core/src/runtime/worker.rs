@@ -15,7 +15,7 @@ use super::outlet::{StreamId, StreamOutlet};
 use super::query_instance::{QueryInstance, Remote};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
-use crate::watermark::{WatermarkGenerator, WATERMARK_END_MS};
+use crate::watermark::WATERMARK_END_MS;
 
 /// Messages taken from one ring before moving to the next, so one busy source cannot starve
 /// the others or the control commands.
@@ -31,7 +31,6 @@ pub(crate) enum Command {
         stream: StreamId,
         consumer: rtrb::Consumer<IngressMessage>,
         counters: Arc<IngressCounters>,
-        watermark: Option<WatermarkGenerator>,
         outlet: Arc<StreamOutlet>,
     },
     AddQuery {
@@ -137,7 +136,6 @@ struct IngressSlot {
     stream: StreamId,
     consumer: rtrb::Consumer<IngressMessage>,
     counters: Arc<IngressCounters>,
-    watermark: Option<WatermarkGenerator>,
     /// Ended or removed; swept after the current poll so indices stay valid meanwhile.
     done: bool,
 }
@@ -310,7 +308,6 @@ impl Worker {
                     stream,
                     consumer,
                     counters,
-                    watermark,
                     outlet,
                 } => {
                     self.outlets.insert(stream, outlet);
@@ -318,7 +315,6 @@ impl Worker {
                         stream,
                         consumer,
                         counters,
-                        watermark,
                         done: false,
                     });
                 }
@@ -469,28 +465,18 @@ impl Worker {
                 self.shared
                     .rows_processed
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                let advanced = match self.ingress[index].watermark.as_mut() {
-                    None => None,
-                    Some(generator) => match generator.observe(&batch) {
-                        Ok(advanced) => advanced,
-                        Err(error) => {
-                            if let Some(outlet) = self.outlets.get(&stream) {
-                                outlet.record_error(error.to_string());
-                            }
-                            None
-                        }
-                    },
-                };
                 self.work
                     .push_back((stream, Message::Data(ChangeBatch::insert_only(batch))));
-                if let Some(ms) = advanced {
-                    self.work.push_back((stream, Message::Watermark(ms)));
-                }
                 self.drain_work();
                 false
             }
             IngressMessage::Watermark(ms) => {
                 self.work.push_back((stream, Message::Watermark(ms)));
+                self.drain_work();
+                false
+            }
+            IngressMessage::Idle => {
+                self.work.push_back((stream, Message::Idle));
                 self.drain_work();
                 false
             }
