@@ -178,6 +178,7 @@ impl LaminarDB {
                     w.rows_processed.to_string(),
                     w.busy.as_millis().to_string(),
                     format!("{busy_share:.1}"),
+                    w.overruns.to_string(),
                 ]
             })
             .collect();
@@ -189,6 +190,7 @@ impl LaminarDB {
                 "rows_processed",
                 "busy_ms",
                 "busy_percent",
+                "overruns",
             ],
             &rows,
         )

@@ -1136,7 +1136,9 @@ fn show_workers_lists_cores_queues_rows_and_busy_time() {
     let shown = db.execute("SHOW WORKERS").expect("show workers");
     let table = text(shown.batches().expect("rows"));
     assert!(
-        table.contains("| worker | core | queued | rows_processed | busy_ms | busy_percent |"),
+        table.contains(
+            "| worker | core | queued | rows_processed | busy_ms | busy_percent | overruns |"
+        ),
         "{table}"
     );
     let workers = db.metrics().workers;
@@ -1157,4 +1159,21 @@ fn show_workers_lists_cores_queues_rows_and_busy_time() {
         workers.iter().all(|w| w.queued_messages == 0),
         "{workers:?}"
     );
+}
+
+#[test]
+fn a_huge_batch_is_processed_in_slices_and_completely() {
+    let db = db(2);
+    db.execute("CREATE SOURCE s (k BIGINT)").expect("source");
+    db.execute("CREATE MATERIALIZED VIEW total AS SELECT count(*) AS n, sum(k) AS s FROM s")
+        .expect("view");
+    let source = db.source("s").expect("handle");
+    let schema = source.schema();
+    // Four times the rows one step takes: processed a slice at a time.
+    let keys = Int64Array::from_iter_values(0..262_144);
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(keys)]).expect("batch");
+    source.push(batch).expect("push");
+    // A snapshot read waits for the whole batch, not its first slice.
+    let result = text(&db.query("SELECT n, s FROM total").expect("query"));
+    assert!(result.contains("| 262144 | 34359607296 |"), "{result}");
 }

@@ -76,6 +76,8 @@ pub struct WorkerStats {
     pub queued_messages: u64,
     /// Time spent processing since the runtime started (not spinning or parked).
     pub busy: Duration,
+    /// Steps (one message through every query reading it) that ran over the step budget.
+    pub overruns: u64,
     /// Time since the runtime started.
     pub uptime: Duration,
 }
@@ -213,6 +215,7 @@ impl Runtime {
                 rows_processed: w.rows_processed.load(Ordering::Relaxed),
                 queued_messages: w.queued_messages.load(Ordering::Relaxed),
                 busy: Duration::from_nanos(w.busy_ns.load(Ordering::Relaxed)),
+                overruns: w.overruns.load(Ordering::Relaxed),
                 uptime: self.started.elapsed(),
             })
             .collect()

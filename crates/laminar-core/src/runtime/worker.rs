@@ -1,13 +1,15 @@
 //! A worker: one (optionally core-pinned) thread running the reactor loop over its shard of
-//! every query. It drains its ingress rings under a per-ring budget, pushes each message
-//! through the queries reading that stream on this worker, and parks when idle so an
-//! embedded database costs nothing while no data flows.
+//! every query. It drains its ingress rings under a per-ring budget (a huge batch a slice at
+//! a time), pushes each message through the queries reading that stream on this worker, and
+//! parks when idle so an embedded database costs nothing while no data flows.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
 
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
@@ -22,6 +24,13 @@ use crate::watermark::WATERMARK_END_MS;
 const RING_BUDGET_MESSAGES: usize = 16;
 /// Empty polls spun before parking.
 const IDLE_SPINS_MAX: u32 = 200;
+/// Rows one step processes at most: a larger pushed batch is processed a slice at a time,
+/// with the worker's other rings, exchanges and timers served between slices, so one huge
+/// batch cannot hold back watermarks or other queries.
+const ROWS_PER_STEP_MAX: usize = 65_536;
+/// A step (one message through every query reading it) taking longer than this is an
+/// overrun, counted per worker.
+const STEP_BUDGET: Duration = Duration::from_millis(10);
 /// A parked worker re-checks its rings at least this often (guards against a lost wakeup).
 const PARK_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -66,6 +75,8 @@ pub(crate) struct WorkerShared {
     pub(crate) busy_ns: AtomicU64,
     /// Messages waiting in the worker's input rings and overflow, at its last look.
     pub(crate) queued_messages: AtomicU64,
+    /// Steps that took longer than [`STEP_BUDGET`].
+    pub(crate) overruns: AtomicU64,
 }
 
 /// A request that every worker stop between messages (for a consistent cut of the
@@ -88,6 +99,7 @@ impl WorkerShared {
             core: AtomicI64::new(-1),
             busy_ns: AtomicU64::new(0),
             queued_messages: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
         }
     }
 
@@ -138,6 +150,9 @@ struct IngressSlot {
     counters: Arc<IngressCounters>,
     /// Ended or removed; swept after the current poll so indices stay valid meanwhile.
     done: bool,
+    /// Slices of a batch above [`ROWS_PER_STEP_MAX`] still to process, before the ring's
+    /// next message; the message counts as processed once they are.
+    carry: VecDeque<RecordBatch>,
 }
 
 struct RunningQuery {
@@ -316,6 +331,7 @@ impl Worker {
                         consumer,
                         counters,
                         done: false,
+                        carry: VecDeque::new(),
                     });
                 }
                 Command::AddQuery {
@@ -421,6 +437,17 @@ impl Worker {
                 if self.ingress[index].done {
                     break;
                 }
+                if let Some(slice) = self.ingress[index].carry.pop_front() {
+                    did_work = true;
+                    self.process_ingress(index, IngressMessage::Data(slice));
+                    if self.ingress[index].carry.is_empty() {
+                        self.ingress[index]
+                            .counters
+                            .processed
+                            .fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
                 let Ok(message) = self.ingress[index].consumer.pop() else {
                     break;
                 };
@@ -438,7 +465,23 @@ impl Worker {
                         .fetch_add(1, Ordering::SeqCst);
                     break;
                 }
+                let message = match message {
+                    IngressMessage::Data(batch) if batch.num_rows() > ROWS_PER_STEP_MAX => {
+                        let mut slices = slices(&batch, ROWS_PER_STEP_MAX);
+                        let first = slices.pop_front();
+                        self.ingress[index].carry = slices;
+                        match first {
+                            Some(first) => IngressMessage::Data(first),
+                            None => IngressMessage::Data(batch),
+                        }
+                    }
+                    other => other,
+                };
                 let finished = self.process_ingress(index, message);
+                if !self.ingress[index].carry.is_empty() {
+                    // Counted as processed once its last slice is.
+                    continue;
+                }
                 self.ingress[index]
                     .counters
                     .processed
@@ -458,7 +501,17 @@ impl Worker {
     }
 
     /// Processes one message from ring `index`; returns true when the ring's stream ended.
+    /// A step over its budget is counted.
     fn process_ingress(&mut self, index: usize, message: IngressMessage) -> bool {
+        let started = Instant::now();
+        let finished = self.process_ingress_message(index, message);
+        if started.elapsed() > STEP_BUDGET {
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
+        finished
+    }
+
+    fn process_ingress_message(&mut self, index: usize, message: IngressMessage) -> bool {
         let stream = self.ingress[index].stream;
         match message {
             IngressMessage::Data(batch) => {
@@ -684,5 +737,41 @@ impl Worker {
             }
         }
         did_work
+    }
+}
+
+/// `batch` cut into consecutive zero-copy slices of at most `rows` rows.
+fn slices(batch: &RecordBatch, rows: usize) -> VecDeque<RecordBatch> {
+    (0..batch.num_rows())
+        .step_by(rows.max(1))
+        .map(|offset| batch.slice(offset, rows.min(batch.num_rows() - offset)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::slices;
+
+    #[test]
+    fn slices_cover_a_batch_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values(0..10);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).expect("batch");
+        let parts = slices(&batch, 4);
+        let sizes: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        let last = parts[2]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ints")
+            .value(1);
+        assert_eq!(last, 9);
     }
 }
