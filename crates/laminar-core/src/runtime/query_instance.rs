@@ -272,7 +272,8 @@ impl QueryInstance {
                     for batch in produced {
                         self.emit(index, Message::Data(batch), out, remote)?;
                     }
-                    self.emit(index, Message::Watermark(merged), out, remote)?;
+                    let outgoing = self.nodes[index].operator.output_watermark(merged);
+                    self.emit(index, Message::Watermark(outgoing), out, remote)?;
                 }
             }
             Message::End => {
