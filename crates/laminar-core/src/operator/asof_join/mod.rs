@@ -1,16 +1,11 @@
-//! ASOF join: every left row (port 0) is joined with at most one right row (port 1) of the
-//! same key: the closest in time in the join's direction (backward: the latest at or before
-//! it; forward: the earliest at or after it; nearest: the closest either way, the earlier on
-//! a tie), optionally within a tolerance. Both inputs are append-only and routed by key.
-//!
-//! A left row is emitted once the watermark proves that no right row able to change its
-//! answer can still arrive (see [`state::horizon`]), so the output is append-only and exact;
-//! with early emission it is emitted on arrival and corrected by retraction when a better
-//! match arrives. Rows behind the watermark are late: dropped and counted. Right rows are
-//! pruned behind the watermark (keeping, for backward and nearest joins, the latest before
-//! it), and the output watermark is held at the oldest left row still waiting, so rows
-//! emitted later are not late downstream.
-
+//! ASOF join: each left row (port 0) is joined with at most one right row (port 1) of the
+//! same key, the closest in time in the join's direction (backward, forward or nearest),
+//! optionally within a tolerance; both inputs are append-only and routed by key. A left row
+//! is emitted once the watermark proves no right row able to change its match can still
+//! arrive (or, with early emission, on arrival, corrected by retraction), and rows behind
+//! the watermark are late. Right rows are pruned behind the watermark, and the output
+//! watermark is held at the oldest waiting left row so rows emitted later are not late
+//! downstream.
 mod state;
 #[cfg(test)]
 mod tests;
@@ -320,7 +315,7 @@ impl AsofJoinOperator {
             InsertedRight::Shadowed => return,
         }
         if config.spec.early {
-            correct(state, time, &config, output);
+            state.correct(time, &config.matching, config.spec.outer, output);
         }
     }
 
@@ -332,7 +327,7 @@ impl AsofJoinOperator {
         let mut released = 0;
         let mut oldest = i64::MAX;
         self.keys.retain(|_, state| {
-            released += settle(state, watermark, &config, output);
+            released += state.settle(watermark, &config.matching, config.spec, output);
             let bound = if watermark == i64::MAX {
                 i64::MAX
             } else {
@@ -424,85 +419,6 @@ impl AsofJoinOperator {
             ChangeBatch::insert_only(batch)
         }))
     }
-}
-
-/// Early emission: after a right row at `time` arrived, retracts and re-emits the left rows
-/// of `state` whose match it changed.
-fn correct(state: &mut KeyState, time: i64, config: &Config, output: &mut Output) {
-    let matching = &config.matching;
-    let reach = matching.tolerance.unwrap_or(i64::MAX);
-    // The left rows the new row can be the match of.
-    let (low, high) = match matching.direction {
-        AsofDirection::Backward => (time, time.saturating_add(reach)),
-        AsofDirection::Forward => (time.saturating_sub(reach), time),
-        AsofDirection::Nearest => (time.saturating_sub(reach), time.saturating_add(reach)),
-    };
-    let outer = config.spec.outer;
-    let KeyState { right, pending } = state;
-    for (&(t, _), waiting) in pending.range_mut((low, 0)..=(high, u64::MAX)) {
-        let matched = best(right, t, matching);
-        let same = match (&waiting.answer, matched) {
-            (None, None) => true,
-            (Some((was_at, was)), Some((at, row))) => *was_at == at && was == row,
-            _ => false,
-        };
-        if same {
-            continue;
-        }
-        let now = matched.map(|(at, row)| (at, row.clone()));
-        if outer || waiting.answer.is_some() {
-            let old = waiting.answer.as_ref().map(|(_, r)| r.clone());
-            output.push(waiting.row.clone(), old, -1);
-        }
-        if outer || now.is_some() {
-            output.push(waiting.row.clone(), now.as_ref().map(|(_, r)| r.clone()), 1);
-        }
-        waiting.answer = now;
-    }
-}
-
-/// Releases the left rows of `state` whose answer the watermark settled, emitting them
-/// unless they were emitted early; returns how many left.
-fn settle(state: &mut KeyState, watermark: i64, config: &Config, output: &mut Output) -> u64 {
-    let matching = &config.matching;
-    let end = watermark == i64::MAX;
-    // Without right rows or tolerance only the end settles forward and nearest answers.
-    if !end
-        && state.right.is_empty()
-        && matching.tolerance.is_none()
-        && matching.direction != AsofDirection::Backward
-    {
-        return 0;
-    }
-    // A row's horizon is at least its time minus one: later rows cannot be settled.
-    let upper = if end {
-        (i64::MAX, u64::MAX)
-    } else {
-        (watermark, u64::MAX)
-    };
-    let mut done = Vec::new();
-    for &position in state.pending.range(..=upper).map(|(position, _)| position) {
-        let matched = best(&state.right, position.0, matching);
-        if settled(
-            watermark,
-            horizon(position.0, matched.map(|m| m.0), matching),
-        ) {
-            done.push((position, matched.map(|m| m.1.clone())));
-        } else if matching.direction != AsofDirection::Nearest {
-            // Backward and forward horizons grow with the row's time.
-            break;
-        }
-    }
-    let released = done.len() as u64;
-    for (position, matched) in done {
-        let Some(waiting) = state.pending.remove(&position) else {
-            continue;
-        };
-        if !config.spec.early && (config.spec.outer || matched.is_some()) {
-            output.push(waiting.row, matched, 1);
-        }
-    }
-    released
 }
 
 impl Operator for AsofJoinOperator {

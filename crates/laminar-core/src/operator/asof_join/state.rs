@@ -1,6 +1,7 @@
 //! One join key's state: the right rows by time and the left rows still waiting for a final
-//! answer, with the matching, finality and pruning rules over them. Times here are in the
-//! join's time unit (the finer of the two sides' units, at least milliseconds).
+//! answer, with the rules over them: which right row matches, when an answer is final,
+//! what early emission corrects, and which right rows can go. Times here are in the join's
+//! time unit (the finer of the two sides' units, at least milliseconds).
 //!
 //! Invariants: among right rows with the same time only the one that sorts last (by the
 //! whole row) is kept, since it is the only one any left row can match; a pending left row's
@@ -11,7 +12,7 @@ use std::ops::Bound;
 
 use datafusion::arrow::row::OwnedRow;
 
-use super::AsofDirection;
+use super::{AsofDirection, AsofJoinSpec, Output};
 
 /// What a left row matches, with the tolerance in the join's time unit.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +103,94 @@ impl KeyState {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Early emission: after a right row at `time` arrived, retracts and re-emits the left
+    /// rows whose match it changed.
+    pub(super) fn correct(
+        &mut self,
+        time: i64,
+        matching: &Matching,
+        outer: bool,
+        output: &mut Output,
+    ) {
+        let reach = matching.tolerance.unwrap_or(i64::MAX);
+        // The left rows the new row can be the match of.
+        let (low, high) = match matching.direction {
+            AsofDirection::Backward => (time, time.saturating_add(reach)),
+            AsofDirection::Forward => (time.saturating_sub(reach), time),
+            AsofDirection::Nearest => (time.saturating_sub(reach), time.saturating_add(reach)),
+        };
+        let Self { right, pending } = self;
+        for (&(t, _), waiting) in pending.range_mut((low, 0)..=(high, u64::MAX)) {
+            let matched = best(right, t, matching);
+            let same = match (&waiting.answer, matched) {
+                (None, None) => true,
+                (Some((was_at, was)), Some((at, row))) => *was_at == at && was == row,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            let now = matched.map(|(at, row)| (at, row.clone()));
+            if outer || waiting.answer.is_some() {
+                let old = waiting.answer.as_ref().map(|(_, r)| r.clone());
+                output.push(waiting.row.clone(), old, -1);
+            }
+            if outer || now.is_some() {
+                output.push(waiting.row.clone(), now.as_ref().map(|(_, r)| r.clone()), 1);
+            }
+            waiting.answer = now;
+        }
+    }
+
+    /// Releases the left rows whose answer the watermark settled, emitting them unless they
+    /// were emitted early; returns how many left.
+    pub(super) fn settle(
+        &mut self,
+        watermark: i64,
+        matching: &Matching,
+        spec: AsofJoinSpec,
+        output: &mut Output,
+    ) -> u64 {
+        let end = watermark == i64::MAX;
+        // Without right rows or tolerance only the end settles forward and nearest answers.
+        if !end
+            && self.right.is_empty()
+            && matching.tolerance.is_none()
+            && matching.direction != AsofDirection::Backward
+        {
+            return 0;
+        }
+        // A row's horizon is at least its time minus one: later rows cannot be settled.
+        let upper = if end {
+            (i64::MAX, u64::MAX)
+        } else {
+            (watermark, u64::MAX)
+        };
+        let mut done = Vec::new();
+        for &position in self.pending.range(..=upper).map(|(position, _)| position) {
+            let matched = best(&self.right, position.0, matching);
+            if settled(
+                watermark,
+                horizon(position.0, matched.map(|m| m.0), matching),
+            ) {
+                done.push((position, matched.map(|m| m.1.clone())));
+            } else if matching.direction != AsofDirection::Nearest {
+                // Backward and forward horizons grow with the row's time.
+                break;
+            }
+        }
+        let released = done.len() as u64;
+        for (position, matched) in done {
+            let Some(waiting) = self.pending.remove(&position) else {
+                continue;
+            };
+            if !spec.early && (spec.outer || matched.is_some()) {
+                output.push(waiting.row, matched, 1);
+            }
+        }
+        released
     }
 
     /// Approximate bytes held: row bytes plus per-entry overhead.
