@@ -319,7 +319,7 @@ impl LaminarDB {
                     sink.if_not_exists,
                     &query,
                     Some(&sink.connector),
-                    Emit::OnUpdate,
+                    Emit::Default,
                     sql,
                     persist,
                 )
@@ -360,6 +360,14 @@ impl LaminarDB {
         query: &Query,
         explain: bool,
     ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+        if laminar_sql::contains_asof_join(query) {
+            return Err(DbError::Sql(laminar_sql::SqlError::Unsupported {
+                construct: "ASOF JOIN in a snapshot SELECT; ASOF joins run as continuous \
+                            queries (CREATE MATERIALIZED VIEW ... AS SELECT ... ASOF JOIN ...)"
+                    .into(),
+                context: "SELECT".into(),
+            }));
+        }
         self.inner.runtime.sync(SYNC_TIMEOUT)?;
         let ctx = self.inner.snapshot.context().clone();
         let statement = if explain {

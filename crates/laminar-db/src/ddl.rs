@@ -244,6 +244,7 @@ impl LaminarDB {
             .inner
             .planner
             .plan_watermark(&create.name, &spec.expr)?;
+        self.inner.planner.mark_event_time(&create.name, event_time);
         Ok(Some(WatermarkGenerator::new(
             create.name.clone(),
             event_time,
@@ -376,6 +377,9 @@ impl LaminarDB {
         }
         if let Some(window_end) = planned.graph.window_end {
             self.inner.planner.mark_windowed(name, window_end);
+        }
+        if let Some(event_time) = planned.event_time {
+            self.inner.planner.mark_event_time(name, event_time);
         }
         catalog.insert(Object {
             name: name.to_string(),

@@ -234,7 +234,7 @@ impl LaminarDB {
             Statement::CreateSink(sink) => (
                 sink.name.clone(),
                 crate::ddl::sink_query(&sink.input)?,
-                laminar_sql::Emit::OnUpdate,
+                laminar_sql::Emit::Default,
             ),
             Statement::Query(query) => {
                 let (schema, batches) = self.run_query(query, true)?;

@@ -52,10 +52,7 @@ pub(crate) fn interval_ms(text: &str, context: &str) -> Result<i64> {
             .ok_or_else(error)?;
     }
     if total <= 0 {
-        return Err(invalid(
-            context,
-            format!("window size {text} must be positive"),
-        ));
+        return Err(invalid(context, format!("{text} must be positive")));
     }
     Ok(total)
 }

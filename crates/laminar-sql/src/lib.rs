@@ -4,6 +4,8 @@
 //! `laminar-core` dataflow graphs. Nothing here runs a query.
 #![deny(missing_docs)]
 
+mod asof_rewrite;
+mod asof_udf;
 pub mod error;
 mod interval;
 pub mod parser;
@@ -15,6 +17,7 @@ mod translate;
 pub mod types;
 mod windows;
 
+pub use asof_rewrite::contains_asof_join;
 pub use error::{Result, SqlError};
 pub use parser::{parse_statements, ConnectorSpec, Emit, ObjectKind, Statement};
 pub use planner::{PlannedQuery, StreamPlanner};

@@ -11,6 +11,7 @@ use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -20,11 +21,13 @@ use datafusion::sql::sqlparser::ast::{
 };
 use laminar_core::QueryGraph;
 
+use crate::asof_rewrite::rewrite_asof_joins;
+use crate::asof_udf::asof_function;
 use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
 use crate::parser::Emit;
 use crate::session_udf::session_functions;
-use crate::translate::{check_supported, translate, KnownInputs};
+use crate::translate::{check_supported, event_time_column, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -36,6 +39,9 @@ pub struct PlannedQuery {
     pub schema: SchemaRef,
     /// Names of the sources, streams and views it reads.
     pub inputs: Vec<String>,
+    /// The column of its rows holding their event time (a source's `WATERMARK FOR` column
+    /// passed on unchanged), if one does.
+    pub event_time: Option<usize>,
 }
 
 /// Plans continuous queries against the registered schemas.
@@ -46,6 +52,8 @@ pub struct StreamPlanner {
     /// Append-only inputs whose rows belong to event-time windows, with the column holding
     /// the window end.
     window_ends: Mutex<HashMap<String, usize>>,
+    /// Inputs with an event-time column, and its index.
+    event_times: Mutex<HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -70,11 +78,13 @@ impl StreamPlanner {
         for function in session_functions() {
             ctx.register_udf(function);
         }
+        ctx.register_udf(asof_function());
         Self {
             ctx,
             names: Mutex::new(BTreeSet::new()),
             changelogs: Mutex::new(HashSet::new()),
             window_ends: Mutex::new(HashMap::new()),
+            event_times: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,8 +128,22 @@ impl StreamPlanner {
             .insert(name.to_string(), window_end);
     }
 
+    /// Marks column `column` of `name` (registered) as its event time: the column a source
+    /// declared with `WATERMARK FOR`, or a view's or stream's that passes it on. ASOF joins
+    /// compare event times only.
+    pub fn mark_event_time(&self, name: &str, column: usize) {
+        self.event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), column);
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
+        self.event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.changelogs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -154,6 +178,7 @@ impl StreamPlanner {
     pub fn plan_query(&self, query: &Query, context: &str, emit: Emit) -> Result<PlannedQuery> {
         let mut query = query.clone();
         rewrite_window_functions(&mut query, context)?;
+        let asof = rewrite_asof_joins(&mut query, context)?;
         let query = &query;
         reject_streaming_extensions(query, context)?;
         self.check_relations(query)?;
@@ -165,9 +190,12 @@ impl StreamPlanner {
                 .map_err(|e| SqlError::plan(context, &e))?;
         check_supported(&plan, context)?;
         reject_frozen_functions(&plan, context)?;
-        let optimized = state
-            .optimize(&plan)
-            .map_err(|e| SqlError::plan(context, &e))?;
+        let optimized = if asof {
+            without_filter_pushdown(&state).optimize(&plan)
+        } else {
+            state.optimize(&plan)
+        }
+        .map_err(|e| SqlError::plan(context, &e))?;
         // The optimizer may prove a filter always false and drop the scan; the unoptimized
         // plan still reads its inputs, so the query ends when they end.
         let chosen = if contains_scan(&optimized) {
@@ -185,9 +213,15 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let event_times = self
+            .event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let inputs = KnownInputs {
             changelogs: &changelogs,
             window_ends: &window_ends,
+            event_times: &event_times,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();
@@ -196,6 +230,7 @@ impl StreamPlanner {
             graph,
             schema,
             inputs,
+            event_time: event_time_column(chosen, &event_times),
         })
     }
 
@@ -285,6 +320,22 @@ impl StreamPlanner {
         }
         Ok(())
     }
+}
+
+/// The planner's optimizer without filter pushdown, for queries with ASOF joins: a `WHERE`
+/// on the right side's columns applies to the joined rows, and pushed below the join it
+/// would change which right row is the closest. (Cross-join elimination goes too: it lifts
+/// an inner join's condition into a filter above it, for pushdown to put back.)
+fn without_filter_pushdown(state: &SessionState) -> SessionState {
+    let rules = state
+        .optimizers()
+        .iter()
+        .filter(|rule| !matches!(rule.name(), "push_down_filter" | "eliminate_cross_join"))
+        .cloned()
+        .collect();
+    SessionStateBuilder::new_from_existing(state.clone())
+        .with_optimizer_rules(rules)
+        .build()
 }
 
 /// Runs `work` (which blocks on a DataFusion planning future) on a scoped thread of its

@@ -2,6 +2,10 @@
 //! Only plan nodes with a streaming implementation are accepted; every other node is an
 //! `Unsupported` error naming the SQL construct it came from.
 
+mod asof;
+
+pub(crate) use asof::event_time_column;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -52,6 +56,9 @@ pub(crate) struct KnownInputs<'a> {
     /// Append-only inputs whose rows belong to event-time windows: the column holding each
     /// row's window end.
     pub(crate) window_ends: &'a HashMap<String, usize>,
+    /// Inputs with an event-time column (a source's `WATERMARK FOR` column, or a view's or
+    /// stream's that passes it on): its index.
+    pub(crate) event_times: &'a HashMap<String, usize>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.
@@ -70,6 +77,7 @@ pub(crate) fn translate(
         windowed: false,
         aggregates_changelog: false,
         session_markers_planned: 0,
+        asof_markers_planned: 0,
         nodes: Vec::new(),
     };
     let produced = match emit {
@@ -82,6 +90,12 @@ pub(crate) fn translate(
             construct: "a SESSION window used other than as the window_start and window_end \
                         keys of a GROUP BY (sessions exist only in an aggregation)"
                 .into(),
+            context: context.to_string(),
+        });
+    }
+    if asof::marker_calls(plan) != builder.asof_markers_planned {
+        return Err(SqlError::Unsupported {
+            construct: "an ASOF join condition outside the ON clause of an ASOF JOIN".into(),
             context: context.to_string(),
         });
     }
@@ -149,6 +163,7 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
         | LogicalPlan::Aggregate(_)
         | LogicalPlan::SubqueryAlias(_) => return None,
         LogicalPlan::Distinct(_) => "DISTINCT",
+        LogicalPlan::Join(join) if asof::asof_marker(join).is_some() => return None,
         LogicalPlan::Join(_) => "JOIN (also from IN/EXISTS subqueries, INTERSECT, EXCEPT)",
         LogicalPlan::Sort(_) => "ORDER BY",
         LogicalPlan::Limit(_) => "LIMIT/OFFSET",
@@ -175,6 +190,8 @@ struct Builder<'a> {
     aggregates_changelog: bool,
     /// Session marker calls consumed by session aggregates.
     session_markers_planned: usize,
+    /// ASOF marker calls consumed by ASOF joins.
+    asof_markers_planned: usize,
     nodes: Vec<QueryNode>,
 }
 
@@ -267,7 +284,7 @@ impl Builder<'_> {
             Emit::OnWindowClose {
                 allowed_lateness_ms,
             } => (true, allowed_lateness_ms),
-            Emit::OnUpdate | Emit::Every { .. } => (false, 0),
+            Emit::Default | Emit::OnUpdate | Emit::Every { .. } => (false, 0),
         };
         let session = match session_keys(aggregate) {
             SessionMatch::None => None,
@@ -577,6 +594,7 @@ impl Builder<'_> {
                 Ok(produced.unwrap_or_else(Produced::append_only))
             }
             LogicalPlan::SubqueryAlias(alias) => self.add(&alias.input, parent),
+            LogicalPlan::Join(join) => self.add_asof_join(join, parent),
             other => Err(self.unsupported(
                 &unsupported_node(other).unwrap_or_else(|| other.display().to_string()),
             )),

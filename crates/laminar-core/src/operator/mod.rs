@@ -4,6 +4,7 @@
 //! the event through, so a stateless operator implements one method.
 
 mod aggregate;
+mod asof_join;
 mod exchange;
 mod filter;
 mod multiset_accumulator;
@@ -16,6 +17,7 @@ mod union;
 mod window_aggregate;
 
 pub use aggregate::{AggregateCall, AggregateOperator};
+pub use asof_join::{AsofDirection, AsofJoinOperator, AsofJoinSide, AsofJoinSpec};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use periodic_emit::PeriodicEmitOperator;
@@ -127,6 +129,13 @@ pub trait Operator: Send {
     /// Called when the operator's input watermark advances; may emit rows (e.g. closed windows).
     fn on_watermark(&mut self, _watermark_ms: i64, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
+    }
+
+    /// The watermark passed downstream once `on_watermark(watermark_ms)` returned: lower
+    /// than it while the operator still holds rows it will emit later with event times
+    /// behind it (an ASOF join's left rows waiting for a match), so they are not late there.
+    fn output_watermark(&self, watermark_ms: i64) -> i64 {
+        watermark_ms
     }
 
     /// Called once when every input has ended; flushes whatever is left.

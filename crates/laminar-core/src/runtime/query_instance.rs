@@ -363,9 +363,12 @@ impl QueryInstance {
             for batch in produced {
                 self.emit(index, Message::Data(batch), out, remote)?;
             }
-            self.emit(index, Message::Watermark(merged), out, remote)?;
+            // An operator holding rows back (an ASOF join waiting for matches) holds its
+            // output watermark back with them.
+            let outgoing = self.nodes[index].operator.output_watermark(merged);
+            self.emit(index, Message::Watermark(outgoing), out, remote)?;
         } else if resumed {
-            let watermark = node.watermark_ms;
+            let watermark = node.operator.output_watermark(node.watermark_ms);
             self.emit(index, Message::Watermark(watermark), out, remote)?;
         }
         Ok(())

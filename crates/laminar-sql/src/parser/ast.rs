@@ -50,8 +50,12 @@ impl fmt::Display for ObjectKind {
 /// When a continuous query emits results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Emit {
-    /// Every change as it happens (a changelog for aggregations). The default.
+    /// No `EMIT` clause: an aggregation emits every change as it happens (as `OnUpdate`); an
+    /// ASOF join emits each row once its answer is final.
     #[default]
+    Default,
+    /// `EMIT ON UPDATE` / `EMIT CHANGES`: every change as it happens (a changelog for
+    /// aggregations; an ASOF join emits each row at once and corrects it by retraction).
     OnUpdate,
     /// `EMIT ON WINDOW CLOSE` (also `EMIT AFTER WATERMARK`, `EMIT FINAL`): one row per
     /// window once the watermark passes its end; with `ALLOW LATENESS`, rows up to that much
@@ -228,7 +232,8 @@ impl Statement {
 
 fn emit_clause(emit: Emit) -> String {
     match emit {
-        Emit::OnUpdate => String::new(),
+        Emit::Default => String::new(),
+        Emit::OnUpdate => " EMIT CHANGES".to_string(),
         Emit::OnWindowClose {
             allowed_lateness_ms: 0,
         } => " EMIT ON WINDOW CLOSE".to_string(),

@@ -200,7 +200,7 @@ fn parse_query_and_emit(parser: &mut Parser<'_>) -> Result<(Box<Query>, Emit)> {
 /// The optional `EMIT` clause after a continuous query.
 fn parse_emit(parser: &mut Parser<'_>) -> Result<Emit> {
     if word(parser, 0).as_deref() != Some("EMIT") {
-        return Ok(Emit::OnUpdate);
+        return Ok(Emit::Default);
     }
     advance(parser, 1);
     parse_emit_rest(parser)

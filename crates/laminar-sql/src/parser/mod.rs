@@ -4,11 +4,13 @@
 //! is handed to `sqlparser` as is. Statements print back as canonical SQL, which the catalog
 //! stores.
 
+mod asof;
 mod ast;
 mod ddl;
 pub(crate) mod ddl_normalize;
 mod flink_windows;
 
+pub(crate) use asof::{ASOF_JOIN_MARKER, ASOF_TOLERANCE};
 pub use ddl_normalize::quote_ident;
 
 pub use ast::{
@@ -27,8 +29,8 @@ pub fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| syntax(ParserError::TokenizerError(e.to_string())))?;
-    let mut parser =
-        Parser::new(&dialect).with_tokens_with_locations(flink_windows::rewrite(tokens));
+    let tokens = asof::rewrite(flink_windows::rewrite(tokens))?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
