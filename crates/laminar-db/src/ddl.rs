@@ -13,7 +13,7 @@ use laminar_connectors::{
     create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
 use laminar_core::runtime::{LatePolicy, StreamId};
-use laminar_core::{ResultTable, WatermarkGenerator};
+use laminar_core::{ResultTable, RowTimes, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
 use laminar_sql::{parse_statements, ConnectorSpec, Emit, ObjectKind, SqlError, Statement};
@@ -124,6 +124,12 @@ impl LaminarDB {
         let watermark = self
             .source_watermark(create, &schema, &context)
             .inspect_err(|_| forget())?;
+        if let Some(spec) = &create.watermark {
+            // `source_watermark` found the column.
+            if let Ok(event_time) = schema.index_of(&spec.column) {
+                planner.mark_event_time(name, event_time);
+            }
+        }
         if persist {
             self.persist_with(&catalog, &sql)
                 .inspect_err(|_| forget())?;
@@ -363,6 +369,11 @@ impl LaminarDB {
         if let Some(window_end) = planned.graph.window_end {
             self.inner.planner.mark_windowed(name, window_end);
         }
+        match planned.graph.row_times {
+            RowTimes::EventTime(column) => self.inner.planner.mark_event_time(name, column),
+            RowTimes::Unordered => self.inner.planner.mark_unordered(name),
+            RowTimes::Unknown => {}
+        }
         catalog.insert(Object {
             name: name.to_string(),
             kind,
@@ -422,32 +433,38 @@ impl LaminarDB {
         Ok(pending)
     }
 
-    /// Changelogs (retracting outputs) can feed aggregates only from materialized views.
+    /// Changelogs (retracting outputs) can feed aggregates and joins only from materialized
+    /// views.
     fn check_changelog_use(
         catalog: &Catalog,
         sql_planner: &laminar_sql::StreamPlanner,
         planned: &laminar_sql::PlannedQuery,
         context: &str,
     ) -> Result<()> {
-        if planned.graph.aggregates_changelog {
-            // Only a materialized view can give a new aggregate (or top-N) the rows its
-            // later retractions refer to; a stream's earlier rows are gone.
-            if let Some(stream) = planned.inputs.iter().find(|input| {
-                catalog.get(input).is_some_and(|o| {
-                    o.kind == ObjectKind::Stream && sql_planner.is_changelog(input)
-                })
-            }) {
-                return Err(DbError::Sql(SqlError::Unsupported {
-                    construct: format!(
-                        "aggregating the changelog of stream {stream}, or ranking it (a stream keeps \
-                         no rows for later retractions to refer to); make {stream} a \
-                         MATERIALIZED VIEW"
-                    ),
-                    context: context.to_string(),
-                }));
-            }
+        if !planned.graph.aggregates_changelog && !planned.graph.joins_changelog {
+            return Ok(());
         }
-        Ok(())
+        // Only a materialized view can give a new aggregate, top-N or join the rows its
+        // later retractions refer to; a stream's earlier rows are gone.
+        let Some(stream) = planned.inputs.iter().find(|input| {
+            catalog
+                .get(input)
+                .is_some_and(|o| o.kind == ObjectKind::Stream && sql_planner.is_changelog(input))
+        }) else {
+            return Ok(());
+        };
+        let what = if planned.graph.aggregates_changelog {
+            format!("aggregating the changelog of stream {stream}, or ranking it")
+        } else {
+            format!("joining the changelog of stream {stream}")
+        };
+        Err(DbError::Sql(SqlError::Unsupported {
+            construct: format!(
+                "{what} (a stream keeps no rows for later retractions to refer to); make \
+                 {stream} a MATERIALIZED VIEW"
+            ),
+            context: context.to_string(),
+        }))
     }
 
     /// Maps each input of a query to the stream feeding it. A connector source (or its

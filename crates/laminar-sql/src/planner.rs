@@ -24,7 +24,7 @@ use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
 use crate::parser::Emit;
 use crate::session_udf::session_functions;
-use crate::translate::{check_supported, translate, KnownInputs};
+use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -46,6 +46,10 @@ pub struct StreamPlanner {
     /// Append-only inputs whose rows belong to event-time windows, with the column holding
     /// the window end.
     window_ends: Mutex<HashMap<String, usize>>,
+    /// Append-only inputs with an event-time column, and its index.
+    event_times: Mutex<HashMap<String, usize>>,
+    /// Inputs whose rows come from a regular join.
+    unordered: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -75,6 +79,8 @@ impl StreamPlanner {
             names: Mutex::new(BTreeSet::new()),
             changelogs: Mutex::new(HashSet::new()),
             window_ends: Mutex::new(HashMap::new()),
+            event_times: Mutex::new(HashMap::new()),
+            unordered: Mutex::new(HashSet::new()),
         }
     }
 
@@ -118,8 +124,35 @@ impl StreamPlanner {
             .insert(name.to_string(), window_end);
     }
 
+    /// Marks column `event_time` of `name` (registered, append-only) as one no row is
+    /// behind the watermark in (a source's `WATERMARK FOR` column): an interval join over
+    /// it can expire its state by the watermark.
+    pub fn mark_event_time(&self, name: &str, event_time: usize) {
+        self.event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), event_time);
+    }
+
+    /// Marks `name` (registered) as the rows of a regular join, whose event times the
+    /// watermark does not bound: no window can close over them.
+    pub fn mark_unordered(&self, name: &str) {
+        self.unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
+        self.event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        self.unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.changelogs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -175,6 +208,7 @@ impl StreamPlanner {
         } else {
             &plan
         };
+        check_decorrelated(chosen, context)?;
         let changelogs = self
             .changelogs
             .lock()
@@ -185,9 +219,21 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let event_times = self
+            .event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let unordered = self
+            .unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let inputs = KnownInputs {
             changelogs: &changelogs,
             window_ends: &window_ends,
+            event_times: &event_times,
+            unordered: &unordered,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();

@@ -6,6 +6,7 @@
 mod aggregate;
 mod exchange;
 mod filter;
+mod join;
 mod multiset_accumulator;
 mod periodic_emit;
 mod project;
@@ -18,6 +19,7 @@ mod window_aggregate;
 pub use aggregate::{AggregateCall, AggregateOperator};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
+pub use join::{IntervalJoinOperator, JoinSpec, RegularJoinOperator, TimeBound};
 pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
@@ -135,8 +137,16 @@ pub trait Operator: Send {
         0
     }
 
-    /// Input rows dropped because they arrived after their window fired.
+    /// Input rows dropped because they arrived after their window fired (or, for a join,
+    /// after their matches may have left the state).
     fn late_rows(&self) -> u64 {
+        0
+    }
+
+    /// How far behind its input watermark the operator's output watermark is held, in
+    /// milliseconds: rows it emits may have event times that much older than the input
+    /// watermark (an interval join emits a pair when its later row arrives). 0 by default.
+    fn watermark_delay_ms(&self) -> i64 {
         0
     }
 

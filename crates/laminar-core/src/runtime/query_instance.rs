@@ -272,7 +272,14 @@ impl QueryInstance {
                     for batch in produced {
                         self.emit(index, Message::Data(batch), out, remote)?;
                     }
-                    self.emit(index, Message::Watermark(merged), out, remote)?;
+                    // The end of time is never held back: everything downstream must close.
+                    let delay_ms = self.nodes[index].operator.watermark_delay_ms();
+                    let forwarded = if merged == WATERMARK_END_MS {
+                        merged
+                    } else {
+                        merged.saturating_sub(delay_ms)
+                    };
+                    self.emit(index, Message::Watermark(forwarded), out, remote)?;
                 }
             }
             Message::End => {
