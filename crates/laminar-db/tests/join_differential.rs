@@ -186,7 +186,7 @@ fn tumbled(input: &str, size_ms: u64) -> String {
 
 #[test]
 fn window_joins_of_windowed_rows_match_datafusion() {
-    for kind in ["JOIN", "LEFT JOIN", "FULL JOIN"] {
+    for kind in ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"] {
         let query = |l: &str, r: &str| {
             format!(
                 "SELECT a.k AS ak, a.price AS ap, a.ts AS at, b.k AS bk, b.price AS bp, b.ts AS bt, \
