@@ -6,6 +6,7 @@ mod bench;
 mod console;
 mod error;
 mod interrupt;
+mod latency;
 mod printer;
 mod progress;
 mod repl;
@@ -80,6 +81,22 @@ enum Benchmark {
     Window(BenchArgs),
     /// Count pre-generated Nexmark bids per auction in 10-second windows sliding by 2 s.
     Hop(BenchArgs),
+    /// Push-to-subscriber latency of a stateless stream at a fixed rate.
+    Latency(LatencyArgs),
+}
+
+/// The knobs of the latency benchmark.
+#[derive(Debug, Args)]
+struct LatencyArgs {
+    /// Rows pushed per second, one per push.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    rate: u64,
+    /// How long to push (e.g. 5s).
+    #[arg(long = "for", value_name = "DURATION", default_value = "5s", value_parser = units::parse_duration)]
+    duration: Duration,
+    /// Worker threads.
+    #[arg(long, value_name = "W", default_value_t = 1, value_parser = parse_at_least_one)]
+    workers: usize,
 }
 
 /// The knobs every benchmark takes.
@@ -144,6 +161,13 @@ fn main() -> ExitCode {
         Command::Bench {
             benchmark: Benchmark::Hop(args),
         } => bench::filter(&args.options(bench::Kind::Hop)),
+        Command::Bench {
+            benchmark: Benchmark::Latency(args),
+        } => latency::latency(&latency::LatencyOptions {
+            rate: args.rate,
+            duration: args.duration,
+            workers: args.workers,
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,4 +19,6 @@ pub use changelog::ChangeMode;
 pub use error::{ConnectorError, Result};
 pub use options::ConnectorOptions;
 pub use sink::{create_sink, SinkConnector};
-pub use source::{create_source, SourceBatch, SourceConnector, SourceMetrics, SourceReader};
+pub use source::{
+    create_source, SourceBatch, SourceConnector, SourceEvent, SourceMetrics, SourceReader,
+};

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::error::{ConnectorError, Result};
 
@@ -141,6 +142,35 @@ impl ConnectorOptions {
                 )
             })
     }
+
+    /// Parses an optional positive duration: a whole number and a unit, `ms`, `s`, `m` or
+    /// `h` (`500ms`, `5s`, `2 m`), as the `laminardb` command reads durations.
+    pub fn duration(&self, connector: &str, key: &str) -> Result<Option<Duration>> {
+        let Some(raw) = self.get(key) else {
+            return Ok(None);
+        };
+        let text = raw.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value = number.parse::<u64>().ok().filter(|v| *v > 0);
+        let duration = match (value, unit.trim()) {
+            (Some(v), "ms") => Some(Duration::from_millis(v)),
+            (Some(v), "s") => Some(Duration::from_secs(v)),
+            (Some(v), "m") => v.checked_mul(60).map(Duration::from_secs),
+            (Some(v), "h") => v.checked_mul(3_600).map(Duration::from_secs),
+            _ => None,
+        };
+        duration.map(Some).ok_or_else(|| {
+            ConnectorError::invalid_option(
+                connector,
+                key,
+                raw,
+                "expected a positive whole number and a unit: ms, s, m or h (e.g. '500ms', '5s')",
+            )
+        })
+    }
 }
 
 /// A user-facing description of the values a numeric option type accepts.
@@ -206,5 +236,32 @@ mod tests {
             err.to_string(),
             "connector FILE source requires option 'path'"
         );
+    }
+
+    #[test]
+    fn durations_are_a_number_and_a_unit() {
+        let o = opts(&[
+            ("a", "500ms"),
+            ("b", " 5 s "),
+            ("c", "2m"),
+            ("d", "1h"),
+            ("zero", "0s"),
+            ("bare", "5"),
+            ("fraction", "1.5s"),
+            ("word", "5 seconds"),
+        ]);
+        let d = |key: &str| o.duration("FILE source", key);
+        assert_eq!(d("a").unwrap(), Some(Duration::from_millis(500)));
+        assert_eq!(d("b").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(d("c").unwrap(), Some(Duration::from_secs(120)));
+        assert_eq!(d("d").unwrap(), Some(Duration::from_secs(3_600)));
+        assert_eq!(d("absent").unwrap(), None);
+        for bad in ["zero", "bare", "fraction", "word"] {
+            let err = d(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("expected a positive whole number and a unit"),
+                "{err}"
+            );
+        }
     }
 }

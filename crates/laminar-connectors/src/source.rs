@@ -1,9 +1,12 @@
 //! The source half of the connector SDK: the [`SourceConnector`] / [`SourceReader`] traits the
-//! engine drives, the shared [`SourceMetrics`] it displays, and [`create_source`], the one
-//! entry point that maps a connector name to its implementation.
+//! engine drives, the [`SourceEvent`]s a reader produces (rows, and its partitions opening and
+//! ending, which the engine's per-partition watermarks follow), the shared [`SourceMetrics`]
+//! it displays, and [`create_source`], the one entry point that maps a connector name to its
+//! implementation and reads the options every source takes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -16,6 +19,11 @@ use crate::options::ConnectorOptions;
 /// Names accepted by [`create_source`], for error messages.
 const SOURCE_CONNECTORS: &str = "datagen, file";
 
+/// The option every source connector takes: how long a partition may produce no row before
+/// it is idle and no longer holds the source's watermark back. Each connector lists it
+/// among its known options; [`create_source`] reads it.
+pub(crate) const IDLE_TIMEOUT_OPTION: &str = "idle_timeout";
+
 /// A configured source: knows its schema and opens readers. Created (and thereby validated)
 /// when the source is declared; opened when a pipeline starts.
 pub trait SourceConnector: Send + Sync + std::fmt::Debug {
@@ -25,22 +33,46 @@ pub trait SourceConnector: Send + Sync + std::fmt::Debug {
     fn is_bounded(&self) -> bool;
     /// Opens a reader yielding batches of at most `batch_rows_max` rows.
     fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>>;
+    /// How long a partition may produce no row (processing time) before it is idle: the
+    /// `idle_timeout` option; `None` when not given (partitions are never idle).
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A running source, polled from one dedicated thread.
 pub trait SourceReader: Send {
-    /// Blocks until the next batch is ready (may sleep for rate limiting); Ok(None) when finished.
+    /// Blocks until the next event is ready (may sleep for rate limiting); Ok(None) when
+    /// finished, which ends every partition.
     ///
     /// After an `Err` the reader is finished: the engine should not poll it again, and one
     /// that is polled anyway returns `Ok(None)`.
-    fn next_batch(&mut self) -> Result<Option<SourceBatch>>;
+    fn next_event(&mut self) -> Result<Option<SourceEvent>>;
+}
+
+/// What a reader produces.
+///
+/// Each partition has a watermark of its own, and the source's is the minimum over its open
+/// partitions, so a reader opens a partition before its first batch when it knows the
+/// partition will produce rows (all the files it reads at once, every generator partition):
+/// an opened partition holds the watermark back even before its first row. A partition
+/// first seen in a batch is opened then. A partition that will produce no more rows should
+/// be ended, so it no longer holds the watermark back.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// This partition will produce rows.
+    PartitionOpened(u32),
+    /// Rows of one partition.
+    Batch(SourceBatch),
+    /// This partition produced its last row.
+    PartitionEnded(u32),
 }
 
 /// One batch of rows from a source.
 ///
-/// `partition`: batches with the same partition must be processed in order (file index for
-/// files; for generators a round robin over the `partitions` option, default 1). The engine
-/// maps partition % workers to a worker.
+/// `partition`: batches with the same partition must be processed in order, and each
+/// partition has its own watermark (file index for files; for generators a round robin over
+/// the `partitions` option, default 1). The engine maps partition % workers to a worker.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
     /// Ordering domain of this batch.
@@ -105,7 +137,12 @@ pub fn create_source(
     metrics: Arc<SourceMetrics>,
 ) -> Result<Box<dyn SourceConnector>> {
     let declared = declared.filter(|schema| !schema.fields().is_empty());
-    let inner: Box<dyn SourceConnector> = match connector.trim().to_ascii_lowercase().as_str() {
+    let name = connector.trim().to_ascii_lowercase();
+    let idle_timeout = options.duration(
+        &format!("{} source", name.to_ascii_uppercase()),
+        IDLE_TIMEOUT_OPTION,
+    )?;
+    let inner: Box<dyn SourceConnector> = match name.as_str() {
         "file" => Box::new(FileSource::create(options, declared, Arc::clone(&metrics))?),
         "datagen" => Box::new(DatagenSource::create(options, declared)?),
         _ => {
@@ -116,14 +153,20 @@ pub fn create_source(
             })
         }
     };
-    Ok(Box::new(Metered { inner, metrics }))
+    Ok(Box::new(Metered {
+        inner,
+        metrics,
+        idle_timeout,
+    }))
 }
 
-/// Wraps every source so that rows are counted in one place, whatever the connector.
+/// Wraps every source so that rows are counted in one place, whatever the connector, and
+/// carries the options every source takes.
 #[derive(Debug)]
 struct Metered {
     inner: Box<dyn SourceConnector>,
     metrics: Arc<SourceMetrics>,
+    idle_timeout: Option<Duration>,
 }
 
 impl SourceConnector for Metered {
@@ -143,6 +186,10 @@ impl SourceConnector for Metered {
             finished: false,
         }))
     }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
 }
 
 /// Counts rows and makes the reader fused: after the end or an error it returns `Ok(None)`.
@@ -153,14 +200,16 @@ struct MeteredReader {
 }
 
 impl SourceReader for MeteredReader {
-    fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+    fn next_event(&mut self) -> Result<Option<SourceEvent>> {
         if self.finished {
             return Ok(None);
         }
-        match self.inner.next_batch() {
-            Ok(Some(batch)) => {
-                self.metrics.record_rows(batch.batch.num_rows() as u64);
-                Ok(Some(batch))
+        match self.inner.next_event() {
+            Ok(Some(event)) => {
+                if let SourceEvent::Batch(batch) = &event {
+                    self.metrics.record_rows(batch.batch.num_rows() as u64);
+                }
+                Ok(Some(event))
             }
             other => {
                 self.finished = true;
@@ -182,6 +231,28 @@ mod tests {
             err.to_string(),
             "unknown source connector 'kafkaa'; known source connectors: datagen, file"
         );
+    }
+
+    #[test]
+    fn every_source_takes_an_idle_timeout() {
+        let options = |timeout: &str| {
+            ConnectorOptions::new([
+                ("kind".to_owned(), "trades".to_owned()),
+                ("idle_timeout".to_owned(), timeout.to_owned()),
+            ])
+        };
+        let source = create_source("datagen", &options("250ms"), None, Arc::default()).unwrap();
+        assert_eq!(source.idle_timeout(), Some(Duration::from_millis(250)));
+        let err = create_source("datagen", &options("soon"), None, Arc::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid value 'soon' for option 'idle_timeout' of connector DATAGEN source"
+            ),
+            "{err}"
+        );
+        let without = ConnectorOptions::new([("kind".to_owned(), "trades".to_owned())]);
+        let source = create_source("datagen", &without, None, Arc::default()).unwrap();
+        assert_eq!(source.idle_timeout(), None);
     }
 
     #[test]

@@ -64,9 +64,9 @@ pub struct QueryGraph {
 pub enum RowTimes {
     /// Nothing known.
     Unknown,
-    /// No row's value in this column is behind the watermark (a source's `WATERMARK FOR`
-    /// column, passed through, or an interval join's time column): an interval join can
-    /// expire its state by it.
+    /// The watermark bounds this column, rows behind it being late (a source's `WATERMARK
+    /// FOR` column, passed through, or an interval join's time column): an interval join
+    /// can expire its state by it.
     EventTime(usize),
     /// The rows come from a regular join: the watermark does not bound their event times,
     /// so no window can close over them.

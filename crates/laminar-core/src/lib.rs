@@ -10,6 +10,7 @@ pub mod change_batch;
 pub mod error;
 pub mod graph;
 pub mod operator;
+mod partition_watermarks;
 pub mod result_table;
 pub mod runtime;
 pub mod watermark;

@@ -1,6 +1,7 @@
-//! Watermark generation at a source partition: the watermark is the maximum, over the rows
+//! Watermark generation at a source: a partition's watermark is the maximum, over its rows
 //! seen so far, of the source's `WATERMARK FOR ts AS <expr>` expression (typically
-//! `ts - INTERVAL '2' SECOND`), in epoch milliseconds. It never moves backwards. The
+//! `ts - INTERVAL '2' SECOND`), in epoch milliseconds; the source's is the minimum over its
+//! active partitions (`partition_watermarks`). Neither moves backwards. The
 //! expression must not decrease as its event-time column grows (as every watermark delay
 //! does), so it is evaluated on the batch's latest row only, not on every row. A row whose
 //! event time (the `WATERMARK FOR` column) is behind the watermark is late.
@@ -23,7 +24,8 @@ pub const WATERMARK_MIN_MS: i64 = i64::MIN;
 /// Watermark after the end of input: every window can close.
 pub const WATERMARK_END_MS: i64 = i64::MAX;
 
-/// Tracks one source partition's watermark.
+/// Evaluates a source's watermark expression over batches, holds the source's watermark and
+/// finds the rows behind it.
 #[derive(Debug, Clone)]
 pub struct WatermarkGenerator {
     source: String,
@@ -57,14 +59,6 @@ impl WatermarkGenerator {
     /// The current watermark in epoch milliseconds.
     pub fn current_ms(&self) -> i64 {
         self.current_ms
-    }
-
-    /// Observes a batch; returns the new watermark if it advanced.
-    pub fn observe(&mut self, batch: &RecordBatch) -> Result<Option<i64>> {
-        let Some(batch_max) = self.batch_max(batch)? else {
-            return Ok(None);
-        };
-        Ok(self.advance(batch_max))
     }
 
     /// The watermark a batch would allow (the expression's maximum over it), without

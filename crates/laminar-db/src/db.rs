@@ -338,6 +338,7 @@ impl LaminarDB {
                 Ok(ExecuteResult::Rows { schema, batches })
             }
             Statement::ShowWatermarks => self.show_watermarks(),
+            Statement::ShowWorkers => self.show_workers(),
             Statement::Flush => {
                 self.flush()?;
                 Ok(ExecuteResult::Skipped {

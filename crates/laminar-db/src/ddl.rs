@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
     create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
-use laminar_core::runtime::{LatePolicy, StreamId};
+use laminar_core::runtime::{LatePolicy, SourceFeed, StreamId};
 use laminar_core::{ResultTable, RowTimes, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
@@ -106,6 +107,18 @@ impl LaminarDB {
         canonical.if_not_exists = false;
         let sql = Statement::CreateSource(Box::new(canonical)).to_string();
         let (schema, connector) = self.source_connector(create, declared, &context)?;
+        let idle_timeout = match &connector {
+            Some((_, connector, _)) => connector.idle_timeout(),
+            None => push_source_idle_timeout(create, &context)?,
+        };
+        if idle_timeout.is_some() && create.watermark.is_none() {
+            return Err(DbError::Sql(SqlError::Invalid {
+                context,
+                message: "idle_timeout needs a WATERMARK: an idle source is one that no longer \
+                          holds the watermark back"
+                    .into(),
+            }));
+        }
 
         // Once registered, the names are forgotten again if anything below fails.
         let planner = &self.inner.planner;
@@ -124,12 +137,6 @@ impl LaminarDB {
         let watermark = self
             .source_watermark(create, &schema, &context)
             .inspect_err(|_| forget())?;
-        if let Some(spec) = &create.watermark {
-            // `source_watermark` found the column.
-            if let Ok(event_time) = schema.index_of(&spec.column) {
-                planner.mark_event_time(name, event_time);
-            }
-        }
         if persist {
             self.persist_with(&catalog, &sql)
                 .inspect_err(|_| forget())?;
@@ -145,7 +152,7 @@ impl LaminarDB {
                 None,
             ),
             None => self
-                .start_push_source(create, &schema, watermark.as_ref())
+                .start_push_source(create, &schema, watermark.as_ref(), idle_timeout)
                 .inspect_err(|_| forget())?,
         };
         // Registering names that were just checked absent cannot clash.
@@ -217,7 +224,8 @@ impl LaminarDB {
         }
     }
 
-    /// The source's watermark generator, planned over its registered schema.
+    /// The source's watermark generator, planned over its registered schema; marks its
+    /// event-time column for the planner.
     fn source_watermark(
         &self,
         create: &CreateSource,
@@ -237,6 +245,9 @@ impl LaminarDB {
             .inner
             .planner
             .plan_watermark(&create.name, &spec.expr)?;
+        // The watermark bounds this column (rows behind it are late): interval joins can
+        // expire their state by it.
+        self.inner.planner.mark_event_time(&create.name, event_time);
         Ok(Some(WatermarkGenerator::new(
             create.name.clone(),
             event_time,
@@ -251,6 +262,7 @@ impl LaminarDB {
         create: &CreateSource,
         schema: &SchemaRef,
         watermark: Option<&WatermarkGenerator>,
+        idle_timeout: Option<Duration>,
     ) -> Result<(ObjectState, Option<DivertedStream>)> {
         let runtime = &self.inner.runtime;
         let diverted = match &create.late_data_to {
@@ -258,12 +270,12 @@ impl LaminarDB {
             Some(late) => {
                 let (stream, outlet) = runtime.create_stream(late, schema.clone(), None);
                 let ingress = runtime
-                    .create_ingress(stream, None, true, LatePolicy::Keep)
+                    .create_ingress(stream, SourceFeed::Push, None, None, LatePolicy::Keep)
                     .inspect_err(|_| runtime.remove_stream(stream))?;
                 Some(DivertedStream {
                     stream,
                     outlet,
-                    ingress: Arc::new(ingress),
+                    ingress,
                 })
             }
         };
@@ -272,7 +284,7 @@ impl LaminarDB {
         });
         let (stream, outlet) = runtime.create_stream(&create.name, schema.clone(), None);
         let ingress = runtime
-            .create_ingress(stream, watermark, true, late)
+            .create_ingress(stream, SourceFeed::Push, watermark, idle_timeout, late)
             .inspect_err(|_| {
                 runtime.remove_stream(stream);
                 if let Some(d) = &diverted {
@@ -282,7 +294,7 @@ impl LaminarDB {
         let state = ObjectState::PushSource {
             stream,
             outlet,
-            ingress: Arc::new(ingress),
+            ingress,
         };
         Ok((state, diverted))
     }
@@ -545,7 +557,13 @@ impl LaminarDB {
         let (stream, outlet) =
             runtime.create_stream(&format!("{input}@{query}"), source.schema.clone(), None);
         let ingress = runtime
-            .create_ingress(stream, watermark.as_ref(), true, late)
+            .create_ingress(
+                stream,
+                SourceFeed::Reader,
+                watermark.as_ref(),
+                connector.idle_timeout(),
+                late,
+            )
             .inspect_err(|_| runtime.remove_stream(stream))?;
         Ok(SourceInstance::prepare(
             &source.name,
@@ -553,7 +571,7 @@ impl LaminarDB {
             Arc::clone(connector),
             stream,
             outlet,
-            Arc::new(ingress),
+            ingress,
         ))
     }
 
@@ -717,6 +735,44 @@ impl LaminarDB {
             }
         }
     }
+}
+
+/// The options a source fed by `push`/`INSERT` takes in `WITH (...)`.
+const PUSH_SOURCE_OPTIONS: [&str; 1] = ["idle_timeout"];
+
+/// The `idle_timeout` of a source without a connector, from its `WITH` options (the only
+/// one they have).
+fn push_source_idle_timeout(create: &CreateSource, context: &str) -> Result<Option<Duration>> {
+    let invalid = |message: String| {
+        DbError::Sql(SqlError::Invalid {
+            context: context.to_string(),
+            message,
+        })
+    };
+    if let Some((key, _)) = create
+        .options
+        .iter()
+        .find(|(key, _)| !PUSH_SOURCE_OPTIONS.contains(&key.as_str()))
+    {
+        return Err(invalid(format!(
+            "unknown option '{key}' in WITH; known options: {}",
+            PUSH_SOURCE_OPTIONS.join(", ")
+        )));
+    }
+    let options = ConnectorOptions::new(create.options.iter().cloned());
+    options
+        .duration(context, "idle_timeout")
+        .map_err(|error| match error {
+            laminar_connectors::ConnectorError::InvalidOption {
+                option,
+                value,
+                reason,
+                ..
+            } => invalid(format!(
+                "invalid value '{value}' for option '{option}': {reason}"
+            )),
+            other => DbError::Connector(other),
+        })
 }
 
 /// The schema declared in `CREATE SOURCE`, or `None` when no columns are listed.

@@ -32,6 +32,10 @@ pub struct SourceStats {
     pub rows: u64,
     /// Watermark in epoch milliseconds, once one exists.
     pub watermark_ms: Option<i64>,
+    /// Every partition has produced no row for the source's `idle_timeout`: the source
+    /// holds no watermark back until its next row. For a connector source, true when every
+    /// query's reader of it is idle.
+    pub idle: bool,
     /// Rows late on arrival: their event time was behind the source's watermark as it stood
     /// before their batch. They flow on unless the source has `LATE DATA TO`, which diverts
     /// them to its stream. Every reader of a connector source reads the same input and
@@ -55,6 +59,9 @@ pub struct QueryStats {
     pub rows_out: u64,
     /// Output watermark in epoch milliseconds, once one exists.
     pub watermark_ms: Option<i64>,
+    /// Every input that has not ended is idle (its sources' `idle_timeout` passed without
+    /// a row): the output holds no watermark back downstream.
+    pub idle: bool,
     /// All its inputs ended and every result was delivered (and written, for a sink).
     pub finished: bool,
     /// The first error of the query, its source readers or its sink.
@@ -119,6 +126,7 @@ pub(crate) fn collect(catalog: &Catalog, workers: Vec<WorkerStats>) -> Metrics {
                 name: object.name.clone(),
                 rows: outlet.rows(),
                 watermark_ms: visible_watermark(outlet.watermark_ms()),
+                idle: outlet.is_idle(),
                 late_rows: ingress.late_rows(),
                 malformed_records: 0,
                 first_error: outlet.error(),
@@ -152,6 +160,7 @@ pub(crate) fn collect(catalog: &Catalog, workers: Vec<WorkerStats>) -> Metrics {
                     kind: object.kind,
                     rows_out: outlet.rows(),
                     watermark_ms: visible_watermark(outlet.watermark_ms()),
+                    idle: outlet.is_idle(),
                     state_entries: outlet.state_entries(),
                     state_bytes: outlet.state_bytes(),
                     late_rows: outlet.late_rows(),
@@ -188,6 +197,8 @@ fn connector_source_stats(
     let mut rows = 0;
     let mut late_rows = 0;
     let mut watermark: Option<i64> = None;
+    let mut readers = 0;
+    let mut idle_readers = 0;
     let mut first_error = source.first_error();
     for reader in readers_of(catalog, &object.name) {
         // Readers of the LATE DATA TO stream see the same late rows but deliver only those.
@@ -197,6 +208,10 @@ fn connector_source_stats(
             continue;
         }
         rows += reader.outlet.rows();
+        readers += 1;
+        if reader.outlet.is_idle() {
+            idle_readers += 1;
+        }
         if let Some(ms) = visible_watermark(reader.outlet.watermark_ms()) {
             watermark = Some(watermark.map_or(ms, |w| w.min(ms)));
         }
@@ -205,6 +220,7 @@ fn connector_source_stats(
         name: object.name.clone(),
         rows,
         watermark_ms: watermark,
+        idle: readers > 0 && idle_readers == readers,
         late_rows,
         malformed_records: source.records_malformed(),
         first_error,
@@ -237,6 +253,7 @@ fn late_data_stats(
         kind: object.kind,
         rows_out,
         watermark_ms: None,
+        idle: false,
         finished,
         error,
         state_entries: 0,

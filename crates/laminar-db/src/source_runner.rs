@@ -1,13 +1,14 @@
 //! Connector source instances: each continuous query that reads a connector source gets its
 //! own reader (files and generators are replayable, so every query sees the whole input, as
 //! in RisingWave). A reader thread pulls batches from the connector and pushes them into the
-//! query's ingress rings, blocking when they are full; at the end it finishes the stream.
+//! query's ingress rings, blocking when they are full, and tells the ingress which source
+//! partitions open and end (each has its own watermark); at the end it finishes the stream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use laminar_connectors::SourceConnector;
+use laminar_connectors::{SourceConnector, SourceEvent};
 use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
 
 /// Largest batch a connector hands to the engine.
@@ -143,20 +144,21 @@ fn read_loop(
         if stop.load(Ordering::Acquire) {
             return;
         }
-        match reader.next_batch() {
-            Ok(Some(batch)) => {
-                if let Err(e) = ingress.push_to(batch.partition as usize, batch.batch) {
-                    if !stop.load(Ordering::Acquire) {
-                        record(format!("source {source}: {e}"));
-                    }
-                    return;
-                }
-            }
+        let delivered = match reader.next_event() {
+            Ok(Some(SourceEvent::PartitionOpened(partition))) => ingress.open_partition(partition),
+            Ok(Some(SourceEvent::Batch(batch))) => ingress.push_to(batch.partition, batch.batch),
+            Ok(Some(SourceEvent::PartitionEnded(partition))) => ingress.end_partition(partition),
             Ok(None) => break,
             Err(e) => {
                 record(format!("source {source}: {e}"));
                 break;
             }
+        };
+        if let Err(e) = delivered {
+            if !stop.load(Ordering::Acquire) {
+                record(format!("source {source}: {e}"));
+            }
+            return;
         }
     }
     // Ending the stream flushes every result downstream; a failure here means the

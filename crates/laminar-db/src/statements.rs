@@ -111,19 +111,25 @@ impl LaminarDB {
         text_batch(&["name", detail, "definition"], &rows)
     }
 
-    /// Every source's and query's watermark, with the rows each source saw late on arrival,
-    /// the late rows each query dropped and the state it holds, once the rows pushed before
-    /// the statement are processed.
+    /// Every source's and query's watermark (marked `(idle)` while it holds nothing back),
+    /// with the rows each source saw late on arrival, the late rows each query dropped and
+    /// the state it holds, once the rows pushed before the statement are processed.
     pub(crate) fn show_watermarks(&self) -> Result<ExecuteResult> {
         // Like a snapshot read, the answer covers every row pushed before the statement.
         self.sync()?;
         let metrics = self.metrics();
-        let shown = |ms: Option<i64>| {
-            ms.and_then(datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime)
+        let shown = |ms: Option<i64>, idle: bool| {
+            let watermark = ms
+                .and_then(datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime)
                 .map_or_else(
                     || "none".to_string(),
                     |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                )
+                );
+            if idle {
+                format!("{watermark} (idle)")
+            } else {
+                watermark
+            }
         };
         let mut rows: Vec<Vec<String>> = metrics
             .sources
@@ -132,7 +138,7 @@ impl LaminarDB {
                 vec![
                     s.name.clone(),
                     "source".into(),
-                    shown(s.watermark_ms),
+                    shown(s.watermark_ms, s.idle),
                     s.late_rows.to_string(),
                     String::new(),
                 ]
@@ -142,13 +148,50 @@ impl LaminarDB {
             vec![
                 q.name.clone(),
                 q.kind.noun().to_string(),
-                shown(q.watermark_ms),
+                shown(q.watermark_ms, q.idle),
                 q.late_rows.to_string(),
                 q.state_entries.to_string(),
             ]
         }));
         text_batch(
             &["name", "kind", "watermark", "late_rows", "state_entries"],
+            &rows,
+        )
+    }
+
+    /// One row per worker: its core, queued messages, rows processed and time busy.
+    pub(crate) fn show_workers(&self) -> Result<ExecuteResult> {
+        let rows: Vec<Vec<String>> = self
+            .metrics()
+            .workers
+            .iter()
+            .map(|w| {
+                let busy_share = if w.uptime.is_zero() {
+                    0.0
+                } else {
+                    100.0 * w.busy.as_secs_f64() / w.uptime.as_secs_f64()
+                };
+                vec![
+                    w.worker.to_string(),
+                    w.core.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                    w.queued_messages.to_string(),
+                    w.rows_processed.to_string(),
+                    w.busy.as_millis().to_string(),
+                    format!("{busy_share:.1}"),
+                    w.overruns.to_string(),
+                ]
+            })
+            .collect();
+        text_batch(
+            &[
+                "worker",
+                "core",
+                "queued",
+                "rows_processed",
+                "busy_ms",
+                "busy_percent",
+                "overruns",
+            ],
             &rows,
         )
     }

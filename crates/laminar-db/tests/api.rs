@@ -1118,3 +1118,62 @@ fn concurrent_pushers_route_every_late_row_exactly_once() {
         "each row in exactly one of the two"
     );
 }
+
+#[test]
+fn show_workers_lists_cores_queues_rows_and_busy_time() {
+    let db = db(2);
+    db.execute("CREATE SOURCE s (k BIGINT)").expect("source");
+    db.execute("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM s GROUP BY k")
+        .expect("view");
+    let source = db.source("s").expect("handle");
+    let schema = source.schema();
+    for part in 0..20_i64 {
+        let keys = Int64Array::from_iter_values(part * 1_000..(part + 1) * 1_000);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(keys)]).expect("batch");
+        source.push(batch).expect("push");
+    }
+    db.sync().expect("processed");
+    let shown = db.execute("SHOW WORKERS").expect("show workers");
+    let table = text(shown.batches().expect("rows"));
+    assert!(
+        table.contains(
+            "| worker | core | queued | rows_processed | busy_ms | busy_percent | overruns |"
+        ),
+        "{table}"
+    );
+    let workers = db.metrics().workers;
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w.core.is_none()), "pinning is off");
+    assert_eq!(
+        workers.iter().map(|w| w.rows_processed).sum::<u64>(),
+        20_000,
+        "every pushed row was processed by one worker"
+    );
+    assert!(
+        workers
+            .iter()
+            .all(|w| w.busy > Duration::ZERO && w.busy <= w.uptime),
+        "{workers:?}"
+    );
+    assert!(
+        workers.iter().all(|w| w.queued_messages == 0),
+        "{workers:?}"
+    );
+}
+
+#[test]
+fn a_huge_batch_is_processed_in_slices_and_completely() {
+    let db = db(2);
+    db.execute("CREATE SOURCE s (k BIGINT)").expect("source");
+    db.execute("CREATE MATERIALIZED VIEW total AS SELECT count(*) AS n, sum(k) AS s FROM s")
+        .expect("view");
+    let source = db.source("s").expect("handle");
+    let schema = source.schema();
+    // Four times the rows one step takes: processed a slice at a time.
+    let keys = Int64Array::from_iter_values(0..262_144);
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(keys)]).expect("batch");
+    source.push(batch).expect("push");
+    // A snapshot read waits for the whole batch, not its first slice.
+    let result = text(&db.query("SELECT n, s FROM total").expect("query"));
+    assert!(result.contains("| 262144 | 34359607296 |"), "{result}");
+}

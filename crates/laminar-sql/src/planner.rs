@@ -124,9 +124,9 @@ impl StreamPlanner {
             .insert(name.to_string(), window_end);
     }
 
-    /// Marks column `event_time` of `name` (registered, append-only) as one no row is
-    /// behind the watermark in (a source's `WATERMARK FOR` column): an interval join over
-    /// it can expire its state by the watermark.
+    /// Marks column `event_time` of `name` (registered, append-only) as one its watermark
+    /// bounds, rows behind it being late (a source's `WATERMARK FOR` column): an interval
+    /// join over it can expire its state by the watermark.
     pub fn mark_event_time(&self, name: &str, event_time: usize) {
         self.event_times
             .lock()

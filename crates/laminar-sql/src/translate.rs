@@ -54,8 +54,8 @@ pub(crate) struct KnownInputs<'a> {
     /// Append-only inputs whose rows belong to event-time windows: the column holding each
     /// row's window end.
     pub(crate) window_ends: &'a HashMap<String, usize>,
-    /// Append-only inputs with an event-time column no row is behind the watermark in (a
-    /// source's `WATERMARK FOR` column).
+    /// Append-only inputs with an event-time column their watermark bounds, rows behind it
+    /// being late (a source's `WATERMARK FOR` column).
     pub(crate) event_times: &'a HashMap<String, usize>,
     /// Inputs whose rows come from a regular join, with event times the watermark does not
     /// bound.
@@ -247,8 +247,8 @@ struct Produced {
     /// windows: computed by `TUMBLE`/`HOP`, a key of an aggregate emitting on window close,
     /// or read from a view or stream that has one.
     window_end: Option<usize>,
-    /// A column no row's value is behind the watermark in: a source's `WATERMARK FOR`
-    /// column, passed through, or an interval join's time column.
+    /// A column the watermark bounds, rows behind it being late: a source's `WATERMARK
+    /// FOR` column, passed through, or an interval join's time column.
     event_time: Option<usize>,
     /// The rows come from a regular join: the watermark does not bound their event times.
     unordered: bool,

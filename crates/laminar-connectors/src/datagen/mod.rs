@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef, TimeUnit};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::ConnectorOptions;
-use crate::source::{SourceConnector, SourceReader};
+use crate::source::{SourceConnector, SourceReader, IDLE_TIMEOUT_OPTION};
 use crate::timestamp::parse_timestamp;
 use event_time::EventClock;
 use nexmark::{NexmarkConfig, NexmarkGenerator, NexmarkTable};
@@ -26,7 +26,8 @@ use trades::TradesGenerator;
 /// Connector name used in messages.
 const CONNECTOR: &str = "DATAGEN source";
 /// Options every generator accepts.
-const COMMON_OPTIONS: [&str; 8] = [
+const COMMON_OPTIONS: [&str; 9] = [
+    IDLE_TIMEOUT_OPTION,
     "kind",
     "rate",
     "events",
@@ -295,6 +296,7 @@ impl SourceConnector for DatagenSource {
             batch_rows_max: batch_rows_max.max(1),
             next_event: 0,
             batches: 0,
+            partitions_opened: 0,
         }))
     }
 }

@@ -1,5 +1,6 @@
-//! The reader shared by all generators: walks the event sequence batch by batch, stops at
-//! `events`, paces with `rate`, and assigns batches to partitions round robin.
+//! The reader shared by all generators: opens its partitions, walks the event sequence batch
+//! by batch, stops at `events`, paces with `rate`, and assigns batches to partitions round
+//! robin.
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -7,7 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::throttle::Throttle;
 use crate::error::{ConnectorError, Result};
-use crate::source::{SourceBatch, SourceReader};
+use crate::source::{SourceBatch, SourceEvent, SourceReader};
 
 /// Rows generated for a range of events.
 pub(crate) struct Generated {
@@ -36,10 +37,18 @@ pub(crate) struct GeneratorReader {
     pub(crate) batch_rows_max: usize,
     pub(crate) next_event: u64,
     pub(crate) batches: u64,
+    /// Partitions opened so far: all are, before the first batch, so the source's
+    /// watermark waits for every one of them.
+    pub(crate) partitions_opened: u32,
 }
 
 impl SourceReader for GeneratorReader {
-    fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+    fn next_event(&mut self) -> Result<Option<SourceEvent>> {
+        if self.partitions_opened < self.partitions.max(1) {
+            let partition = self.partitions_opened;
+            self.partitions_opened += 1;
+            return Ok(Some(SourceEvent::PartitionOpened(partition)));
+        }
         loop {
             let remaining = self
                 .events_total
@@ -65,7 +74,7 @@ impl SourceReader for GeneratorReader {
                 })?;
             let partition = (self.batches % u64::from(self.partitions.max(1))) as u32;
             self.batches += 1;
-            return Ok(Some(SourceBatch { partition, batch }));
+            return Ok(Some(SourceEvent::Batch(SourceBatch { partition, batch })));
         }
     }
 }

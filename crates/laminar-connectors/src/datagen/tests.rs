@@ -9,7 +9,9 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::{create_source, ConnectorError, ConnectorOptions, SourceBatch, SourceConnector};
+use crate::{
+    create_source, ConnectorError, ConnectorOptions, SourceBatch, SourceConnector, SourceEvent,
+};
 
 fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
     ConnectorOptions::new(
@@ -23,14 +25,26 @@ fn source(pairs: &[(&str, &str)]) -> Box<dyn SourceConnector> {
     create_source("DATAGEN", &options(pairs), None, Arc::default()).unwrap()
 }
 
-fn read_batches(source: &dyn SourceConnector, batch_rows_max: usize) -> Vec<SourceBatch> {
+fn read_events(source: &dyn SourceConnector, batch_rows_max: usize) -> Vec<SourceEvent> {
     let mut reader = source.open(batch_rows_max).unwrap();
-    let mut batches = Vec::new();
-    while let Some(batch) = reader.next_batch().unwrap() {
-        assert!(batch.batch.num_rows() <= batch_rows_max);
-        batches.push(batch);
+    let mut events = Vec::new();
+    while let Some(event) = reader.next_event().unwrap() {
+        events.push(event);
     }
-    batches
+    events
+}
+
+fn read_batches(source: &dyn SourceConnector, batch_rows_max: usize) -> Vec<SourceBatch> {
+    read_events(source, batch_rows_max)
+        .into_iter()
+        .filter_map(|event| match event {
+            SourceEvent::Batch(batch) => {
+                assert!(batch.batch.num_rows() <= batch_rows_max);
+                Some(batch)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn read_all(source: &dyn SourceConnector, batch_rows_max: usize) -> RecordBatch {
@@ -110,8 +124,15 @@ fn events_bounds_the_whole_event_sequence_exactly() {
     let unbounded = source(&[("kind", "nexmark"), ("table", "bid")]);
     assert!(!unbounded.is_bounded());
     let mut reader = unbounded.open(500).unwrap();
+    assert!(matches!(
+        reader.next_event().unwrap(),
+        Some(SourceEvent::PartitionOpened(0))
+    ));
     for _ in 0..3 {
-        assert_eq!(reader.next_batch().unwrap().unwrap().batch.num_rows(), 500);
+        match reader.next_event().unwrap() {
+            Some(SourceEvent::Batch(batch)) => assert_eq!(batch.batch.num_rows(), 500),
+            other => panic!("expected a batch, got {other:?}"),
+        }
     }
 }
 
@@ -362,8 +383,8 @@ fn person_and_auction_fields_look_like_nexmark() {
 }
 
 #[test]
-fn partitions_are_assigned_round_robin_per_batch() {
-    let batches = read_batches(
+fn partitions_open_first_then_take_batches_round_robin() {
+    let events = read_events(
         source(&[
             ("kind", "nexmark"),
             ("table", "bid"),
@@ -373,8 +394,19 @@ fn partitions_are_assigned_round_robin_per_batch() {
         .as_ref(),
         100,
     );
-    let partitions: Vec<u32> = batches.iter().map(|b| b.partition).collect();
-    assert_eq!(&partitions[..5], &[0, 1, 2, 0, 1]);
+    let described: Vec<String> = events
+        .iter()
+        .take(8)
+        .map(|event| match event {
+            SourceEvent::PartitionOpened(p) => format!("open {p}"),
+            SourceEvent::Batch(batch) => format!("batch {}", batch.partition),
+            SourceEvent::PartitionEnded(p) => format!("end {p}"),
+        })
+        .collect();
+    assert_eq!(
+        described,
+        ["open 0", "open 1", "open 2", "batch 0", "batch 1", "batch 2", "batch 0", "batch 1"]
+    );
 }
 
 #[test]

@@ -11,9 +11,10 @@ use datafusion::arrow::compute::{can_cast_types, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::source::FILES_OPEN_MAX;
 use crate::{
     create_sink, create_source, ChangeMode, ConnectorError, ConnectorOptions, SourceBatch,
-    SourceConnector, SourceMetrics,
+    SourceConnector, SourceEvent, SourceMetrics,
 };
 
 const TS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -51,20 +52,48 @@ fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Reads a source to its end (or first error), collecting events.
+fn read_events(
+    source: &dyn SourceConnector,
+    batch_rows_max: usize,
+) -> (Vec<SourceEvent>, Option<ConnectorError>) {
+    let mut reader = source.open(batch_rows_max).unwrap();
+    let mut events = Vec::new();
+    loop {
+        match reader.next_event() {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, None),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+}
+
 /// Reads a source to its end (or first error), collecting batches.
 fn read_all(
     source: &dyn SourceConnector,
     batch_rows_max: usize,
 ) -> (Vec<SourceBatch>, Option<ConnectorError>) {
-    let mut reader = source.open(batch_rows_max).unwrap();
-    let mut batches = Vec::new();
-    loop {
-        match reader.next_batch() {
-            Ok(Some(batch)) => batches.push(batch),
-            Ok(None) => return (batches, None),
-            Err(e) => return (batches, Some(e)),
-        }
-    }
+    let (events, error) = read_events(source, batch_rows_max);
+    let batches = events
+        .into_iter()
+        .filter_map(|event| match event {
+            SourceEvent::Batch(batch) => Some(batch),
+            _ => None,
+        })
+        .collect();
+    (batches, error)
+}
+
+/// Events as short text: `open 0`, `0: 2 rows`, `end 0`.
+fn describe(events: &[SourceEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match event {
+            SourceEvent::PartitionOpened(p) => format!("open {p}"),
+            SourceEvent::Batch(b) => format!("{}: {} rows", b.partition, b.batch.num_rows()),
+            SourceEvent::PartitionEnded(p) => format!("end {p}"),
+        })
+        .collect()
 }
 
 fn concat(batches: &[SourceBatch]) -> RecordBatch {
@@ -154,6 +183,86 @@ fn csv_without_header_with_delimiter_and_batch_size() {
     assert_eq!(
         int64s(&concat(&batches), "price"),
         (0..10).map(|i| Some(i * 10)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn files_are_read_side_by_side_each_a_partition_opened_and_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("a.csv"),
+        "auction,price,ts\n1,10,0\n2,20,0\n3,30,0\n",
+    );
+    write(&dir.path().join("b.csv"), "auction,price,ts\n4,40,0\n");
+    write(&dir.path().join("c.csv"), "auction,price,ts\n");
+    let pattern = dir.path().join("*.csv");
+    // `batch_rows` caps the engine's batch size.
+    let source = create_source(
+        "file",
+        &options(&[("path", path_str(&pattern)), ("batch_rows", "1")]),
+        Some(bids_schema()),
+        Arc::default(),
+    )
+    .unwrap();
+    let (events, error) = read_events(source.as_ref(), 100);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        describe(&events),
+        [
+            "open 0",
+            "open 1",
+            "open 2",
+            "0: 1 rows",
+            "1: 1 rows",
+            "end 2",
+            "0: 1 rows",
+            "end 1",
+            "0: 1 rows",
+            "end 0"
+        ]
+    );
+    let err = create_source(
+        "file",
+        &options(&[("path", path_str(&pattern)), ("batch_rows", "0")]),
+        Some(bids_schema()),
+        Arc::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expected at least 1"), "{err}");
+}
+
+#[test]
+fn a_file_past_the_open_limit_opens_when_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..=FILES_OPEN_MAX {
+        let rows = if i == 0 { "1,1,0\n" } else { "1,1,0\n2,2,0\n" };
+        write(
+            &dir.path().join(format!("f{i:03}.csv")),
+            &format!("auction,price,ts\n{rows}"),
+        );
+    }
+    let pattern = dir.path().join("*.csv");
+    let source = create_source(
+        "file",
+        &options(&[("path", path_str(&pattern)), ("batch_rows", "1")]),
+        Some(bids_schema()),
+        Arc::default(),
+    )
+    .unwrap();
+    let (events, error) = read_events(source.as_ref(), 100);
+    assert!(error.is_none(), "{error:?}");
+    let described = describe(&events);
+    let position = |text: &str| described.iter().position(|e| e == text).unwrap();
+    // The last file opens right after the first (one row) ends, and only then.
+    let last = FILES_OPEN_MAX;
+    assert_eq!(position(&format!("open {last}")), position("end 0") + 1);
+    assert_eq!(
+        described.iter().filter(|e| e.starts_with("open")).count(),
+        FILES_OPEN_MAX + 1
+    );
+    assert_eq!(
+        described.iter().filter(|e| e.ends_with("rows")).count(),
+        2 * FILES_OPEN_MAX + 1
     );
 }
 
@@ -375,7 +484,7 @@ fn create_time_validation_names_the_problem() {
     );
     assert_eq!(
         err("file", &[("path", "x.csv"), ("colour", "red")], declared.clone()),
-        "unknown option 'colour' for connector FILE source; known options: delimiter, format, header, on_error, path"
+        "unknown option 'colour' for connector FILE source; known options: batch_rows, delimiter, format, header, idle_timeout, on_error, path"
     );
     assert!(err("file", &[("path", "x.csv")], None)
         .starts_with("connector FILE source with format 'csv' needs declared columns"));
@@ -617,7 +726,8 @@ fn parquet_uses_the_file_schema_or_projects_and_casts_to_the_declared_one() {
         .iter()
         .map(|b| (b.partition, b.batch.num_rows()))
         .collect();
-    assert_eq!(sizes, vec![(0, 2), (0, 1), (1, 2)]);
+    // The files are read side by side, a batch of each in turn.
+    assert_eq!(sizes, vec![(0, 2), (1, 2), (0, 1)]);
 
     let declared = schema(&[("TS", TS), ("id", DataType::Int64)]);
     let projected = create_source(

@@ -3,13 +3,13 @@
 //! the exchange is a pass-through whose input ports are the sending workers, so the query
 //! instance merges their watermarks and ends like any multi-input node.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -61,8 +61,11 @@ impl Operator for ExchangeOperator {
 /// Splits batches by key hash over the workers.
 pub struct KeyRouter {
     keys: Vec<Arc<dyn PhysicalExpr>>,
-    converter: RowConverter,
 }
+
+/// The hash every worker routes keys by: fixed, so all workers (and every side of a join)
+/// agree on a key's owner. DataFusion's vectorized column hashing, a column at a time.
+const ROUTING_HASH: RandomState = RandomState::with_seed(0x6c61_6d69_6e61_7264);
 
 impl std::fmt::Debug for KeyRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,13 +75,19 @@ impl std::fmt::Debug for KeyRouter {
     }
 }
 
+/// The worker owning a key hash: the hash's position in `0..workers` by its high bits
+/// (a multiply and shift, cheaper than a division).
+fn owner(hash: u64, workers: usize) -> usize {
+    ((u128::from(hash) * workers as u128) >> 64) as usize
+}
+
 impl KeyRouter {
-    /// A router for `keys`, whose types are `key_fields`.
+    /// A router for `keys`, whose types are `key_fields`. Fails for key types the engine
+    /// cannot key state by (those the row format refuses), at planning rather than on the
+    /// first row.
     pub fn new(keys: Vec<Arc<dyn PhysicalExpr>>, key_fields: Vec<SortField>) -> DfResult<Self> {
-        Ok(Self {
-            keys,
-            converter: RowConverter::new(key_fields)?,
-        })
+        RowConverter::new(key_fields)?;
+        Ok(Self { keys })
     }
 
     /// `(worker, rows)` for every worker that receives rows of `input`; rows keep their
@@ -94,13 +103,15 @@ impl KeyRouter {
         let batch = input.batch();
         let rows = batch.num_rows();
         let columns = super::evaluate_columns(&self.keys, batch)?;
-        let keys = self.converter.convert_columns(&columns)?;
-        let mut shares: Vec<Vec<u32>> = vec![Vec::new(); workers];
-        for (index, key) in keys.iter().enumerate() {
-            // SipHash with fixed keys: every worker computes the same owner for a key.
-            let mut hasher = std::hash::DefaultHasher::new();
-            key.as_ref().hash(&mut hasher);
-            shares[(hasher.finish() % workers as u64) as usize].push(index as u32);
+        let mut hashes = vec![0_u64; rows];
+        create_hashes(&columns, &ROUTING_HASH, &mut hashes)?;
+        let mut counts = vec![0_usize; workers];
+        for hash in &hashes {
+            counts[owner(*hash, workers)] += 1;
+        }
+        let mut shares: Vec<Vec<u32>> = counts.iter().map(|n| Vec::with_capacity(*n)).collect();
+        for (index, hash) in hashes.iter().enumerate() {
+            shares[owner(*hash, workers)].push(index as u32);
         }
         let mut routed = Vec::new();
         for (worker, share) in shares.into_iter().enumerate() {

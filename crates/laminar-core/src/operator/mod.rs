@@ -94,8 +94,12 @@ pub(crate) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
 pub enum Message {
     /// Rows (with optional retraction weights).
     Data(ChangeBatch),
-    /// No row with an event time below this (epoch milliseconds) will follow.
+    /// No row with an event time below this (epoch milliseconds) will follow. Also ends an
+    /// idle spell: the stream holds watermarks back again.
     Watermark(i64),
+    /// The stream's sources have been silent for their idle timeout: until its next
+    /// watermark (or rows), it holds no watermark back where it is merged with others.
+    Idle,
     /// The stream is finished; nothing follows.
     End,
 }

@@ -1,19 +1,22 @@
 //! Ingress: the bounded SPSC rings that carry a source's batches into the workers, one ring
 //! per (source, worker). A full ring is backpressure: a blocking push waits for the worker,
 //! a non-blocking push returns `Full`. Counters let a reader wait until everything enqueued
-//! so far has been processed (read-your-writes for snapshot queries). Where the handle
-//! computes the source's watermark, it also finds the rows late on arrival and routes them
-//! by its [`LatePolicy`].
+//! so far has been processed (read-your-writes for snapshot queries). The handle computes
+//! the source's watermark over every row pushed, per source partition (the minimum over the
+//! active ones), and tells every worker when it advances or when the source goes idle; it
+//! also finds the rows late on arrival and routes them by its [`LatePolicy`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::idle_clock::ClockShared;
 use super::late::{route, LatePolicy, Routed};
 use super::worker::WorkerShared;
 use crate::error::{CoreError, Result};
+use crate::partition_watermarks::{PartitionWatermarks, SourceProgress};
 use crate::watermark::WatermarkGenerator;
 
 /// Capacity of one ingress ring, in batches.
@@ -22,12 +25,19 @@ pub const INGRESS_RING_CAPACITY_BATCHES: usize = 64;
 /// Longest a blocked producer sleeps between retries.
 const PRODUCER_BACKOFF_MAX_US: u64 = 500;
 
+/// The watermark partition of rows pushed by the application (`push`, `INSERT`): all of
+/// them, whichever ring they go to, as their order across pushers is the only one known.
+const PUSH_PARTITION: u32 = 0;
+
 /// What a source sends to a worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum IngressMessage {
     Data(RecordBatch),
-    /// The source's watermark, computed where every pushed row is seen (push sources).
+    /// The source's watermark, computed where every pushed row is seen.
     Watermark(i64),
+    /// Every partition of the source is idle: it holds no watermark back until its next
+    /// watermark (which the handle sends before the rows that end the silence).
+    Idle,
     End,
 }
 
@@ -95,6 +105,26 @@ impl RingProducer {
     }
 }
 
+/// Where a source's watermark partitions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFeed {
+    /// The application pushes rows (`push`, `try_push`): they are one partition, open from
+    /// the start, so a source nobody pushes to goes idle after its timeout.
+    Push,
+    /// A connector reader names its partitions (`open_partition`, `push_to`,
+    /// `end_partition`).
+    Reader,
+}
+
+/// The watermark a handle computes over the rows pushed through it.
+struct SourceWatermark {
+    /// The `WATERMARK FOR` expression and the source's watermark, which never moves back.
+    generator: WatermarkGenerator,
+    partitions: PartitionWatermarks,
+    /// The workers were last told that the source is idle.
+    idle: bool,
+}
+
 /// The producing side of a source: one ring per worker. Cloneable handles share it.
 pub struct IngressHandle {
     name: String,
@@ -103,10 +133,14 @@ pub struct IngressHandle {
     closed: AtomicBool,
     abandoned: AtomicBool,
     shutdown: Arc<AtomicBool>,
-    /// For a source whose rows are spread over the workers by the pusher (round robin), the
-    /// watermark is computed here over every pushed row and sent to all workers; otherwise
-    /// each worker computes its own partition's watermark.
-    watermark: Option<Mutex<WatermarkGenerator>>,
+    /// The source's watermark, computed here over every pushed row and sent to all workers,
+    /// so a worker that holds no partition of the source is never behind.
+    watermark: Option<Mutex<SourceWatermark>>,
+    /// How long a partition may be silent before it is idle.
+    idle_timeout: Option<Duration>,
+    /// Told when a source that could not go idle can again (its partitions have an idle
+    /// timeout).
+    clock: Option<Arc<ClockShared>>,
     /// Where rows late on arrival go (only where the watermark is computed here).
     late: LatePolicy,
     late_rows: AtomicU64,
@@ -122,15 +156,33 @@ impl std::fmt::Debug for IngressHandle {
 }
 
 impl IngressHandle {
+    /// A handle over `rings`. With a watermark, its partitions are those `feed` says;
+    /// partitions silent for `idle_timeout` go idle, which `clock` watches for.
     pub(crate) fn new(
         name: String,
         rings: Vec<RingProducer>,
         shutdown: Arc<AtomicBool>,
-        watermark: Option<WatermarkGenerator>,
+        feed: SourceFeed,
+        watermark: Option<(WatermarkGenerator, Option<Duration>)>,
+        clock: Option<Arc<ClockShared>>,
         late: LatePolicy,
     ) -> Self {
+        let idle_timeout = watermark.as_ref().and_then(|(_, timeout)| *timeout);
+        let watermark = watermark.map(|(generator, idle_timeout)| {
+            let mut partitions = PartitionWatermarks::new(idle_timeout);
+            if feed == SourceFeed::Push {
+                partitions.open(PUSH_PARTITION, Instant::now());
+            }
+            Mutex::new(SourceWatermark {
+                generator,
+                partitions,
+                idle: false,
+            })
+        });
         Self {
-            watermark: watermark.map(Mutex::new),
+            watermark,
+            idle_timeout,
+            clock,
             late,
             late_rows: AtomicU64::new(0),
             name,
@@ -142,7 +194,7 @@ impl IngressHandle {
         }
     }
 
-    /// Number of partitions (one per worker).
+    /// Number of rings (one per worker).
     pub fn partitions(&self) -> usize {
         self.rings.len()
     }
@@ -153,55 +205,158 @@ impl IngressHandle {
         self.late_rows.load(Ordering::Relaxed)
     }
 
-    /// Pushes a batch to the next partition in round-robin order, waiting while its queue is
-    /// full.
+    /// Pushes a batch to the next ring in round-robin order, waiting while its queue is
+    /// full. Pushed batches are one watermark partition, whichever ring they take.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
-        let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        self.push_to(partition, batch)
+        let ring = self.next_ring.fetch_add(1, Ordering::Relaxed);
+        self.push_routed(ring, PUSH_PARTITION, batch, true)
     }
 
-    /// Pushes a batch to `partition % partitions()`, waiting while its queue is full. Batches
-    /// pushed to one partition are processed in order.
-    pub fn push_to(&self, partition: usize, batch: RecordBatch) -> Result<()> {
-        self.push_routed(partition, batch, true)
+    /// Pushes a batch of source partition `partition` to ring `partition % partitions()`,
+    /// waiting while its queue is full. Batches of one partition are processed in order, and
+    /// the partition has a watermark of its own (it is opened if it was not).
+    pub fn push_to(&self, partition: u32, batch: RecordBatch) -> Result<()> {
+        self.push_routed(partition as usize, partition, batch, true)
     }
 
-    /// Pushes a batch without waiting; `CoreError::Full` when the partition's queue (or the
-    /// side stream's, for late rows) is full, and then nothing of the batch was pushed.
+    /// Pushes a batch without waiting; `CoreError::Full` when the ring (or the side stream's,
+    /// for late rows) is full, and then nothing of the batch was pushed.
     pub fn try_push(&self, batch: RecordBatch) -> Result<()> {
-        let partition = self.next_ring.fetch_add(1, Ordering::Relaxed);
-        self.push_routed(partition, batch, false)
+        let ring = self.next_ring.fetch_add(1, Ordering::Relaxed);
+        self.push_routed(ring, PUSH_PARTITION, batch, false)
     }
 
-    fn push_routed(&self, partition: usize, batch: RecordBatch, wait: bool) -> Result<()> {
-        let Some(generator) = &self.watermark else {
+    /// Source partition `partition` will produce rows: from now on it holds the watermark
+    /// back, also before its first row, until it ends or goes idle.
+    pub fn open_partition(&self, partition: u32) -> Result<()> {
+        self.update_partitions(|partitions, now| partitions.open(partition, now))
+    }
+
+    /// Source partition `partition` produced its last row: it no longer holds the watermark
+    /// back.
+    pub fn end_partition(&self, partition: u32) -> Result<()> {
+        self.update_partitions(|partitions, _| partitions.end(partition))
+    }
+
+    fn update_partitions(
+        &self,
+        change: impl FnOnce(&mut PartitionWatermarks, Instant),
+    ) -> Result<()> {
+        let Some(watermark) = &self.watermark else {
+            return Ok(());
+        };
+        let mut state = watermark.lock().unwrap_or_else(PoisonError::into_inner);
+        let could_expire = state.partitions.next_expiry().is_some();
+        let now = Instant::now();
+        change(&mut state.partitions, now);
+        state.partitions.expire(now);
+        self.publish(&mut state)?;
+        self.wake_clock(could_expire, &state);
+        Ok(())
+    }
+
+    fn push_routed(
+        &self,
+        ring: usize,
+        partition: u32,
+        batch: RecordBatch,
+        wait: bool,
+    ) -> Result<()> {
+        let Some(watermark) = &self.watermark else {
             let routed = Routed {
                 own: Some(batch),
                 ..Routed::default()
             };
-            return self.enqueue(partition, routed, wait);
+            return self.enqueue(ring, routed, wait);
         };
         // Held until the rows and the watermark they advance are queued, so concurrent
         // pushers agree on one order: a row is late exactly when a watermark queued before
         // it (on every ring) had passed it, and workers receive watermarks in increasing order.
-        let mut generator = generator.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch_max = generator.batch_max(&batch)?;
-        let routed = route(&self.late, &generator, batch)?;
+        let mut state = watermark.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let could_expire = state.partitions.next_expiry().is_some();
+        let batch_max = state.generator.batch_max(&batch)?;
+        let routed = route(&self.late, &state.generator, batch)?;
         let late_rows = routed.late_rows;
-        self.enqueue(partition, routed, wait)?;
+        if state.idle {
+            // Rows end the silence: every worker hears so before any of them arrives.
+            self.broadcast(&IngressMessage::Watermark(state.generator.current_ms()))?;
+            state.idle = false;
+        }
+        self.enqueue(ring, routed, wait)?;
         self.late_rows.fetch_add(late_rows, Ordering::Relaxed);
-        let advanced = batch_max.and_then(|ms| generator.advance(ms));
-        match advanced {
-            Some(watermark) if self.late.sends_watermarks() => {
-                for ring in &self.rings {
-                    lock_ring(ring).push_blocking(
-                        IngressMessage::Watermark(watermark),
-                        &[&self.shutdown, &self.abandoned],
-                    )?;
+        let now = Instant::now();
+        state
+            .partitions
+            .discount(now.saturating_duration_since(started));
+        state.partitions.observe(partition, batch_max, now);
+        state.partitions.expire(now);
+        self.publish(&mut state)?;
+        self.wake_clock(could_expire, &state);
+        Ok(())
+    }
+
+    /// Marks idle the partitions silent for their timeout at `now`, telling the workers what
+    /// changes; returns when to look again (`None`: not before a row or partition arrives).
+    /// A handle busy pushing is not silent: it is looked at again a timeout later.
+    pub(crate) fn expire_idle(&self, now: Instant) -> Option<Instant> {
+        let watermark = self.watermark.as_ref()?;
+        let mut state = match watermark.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // The holder is pushing; its own push looks at idleness when it is done.
+            Err(TryLockError::WouldBlock) => return self.idle_timeout.map(|t| now + t),
+        };
+        state.partitions.expire(now);
+        // Published even when nothing expired now: a push that failed after announcing the
+        // end of a silence leaves the workers to be told again. A closed or shut-down
+        // runtime has nobody left to tell.
+        let _ = self.publish(&mut state);
+        state.partitions.next_expiry()
+    }
+
+    /// Tells every worker what the partitions allow now: a watermark that advanced, or
+    /// that the source went idle.
+    fn publish(&self, state: &mut SourceWatermark) -> Result<()> {
+        // A stream without the source's watermarks (a late-data reader) still judges
+        // lateness by it.
+        let sends = self.late.sends_watermarks();
+        match state.partitions.progress() {
+            SourceProgress::Active(ms) => {
+                let advanced = state.generator.advance(ms);
+                let resumed = std::mem::take(&mut state.idle);
+                match advanced {
+                    Some(watermark) if sends => {
+                        self.broadcast(&IngressMessage::Watermark(watermark))
+                    }
+                    None if resumed => {
+                        self.broadcast(&IngressMessage::Watermark(state.generator.current_ms()))
+                    }
+                    _ => Ok(()),
                 }
-                Ok(())
             }
-            _ => Ok(()),
+            SourceProgress::Idle if sends && !state.idle => {
+                state.idle = true;
+                self.broadcast(&IngressMessage::Idle)
+            }
+            SourceProgress::Idle | SourceProgress::Closed => Ok(()),
+        }
+    }
+
+    /// Sends `message` into every ring, waiting for room.
+    fn broadcast(&self, message: &IngressMessage) -> Result<()> {
+        for ring in &self.rings {
+            lock_ring(ring).push_blocking(message.clone(), &[&self.shutdown, &self.abandoned])?;
+        }
+        Ok(())
+    }
+
+    /// The idle clock sleeps while no partition can expire; tell it when one can again.
+    fn wake_clock(&self, could_expire: bool, state: &SourceWatermark) {
+        if let Some(clock) = &self.clock {
+            if !could_expire && state.partitions.next_expiry().is_some() {
+                clock.poke();
+            }
         }
     }
 

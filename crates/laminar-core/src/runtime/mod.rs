@@ -3,6 +3,7 @@
 //! reactor; the same code runs either way.
 
 mod exchange;
+mod idle_clock;
 mod ingress;
 mod late;
 mod outlet;
@@ -11,7 +12,7 @@ mod query_instance;
 mod worker;
 
 pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
-pub use ingress::{IngressHandle, INGRESS_RING_CAPACITY_BATCHES};
+pub use ingress::{IngressHandle, SourceFeed, INGRESS_RING_CAPACITY_BATCHES};
 pub use late::LatePolicy;
 pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
 pub use progress::Progress;
@@ -32,6 +33,7 @@ use crate::graph::QueryGraph;
 use crate::result_table::ResultTable;
 use crate::watermark::WatermarkGenerator;
 use exchange::{ExchangeInbound, ExchangeLink};
+use idle_clock::IdleClock;
 use ingress::{IngressCounters, RingProducer};
 use query_instance::QueryInstance;
 use worker::{Command, PauseGate, Worker, WorkerShared};
@@ -61,13 +63,23 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// queries it covers).
 const EXCHANGE_SYNC_ROUNDS_MAX: usize = 16;
 
-/// Per-worker counters, for metrics.
+/// Per-worker counters, for metrics and `SHOW WORKERS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerStats {
     /// Worker index.
     pub worker: usize,
+    /// The CPU core the worker is pinned to, if pinning is on and succeeded.
+    pub core: Option<usize>,
     /// Source rows this worker has processed.
     pub rows_processed: u64,
+    /// Messages waiting in its input queues (sources and other workers) at its last look.
+    pub queued_messages: u64,
+    /// Time spent processing since the runtime started (not spinning or parked).
+    pub busy: Duration,
+    /// Steps (one message through every query reading it) that ran over the step budget.
+    pub overruns: u64,
+    /// Time since the runtime started.
+    pub uptime: Duration,
 }
 
 struct QueryRecord {
@@ -87,6 +99,8 @@ pub struct Runtime {
     pause: Arc<PauseGate>,
     queries: Mutex<HashMap<String, QueryRecord>>,
     progress: Arc<Progress>,
+    started: Instant,
+    idle_clock: IdleClock,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -146,7 +160,10 @@ impl Runtime {
                 .spawn(move || {
                     if let Some(core) = core {
                         // Pinning is best effort: a refused affinity leaves the thread floating.
-                        let _ = core_affinity::set_for_current(core);
+                        if core_affinity::set_for_current(core) {
+                            let id = i64::try_from(core.id).unwrap_or(-1);
+                            worker_shared.core.store(id, Ordering::Relaxed);
+                        }
                     }
                     // State is allocated after pinning, on the worker's own thread.
                     Worker::new(
@@ -178,6 +195,8 @@ impl Runtime {
             pause,
             queries: Mutex::new(HashMap::new()),
             progress: Arc::new(Progress::default()),
+            started: Instant::now(),
+            idle_clock: IdleClock::default(),
         })
     }
 
@@ -192,7 +211,12 @@ impl Runtime {
             .iter()
             .map(|w| WorkerStats {
                 worker: w.index,
+                core: usize::try_from(w.core.load(Ordering::Relaxed)).ok(),
                 rows_processed: w.rows_processed.load(Ordering::Relaxed),
+                queued_messages: w.queued_messages.load(Ordering::Relaxed),
+                busy: Duration::from_nanos(w.busy_ns.load(Ordering::Relaxed)),
+                overruns: w.overruns.load(Ordering::Relaxed),
+                uptime: self.started.elapsed(),
             })
             .collect()
     }
@@ -229,18 +253,20 @@ impl Runtime {
             .cloned()
     }
 
-    /// Opens the input side of a source stream: one ring per worker. With
-    /// `watermark_at_push`, the handle computes the watermark over every pushed row and sends
-    /// it to all workers (a source spread round robin by its pusher), and routes the rows
-    /// late on arrival by `late`; otherwise each ring is a source partition with its own
-    /// watermark generator, and late rows flow on uncounted.
+    /// Opens the input side of a source stream: one ring per worker. With a watermark, the
+    /// handle computes it over every pushed row, per source partition (`feed` says where
+    /// partitions come from; the source's watermark is the minimum over the active ones),
+    /// sends it to all workers, and routes the rows late on arrival by `late`. Partitions
+    /// silent for `idle_timeout` are idle: they hold nothing back until their next row, and
+    /// when all are, the workers are told the source is idle.
     pub fn create_ingress(
         &self,
         stream: StreamId,
+        feed: SourceFeed,
         watermark: Option<&WatermarkGenerator>,
-        watermark_at_push: bool,
+        idle_timeout: Option<Duration>,
         late: LatePolicy,
-    ) -> Result<IngressHandle> {
+    ) -> Result<Arc<IngressHandle>> {
         let outlet = self
             .outlet(stream)
             .ok_or_else(|| CoreError::Internal(format!("ingress for unknown stream {stream}")))?;
@@ -256,26 +282,24 @@ impl Runtime {
                 stream,
                 consumer,
                 counters: Arc::clone(&counters),
-                watermark: if watermark_at_push {
-                    None
-                } else {
-                    watermark.cloned()
-                },
                 outlet: Arc::clone(&outlet),
             });
             producers.push(RingProducer::new(producer, counters, Arc::clone(worker)));
         }
-        Ok(IngressHandle::new(
+        let idle_timeout = idle_timeout.filter(|_| watermark.is_some());
+        let handle = Arc::new(IngressHandle::new(
             outlet.name().to_string(),
             producers,
             Arc::clone(&self.shutdown),
-            if watermark_at_push {
-                watermark.cloned()
-            } else {
-                None
-            },
+            feed,
+            watermark.map(|generator| (generator.clone(), idle_timeout)),
+            idle_timeout.map(|_| self.idle_clock.shared()),
             late,
-        ))
+        ));
+        if idle_timeout.is_some() {
+            self.idle_clock.watch(&handle)?;
+        }
+        Ok(handle)
     }
 
     /// Starts query `name` on every worker; `bindings` maps each input name of the graph to
@@ -526,6 +550,7 @@ impl Runtime {
     /// Stops the workers and waits for them. Idempotent.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
+        self.idle_clock.stop();
         for worker in &self.workers {
             worker.wake();
             worker.send_wake();

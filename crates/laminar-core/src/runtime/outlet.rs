@@ -1,7 +1,7 @@
 //! `StreamOutlet`: where a stream's messages leave the workers: the materialized view's
 //! result table, live subscribers, a sink's channel, and the stream's counters (rows,
-//! per-worker watermark, end, first error). Shared by all workers; locks are taken once per
-//! batch, never per row.
+//! per-worker watermark and idleness, end, first error). Shared by all workers; locks are
+//! taken once per batch, never per row.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -44,6 +44,8 @@ pub struct StreamOutlet {
     sinks: Mutex<Vec<SyncSender<EgressMessage>>>,
     rows: AtomicU64,
     watermarks_ms: Vec<AtomicI64>,
+    /// Per worker: the stream's last word there was that it is idle.
+    idle: Vec<AtomicBool>,
     ended: Vec<AtomicBool>,
     ended_workers: AtomicUsize,
     state_entries: Vec<AtomicU64>,
@@ -90,6 +92,7 @@ impl StreamOutlet {
             watermarks_ms: (0..workers)
                 .map(|_| AtomicI64::new(WATERMARK_MIN_MS))
                 .collect(),
+            idle: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             ended: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             ended_workers: AtomicUsize::new(0),
             state_entries: (0..workers).map(|_| AtomicU64::new(0)).collect(),
@@ -122,8 +125,8 @@ impl StreamOutlet {
     }
 
     /// The stream's watermark (epoch ms; `i64::MIN` before any): the minimum over the
-    /// workers that have one. A worker whose partition has produced no row yet is idle and
-    /// does not hold the others back (a source with fewer partitions than workers).
+    /// workers that have one, so a worker that has not heard of one yet does not hide the
+    /// others' in this display.
     pub fn watermark_ms(&self) -> i64 {
         self.watermarks_ms
             .iter()
@@ -131,6 +134,22 @@ impl StreamOutlet {
             .filter(|ms| *ms != WATERMARK_MIN_MS)
             .min()
             .unwrap_or(WATERMARK_MIN_MS)
+    }
+
+    /// True when the stream is idle on every worker that has not ended it (and it has not
+    /// ended everywhere): its sources have been silent for their idle timeout.
+    pub fn is_idle(&self) -> bool {
+        let mut idle = false;
+        for (worker_idle, ended) in self.idle.iter().zip(&self.ended) {
+            if ended.load(Ordering::Acquire) {
+                continue;
+            }
+            if !worker_idle.load(Ordering::Acquire) {
+                return false;
+            }
+            idle = true;
+        }
+        idle
     }
 
     /// True once every worker ended the stream.
@@ -215,8 +234,10 @@ impl StreamOutlet {
         match message {
             Message::Data(batch) => self.deliver_data(worker, batch),
             Message::Watermark(ms) => {
+                self.idle[worker].store(false, Ordering::Release);
                 self.watermarks_ms[worker].fetch_max(*ms, Ordering::AcqRel);
             }
+            Message::Idle => self.idle[worker].store(true, Ordering::Release),
             Message::End => self.deliver_end(worker),
         }
     }

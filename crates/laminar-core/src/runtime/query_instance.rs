@@ -1,6 +1,14 @@
 //! `QueryInstance`: one worker's copy of a continuous query. It pushes messages from a leaf
 //! up to the root, merging watermarks (minimum over a node's ports) and end-of-stream (a
 //! node ends when all its ports have) so operators see one ordered input.
+//!
+//! A port whose input said it is idle is left out of the minimum until rows or a watermark
+//! arrive on it again. A node none of whose ports can hold the watermark back, some of them
+//! idle and the others at the end of time, is idle itself (not at the end of time: an idle
+//! input may still send rows) and says so upward, and says so again with its watermark when
+//! a port wakes. A woken port's watermark may be behind the node's, which never moves back:
+//! the node then waits for it to catch up, and the rows it sends meanwhile are late wherever
+//! their window has already closed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +29,11 @@ struct NodeState {
     router: Option<Arc<KeyRouter>>,
     parent: Option<(usize, usize)>,
     port_watermarks_ms: Vec<i64>,
+    port_idle: Vec<bool>,
     port_ended: Vec<bool>,
     watermark_ms: i64,
+    /// The node told its parent it is idle.
+    idle: bool,
     ended: bool,
 }
 
@@ -81,8 +92,10 @@ impl QueryInstance {
                     router: node.router.clone(),
                     parent: node.parent,
                     port_watermarks_ms: vec![WATERMARK_MIN_MS; ports],
+                    port_idle: vec![false; ports],
                     port_ended: vec![false; ports],
                     watermark_ms: WATERMARK_MIN_MS,
+                    idle: false,
                     ended: false,
                 }
             })
@@ -187,7 +200,10 @@ impl QueryInstance {
         let stale = self
             .state_bytes_measured
             .is_none_or(|at| now.duration_since(at) >= STATE_BYTES_REFRESH);
-        if stale || state_entries == 0 {
+        if state_entries == 0 {
+            // Nothing held: no need to ask, and no reason to delay the next measurement.
+            self.state_bytes = 0;
+        } else if stale {
             self.state_bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
             self.state_bytes_measured = Some(now);
         }
@@ -246,6 +262,11 @@ impl QueryInstance {
         }
         match message {
             Message::Data(batch) => {
+                if self.nodes[index].port_idle[port] {
+                    // Rows wake the port: the node holds the watermark back for it again.
+                    self.nodes[index].port_idle[port] = false;
+                    self.settle(index, out, remote)?;
+                }
                 let mut produced = Vec::new();
                 let node = &mut self.nodes[index];
                 let result = node.operator.process(port, batch, &mut produced);
@@ -258,29 +279,16 @@ impl QueryInstance {
                 let node = &mut self.nodes[index];
                 let port_watermark = &mut node.port_watermarks_ms[port];
                 *port_watermark = (*port_watermark).max(ms);
-                let merged = node
-                    .port_watermarks_ms
-                    .iter()
-                    .copied()
-                    .min()
-                    .unwrap_or(WATERMARK_MIN_MS);
-                if merged > node.watermark_ms {
-                    node.watermark_ms = merged;
-                    let mut produced = Vec::new();
-                    let result = node.operator.on_watermark(merged, &mut produced);
-                    self.check(index, result)?;
-                    for batch in produced {
-                        self.emit(index, Message::Data(batch), out, remote)?;
-                    }
-                    // The end of time is never held back: everything downstream must close.
-                    let delay_ms = self.nodes[index].operator.watermark_delay_ms();
-                    let forwarded = if merged == WATERMARK_END_MS {
-                        merged
-                    } else {
-                        merged.saturating_sub(delay_ms)
-                    };
-                    self.emit(index, Message::Watermark(forwarded), out, remote)?;
+                node.port_idle[port] = false;
+                self.settle(index, out, remote)?;
+            }
+            Message::Idle => {
+                let node = &mut self.nodes[index];
+                if node.port_idle[port] || node.port_ended[port] {
+                    return Ok(());
                 }
+                node.port_idle[port] = true;
+                self.settle(index, out, remote)?;
             }
             Message::End => {
                 if self.nodes[index].port_ended[port] {
@@ -309,6 +317,71 @@ impl QueryInstance {
             }
         }
         Ok(())
+    }
+
+    /// Merges the watermarks of node `index`'s ports after one changed: the minimum over the
+    /// ports that are neither idle nor at the end of time (the end of time once all ports
+    /// are there). When every port that could hold the watermark back is idle, the node is
+    /// idle and says so; when it was and is no longer, it says so with its watermark.
+    fn settle(
+        &mut self,
+        index: usize,
+        out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
+    ) -> Result<()> {
+        let node = &mut self.nodes[index];
+        let holding = node
+            .port_watermarks_ms
+            .iter()
+            .zip(&node.port_idle)
+            .filter(|(ms, idle)| !**idle && **ms != WATERMARK_END_MS)
+            .map(|(ms, _)| *ms)
+            .min();
+        let merged = match holding {
+            Some(ms) => ms,
+            None if node
+                .port_watermarks_ms
+                .iter()
+                .all(|ms| *ms == WATERMARK_END_MS) =>
+            {
+                WATERMARK_END_MS
+            }
+            None => {
+                if !node.idle {
+                    node.idle = true;
+                    self.emit(index, Message::Idle, out, remote)?;
+                }
+                return Ok(());
+            }
+        };
+        let resumed = std::mem::take(&mut node.idle);
+        if merged > node.watermark_ms {
+            node.watermark_ms = merged;
+            let mut produced = Vec::new();
+            let result = node.operator.on_watermark(merged, &mut produced);
+            self.check(index, result)?;
+            for batch in produced {
+                self.emit(index, Message::Data(batch), out, remote)?;
+            }
+            let forwarded = self.forwarded(index, merged);
+            self.emit(index, Message::Watermark(forwarded), out, remote)?;
+        } else if resumed {
+            let watermark = node.watermark_ms;
+            let forwarded = self.forwarded(index, watermark);
+            self.emit(index, Message::Watermark(forwarded), out, remote)?;
+        }
+        Ok(())
+    }
+
+    /// The watermark node `index` forwards for its input watermark `merged`: held back by
+    /// what its operator asks (an interval join emits rows older than its input watermark),
+    /// except the end of time, which everything downstream must see to close.
+    fn forwarded(&self, index: usize, merged: i64) -> i64 {
+        if merged == WATERMARK_END_MS {
+            merged
+        } else {
+            merged.saturating_sub(self.nodes[index].operator.watermark_delay_ms())
+        }
     }
 
     fn emit(
@@ -378,5 +451,107 @@ impl QueryInstance {
             operator: self.nodes[index].operator.name().to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::QueryNode;
+    use crate::operator::UnionOperator;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// A union of leaves `a` (node 1) and `b` (node 2), each a pass-through.
+    fn union_of_two() -> QueryInstance {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let node = |ports: usize, parent: Option<(usize, usize)>, input: Option<&str>| QueryNode {
+            operator: Box::new(UnionOperator::new(ports, Arc::clone(&schema))),
+            parent,
+            ports,
+            input: input.map(str::to_string),
+            router: None,
+        };
+        let graph = QueryGraph {
+            nodes: vec![
+                node(2, None, None),
+                node(1, Some((0, 0)), Some("a")),
+                node(1, Some((0, 1)), Some("b")),
+            ],
+            schema: Arc::clone(&schema),
+            changelog: false,
+            aggregates_changelog: false,
+            window_end: None,
+            row_times: crate::graph::RowTimes::Unknown,
+            joins_changelog: false,
+        };
+        QueryInstance::fork("q", &graph, 0, 1)
+    }
+
+    fn rows() -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))]).expect("batch");
+        Message::Data(ChangeBatch::insert_only(batch))
+    }
+
+    /// Feeds `message` into leaf `leaf`; what leaves the root, as text.
+    fn push(query: &mut QueryInstance, leaf: usize, message: Message) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut remote = Vec::new();
+        query
+            .push(leaf, message, &mut out, &mut remote)
+            .expect("pushed");
+        out.iter()
+            .map(|message| match message {
+                Message::Data(batch) => format!("{} rows", batch.num_rows()),
+                Message::Watermark(WATERMARK_END_MS) => "end of time".to_string(),
+                Message::Watermark(ms) => format!("watermark {ms}"),
+                Message::Idle => "idle".to_string(),
+                Message::End => "end".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn idle_ports_leave_the_minimum_until_they_wake() {
+        let (a, b) = (1, 2);
+        let mut query = union_of_two();
+        assert!(push(&mut query, a, Message::Watermark(10)).is_empty());
+        assert_eq!(push(&mut query, b, Message::Watermark(5)), ["watermark 5"]);
+        // b idle: a alone holds the union.
+        assert_eq!(push(&mut query, b, Message::Idle), ["watermark 10"]);
+        assert_eq!(
+            push(&mut query, a, Message::Watermark(20)),
+            ["watermark 20"]
+        );
+        // Both idle: the union is idle.
+        assert_eq!(push(&mut query, a, Message::Idle), ["idle"]);
+        assert!(push(&mut query, a, Message::Idle).is_empty());
+        // Rows wake b, whose watermark (5) is behind the union's: the union says it is
+        // active again with its own watermark, which does not move back, and waits for b.
+        assert_eq!(push(&mut query, b, rows()), ["watermark 20", "1 rows"]);
+        assert!(push(&mut query, b, Message::Watermark(15)).is_empty());
+        assert_eq!(
+            push(&mut query, b, Message::Watermark(30)),
+            ["watermark 30"]
+        );
+    }
+
+    #[test]
+    fn an_ended_input_beside_an_idle_one_leaves_the_union_idle_not_ended() {
+        let (a, b) = (1, 2);
+        let mut query = union_of_two();
+        push(&mut query, a, Message::Watermark(10));
+        assert_eq!(
+            push(&mut query, b, Message::Watermark(30)),
+            ["watermark 10"]
+        );
+        // a's end lets b alone hold the union.
+        assert_eq!(push(&mut query, a, Message::End), ["watermark 30"]);
+        // b idle beside an ended input: nothing holds the union, yet b may still send rows,
+        // so it is idle rather than at the end of time.
+        assert_eq!(push(&mut query, b, Message::Idle), ["idle"]);
+        assert_eq!(push(&mut query, b, Message::End), ["end of time", "end"]);
     }
 }

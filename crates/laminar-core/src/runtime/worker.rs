@@ -1,13 +1,15 @@
 //! A worker: one (optionally core-pinned) thread running the reactor loop over its shard of
-//! every query. It drains its ingress rings under a per-ring budget, pushes each message
-//! through the queries reading that stream on this worker, and parks when idle so an
-//! embedded database costs nothing while no data flows.
+//! every query. It drains its ingress rings under a per-ring budget (a huge batch a slice at
+//! a time), pushes each message through the queries reading that stream on this worker, and
+//! parks when idle so an embedded database costs nothing while no data flows.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
 
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
@@ -15,13 +17,20 @@ use super::outlet::{StreamId, StreamOutlet};
 use super::query_instance::{QueryInstance, Remote};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
-use crate::watermark::{WatermarkGenerator, WATERMARK_END_MS};
+use crate::watermark::WATERMARK_END_MS;
 
 /// Messages taken from one ring before moving to the next, so one busy source cannot starve
 /// the others or the control commands.
 const RING_BUDGET_MESSAGES: usize = 16;
 /// Empty polls spun before parking.
 const IDLE_SPINS_MAX: u32 = 200;
+/// Rows one step processes at most: a larger pushed batch is processed a slice at a time,
+/// with the worker's other rings, exchanges and timers served between slices, so one huge
+/// batch cannot hold back watermarks or other queries.
+const ROWS_PER_STEP_MAX: usize = 65_536;
+/// A step (one message through every query reading it) taking longer than this is an
+/// overrun, counted per worker.
+const STEP_BUDGET: Duration = Duration::from_millis(10);
 /// A parked worker re-checks its rings at least this often (guards against a lost wakeup).
 const PARK_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -31,7 +40,6 @@ pub(crate) enum Command {
         stream: StreamId,
         consumer: rtrb::Consumer<IngressMessage>,
         counters: Arc<IngressCounters>,
-        watermark: Option<WatermarkGenerator>,
         outlet: Arc<StreamOutlet>,
     },
     AddQuery {
@@ -61,6 +69,14 @@ pub(crate) struct WorkerShared {
     sleeping: AtomicBool,
     thread: OnceLock<Thread>,
     pub(crate) rows_processed: AtomicU64,
+    /// The core the worker is pinned to, or -1.
+    pub(crate) core: AtomicI64,
+    /// Nanoseconds spent processing (not spinning or parked).
+    pub(crate) busy_ns: AtomicU64,
+    /// Messages waiting in the worker's input rings and overflow, at its last look.
+    pub(crate) queued_messages: AtomicU64,
+    /// Steps that took longer than [`STEP_BUDGET`].
+    pub(crate) overruns: AtomicU64,
 }
 
 /// A request that every worker stop between messages (for a consistent cut of the
@@ -80,6 +96,10 @@ impl WorkerShared {
             sleeping: AtomicBool::new(false),
             thread: OnceLock::new(),
             rows_processed: AtomicU64::new(0),
+            core: AtomicI64::new(-1),
+            busy_ns: AtomicU64::new(0),
+            queued_messages: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
         }
     }
 
@@ -128,9 +148,11 @@ struct IngressSlot {
     stream: StreamId,
     consumer: rtrb::Consumer<IngressMessage>,
     counters: Arc<IngressCounters>,
-    watermark: Option<WatermarkGenerator>,
     /// Ended or removed; swept after the current poll so indices stay valid meanwhile.
     done: bool,
+    /// Slices of a batch above [`ROWS_PER_STEP_MAX`] still to process, before the ring's
+    /// next message; the message counts as processed once they are.
+    carry: VecDeque<RecordBatch>,
 }
 
 struct RunningQuery {
@@ -205,8 +227,9 @@ impl Worker {
             if self.shared.has_commands.swap(false, Ordering::SeqCst) {
                 self.apply_commands();
             }
+            let work_started = Instant::now();
             let mut did_work = self.flush_overflow();
-            if self.next_timer.is_some_and(|due| due <= Instant::now()) {
+            if self.next_timer.is_some_and(|due| due <= work_started) {
                 did_work |= self.fire_timers();
             }
             did_work |= self.poll_exchange();
@@ -214,6 +237,9 @@ impl Worker {
                 did_work |= self.poll_ingress();
             }
             if did_work {
+                let busy = u64::try_from(work_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.shared.busy_ns.fetch_add(busy, Ordering::Relaxed);
+                self.publish_queue_depth();
                 idle_spins = 0;
                 continue;
             }
@@ -238,6 +264,23 @@ impl Worker {
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_spins = 0;
         }
+    }
+
+    /// Publishes how many messages wait in this worker's rings (for `SHOW WORKERS`).
+    fn publish_queue_depth(&self) {
+        let ingress: usize = self
+            .ingress
+            .iter()
+            .filter(|slot| !slot.done)
+            .map(|slot| slot.consumer.slots())
+            .sum();
+        let exchange: usize = self
+            .exchange_in
+            .iter()
+            .map(|inbound| inbound.consumer.slots())
+            .sum();
+        let queued = (ingress + exchange + self.overflow.len()) as u64;
+        self.shared.queued_messages.store(queued, Ordering::Relaxed);
     }
 
     /// Stands still between messages until the pause is lifted.
@@ -280,7 +323,6 @@ impl Worker {
                     stream,
                     consumer,
                     counters,
-                    watermark,
                     outlet,
                 } => {
                     self.outlets.insert(stream, outlet);
@@ -288,8 +330,8 @@ impl Worker {
                         stream,
                         consumer,
                         counters,
-                        watermark,
                         done: false,
+                        carry: VecDeque::new(),
                     });
                 }
                 Command::AddQuery {
@@ -395,6 +437,17 @@ impl Worker {
                 if self.ingress[index].done {
                     break;
                 }
+                if let Some(slice) = self.ingress[index].carry.pop_front() {
+                    did_work = true;
+                    self.process_ingress(index, IngressMessage::Data(slice));
+                    if self.ingress[index].carry.is_empty() {
+                        self.ingress[index]
+                            .counters
+                            .processed
+                            .fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
                 let Ok(message) = self.ingress[index].consumer.pop() else {
                     break;
                 };
@@ -412,7 +465,23 @@ impl Worker {
                         .fetch_add(1, Ordering::SeqCst);
                     break;
                 }
+                let message = match message {
+                    IngressMessage::Data(batch) if batch.num_rows() > ROWS_PER_STEP_MAX => {
+                        let mut slices = slices(&batch, ROWS_PER_STEP_MAX);
+                        let first = slices.pop_front();
+                        self.ingress[index].carry = slices;
+                        match first {
+                            Some(first) => IngressMessage::Data(first),
+                            None => IngressMessage::Data(batch),
+                        }
+                    }
+                    other => other,
+                };
                 let finished = self.process_ingress(index, message);
+                if !self.ingress[index].carry.is_empty() {
+                    // Counted as processed once its last slice is.
+                    continue;
+                }
                 self.ingress[index]
                     .counters
                     .processed
@@ -432,35 +501,35 @@ impl Worker {
     }
 
     /// Processes one message from ring `index`; returns true when the ring's stream ended.
+    /// A step over its budget is counted.
     fn process_ingress(&mut self, index: usize, message: IngressMessage) -> bool {
+        let started = Instant::now();
+        let finished = self.process_ingress_message(index, message);
+        if started.elapsed() > STEP_BUDGET {
+            self.shared.overruns.fetch_add(1, Ordering::Relaxed);
+        }
+        finished
+    }
+
+    fn process_ingress_message(&mut self, index: usize, message: IngressMessage) -> bool {
         let stream = self.ingress[index].stream;
         match message {
             IngressMessage::Data(batch) => {
                 self.shared
                     .rows_processed
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                let advanced = match self.ingress[index].watermark.as_mut() {
-                    None => None,
-                    Some(generator) => match generator.observe(&batch) {
-                        Ok(advanced) => advanced,
-                        Err(error) => {
-                            if let Some(outlet) = self.outlets.get(&stream) {
-                                outlet.record_error(error.to_string());
-                            }
-                            None
-                        }
-                    },
-                };
                 self.work
                     .push_back((stream, Message::Data(ChangeBatch::insert_only(batch))));
-                if let Some(ms) = advanced {
-                    self.work.push_back((stream, Message::Watermark(ms)));
-                }
                 self.drain_work();
                 false
             }
             IngressMessage::Watermark(ms) => {
                 self.work.push_back((stream, Message::Watermark(ms)));
+                self.drain_work();
+                false
+            }
+            IngressMessage::Idle => {
+                self.work.push_back((stream, Message::Idle));
                 self.drain_work();
                 false
             }
@@ -668,5 +737,41 @@ impl Worker {
             }
         }
         did_work
+    }
+}
+
+/// `batch` cut into consecutive zero-copy slices of at most `rows` rows.
+fn slices(batch: &RecordBatch, rows: usize) -> VecDeque<RecordBatch> {
+    (0..batch.num_rows())
+        .step_by(rows.max(1))
+        .map(|offset| batch.slice(offset, rows.min(batch.num_rows() - offset)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::slices;
+
+    #[test]
+    fn slices_cover_a_batch_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let values = Int64Array::from_iter_values(0..10);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).expect("batch");
+        let parts = slices(&batch, 4);
+        let sizes: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        let last = parts[2]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ints")
+            .value(1);
+        assert_eq!(last, 9);
     }
 }

@@ -80,14 +80,20 @@ pub struct ConnectorSpec {
 impl fmt::Display for ConnectorSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (", self.name)?;
-        for (i, (key, value)) in self.options.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{key} = '{}'", value.replace('\'', "''"))?;
-        }
+        write_options(f, &self.options)?;
         f.write_str(")")
     }
+}
+
+/// `key = 'value', ...` with quotes in values doubled.
+fn write_options(f: &mut fmt::Formatter<'_>, options: &[(String, String)]) -> fmt::Result {
+    for (i, (key, value)) in options.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{key} = '{}'", value.replace('\'', "''"))?;
+    }
+    Ok(())
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -112,6 +118,10 @@ pub struct CreateSource {
     pub watermark: Option<WatermarkSpec>,
     /// `FROM connector (...)`, or `None` for a source fed by `push`/`INSERT`.
     pub connector: Option<ConnectorSpec>,
+    /// `WITH (key = 'value', ...)`: options of a source fed by `push`/`INSERT` (a connector
+    /// source takes them among its connector's options). Keys lower case, in the order
+    /// written.
+    pub options: Vec<(String, String)>,
     /// `LATE DATA TO name` (normalized): the stream that receives the rows late on arrival
     /// instead of the source.
     pub late_data_to: Option<String>,
@@ -191,6 +201,8 @@ pub enum Statement {
     Flush,
     /// `SHOW WATERMARKS`: the watermark of every source, stream and view.
     ShowWatermarks,
+    /// `SHOW WORKERS`: every worker's core, queue depth, rows processed and busy time.
+    ShowWorkers,
 }
 
 impl Statement {
@@ -209,6 +221,7 @@ impl Statement {
             Self::Query(_) => "SELECT".into(),
             Self::Flush => "FLUSH".into(),
             Self::ShowWatermarks => "SHOW WATERMARKS".into(),
+            Self::ShowWorkers => "SHOW WORKERS".into(),
         }
     }
 }
@@ -260,6 +273,11 @@ impl fmt::Display for Statement {
                 }
                 if let Some(connector) = &source.connector {
                     write!(f, " FROM {connector}")?;
+                }
+                if !source.options.is_empty() {
+                    f.write_str(" WITH (")?;
+                    write_options(f, &source.options)?;
+                    f.write_str(")")?;
                 }
                 if let Some(late) = &source.late_data_to {
                     write!(f, " LATE DATA TO {}", quote_ident(late))?;
@@ -313,6 +331,7 @@ impl fmt::Display for Statement {
             Self::Query(query) => write!(f, "{query}"),
             Self::Flush => f.write_str("FLUSH"),
             Self::ShowWatermarks => f.write_str("SHOW WATERMARKS"),
+            Self::ShowWorkers => f.write_str("SHOW WORKERS"),
         }
     }
 }

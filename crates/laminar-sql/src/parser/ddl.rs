@@ -293,6 +293,21 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
     } else {
         None
     };
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        if let Some(connector) = &connector {
+            return Err(SqlError::Invalid {
+                context: format!("CREATE SOURCE {name}"),
+                message: format!(
+                    "a source read by a connector takes its options with the connector's: \
+                     FROM {} (..., key = 'value')",
+                    connector.name
+                ),
+            });
+        }
+        parse_options(parser, &format!("CREATE SOURCE {name}"))?
+    } else {
+        Vec::new()
+    };
     let late_data_to = if words_are(parser, &["LATE", "DATA", "TO"]) {
         advance(parser, 3);
         let stream = object_name(parser)?;
@@ -321,6 +336,7 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
         columns,
         watermark,
         connector,
+        options,
         late_data_to,
     })))
 }
@@ -356,10 +372,17 @@ fn parse_connector(parser: &mut Parser<'_>) -> Result<ConnectorSpec> {
         .map_err(syntax)?
         .value
         .to_uppercase();
-    let mut options = Vec::new();
+    let options = parse_options(parser, &format!("connector {name}"))?;
+    Ok(ConnectorSpec { name, options })
+}
+
+/// `( key = value, ... )`; keys may be dotted (`format.delimiter`) and are lower-cased;
+/// a key given twice is an error naming `context`.
+fn parse_options(parser: &mut Parser<'_>, context: &str) -> Result<Vec<(String, String)>> {
+    let mut options: Vec<(String, String)> = Vec::new();
     parser.expect_token(&Token::LParen).map_err(syntax)?;
     if parser.consume_token(&Token::RParen) {
-        return Ok(ConnectorSpec { name, options });
+        return Ok(options);
     }
     loop {
         let mut key = parser
@@ -386,7 +409,7 @@ fn parse_connector(parser: &mut Parser<'_>) -> Result<ConnectorSpec> {
         };
         if options.iter().any(|(k, _)| *k == key) {
             return Err(SqlError::Invalid {
-                context: format!("connector {name}"),
+                context: context.to_string(),
                 message: format!("option '{key}' is given twice"),
             });
         }
@@ -397,7 +420,7 @@ fn parse_connector(parser: &mut Parser<'_>) -> Result<ConnectorSpec> {
         parser.expect_token(&Token::RParen).map_err(syntax)?;
         break;
     }
-    Ok(ConnectorSpec { name, options })
+    Ok(options)
 }
 
 fn parse_object_kind(parser: &mut Parser<'_>) -> Option<ObjectKind> {
@@ -437,6 +460,10 @@ fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
     if word(parser, 0).as_deref() == Some("WATERMARKS") {
         advance(parser, 1);
         return Ok(Statement::ShowWatermarks);
+    }
+    if word(parser, 0).as_deref() == Some("WORKERS") {
+        advance(parser, 1);
+        return Ok(Statement::ShowWorkers);
     }
     let kind = match word(parser, 0).as_deref() {
         Some("SOURCES") => Some((ObjectKind::Source, 1)),
