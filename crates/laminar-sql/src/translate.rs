@@ -26,6 +26,8 @@ use crate::error::{Result, SqlError};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
+mod join;
+
 /// What every aggregate operator is built from.
 struct AggregateParts {
     keys: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
@@ -44,8 +46,6 @@ enum PlannedAggregate {
     Window(WindowAggregateOperator),
 }
 use crate::top_n::{unsupported_window, TopN};
-
-mod join;
 
 /// The inputs a query may read, as the catalog knows them.
 pub(crate) struct KnownInputs<'a> {
