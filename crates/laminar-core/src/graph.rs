@@ -53,6 +53,24 @@ pub struct QueryGraph {
     /// For an append-only output whose rows belong to event-time windows: the column
     /// holding each row's window end.
     pub window_end: Option<usize>,
+    /// What the output's watermark says of its rows' event times.
+    pub row_times: RowTimes,
+    /// A regular join of the query consumes retractions (it reads a changelog).
+    pub joins_changelog: bool,
+}
+
+/// What a stream's watermark says of its rows' event times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowTimes {
+    /// Nothing known.
+    Unknown,
+    /// The watermark bounds this column, rows behind it being late (a source's `WATERMARK
+    /// FOR` column, passed through, or an interval join's time column): an interval join
+    /// can expire its state by it.
+    EventTime(usize),
+    /// The rows come from a regular join: the watermark does not bound their event times,
+    /// so no window can close over them.
+    Unordered,
 }
 
 impl QueryGraph {

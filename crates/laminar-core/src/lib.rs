@@ -17,7 +17,7 @@ pub mod watermark;
 
 pub use change_batch::ChangeBatch;
 pub use error::{CoreError, Result};
-pub use graph::{QueryGraph, QueryNode};
+pub use graph::{QueryGraph, QueryNode, RowTimes};
 pub use operator::{Message, Operator};
 pub use result_table::ResultTable;
 pub use runtime::{Runtime, RuntimeConfig};

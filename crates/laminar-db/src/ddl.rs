@@ -14,7 +14,7 @@ use laminar_connectors::{
     create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
 };
 use laminar_core::runtime::{LatePolicy, SourceFeed, StreamId};
-use laminar_core::{ResultTable, WatermarkGenerator};
+use laminar_core::{ResultTable, RowTimes, WatermarkGenerator};
 use laminar_sql::parser::{CreateSource, SinkInput};
 use laminar_sql::types::arrow_type;
 use laminar_sql::{parse_statements, ConnectorSpec, Emit, ObjectKind, SqlError, Statement};
@@ -224,7 +224,8 @@ impl LaminarDB {
         }
     }
 
-    /// The source's watermark generator, planned over its registered schema.
+    /// The source's watermark generator, planned over its registered schema; marks its
+    /// event-time column for the planner.
     fn source_watermark(
         &self,
         create: &CreateSource,
@@ -244,6 +245,8 @@ impl LaminarDB {
             .inner
             .planner
             .plan_watermark(&create.name, &spec.expr)?;
+        // The watermark bounds this column (rows behind it are late): interval joins can
+        // expire their state by it.
         self.inner.planner.mark_event_time(&create.name, event_time);
         Ok(Some(WatermarkGenerator::new(
             create.name.clone(),
@@ -378,8 +381,10 @@ impl LaminarDB {
         if let Some(window_end) = planned.graph.window_end {
             self.inner.planner.mark_windowed(name, window_end);
         }
-        if let Some(event_time) = planned.event_time {
-            self.inner.planner.mark_event_time(name, event_time);
+        match planned.graph.row_times {
+            RowTimes::EventTime(column) => self.inner.planner.mark_event_time(name, column),
+            RowTimes::Unordered => self.inner.planner.mark_unordered(name),
+            RowTimes::Unknown => {}
         }
         catalog.insert(Object {
             name: name.to_string(),
@@ -440,32 +445,38 @@ impl LaminarDB {
         Ok(pending)
     }
 
-    /// Changelogs (retracting outputs) can feed aggregates only from materialized views.
+    /// Changelogs (retracting outputs) can feed aggregates and joins only from materialized
+    /// views.
     fn check_changelog_use(
         catalog: &Catalog,
         sql_planner: &laminar_sql::StreamPlanner,
         planned: &laminar_sql::PlannedQuery,
         context: &str,
     ) -> Result<()> {
-        if planned.graph.aggregates_changelog {
-            // Only a materialized view can give a new aggregate (or top-N) the rows its
-            // later retractions refer to; a stream's earlier rows are gone.
-            if let Some(stream) = planned.inputs.iter().find(|input| {
-                catalog.get(input).is_some_and(|o| {
-                    o.kind == ObjectKind::Stream && sql_planner.is_changelog(input)
-                })
-            }) {
-                return Err(DbError::Sql(SqlError::Unsupported {
-                    construct: format!(
-                        "aggregating the changelog of stream {stream}, or ranking it (a stream keeps \
-                         no rows for later retractions to refer to); make {stream} a \
-                         MATERIALIZED VIEW"
-                    ),
-                    context: context.to_string(),
-                }));
-            }
+        if !planned.graph.aggregates_changelog && !planned.graph.joins_changelog {
+            return Ok(());
         }
-        Ok(())
+        // Only a materialized view can give a new aggregate, top-N or join the rows its
+        // later retractions refer to; a stream's earlier rows are gone.
+        let Some(stream) = planned.inputs.iter().find(|input| {
+            catalog
+                .get(input)
+                .is_some_and(|o| o.kind == ObjectKind::Stream && sql_planner.is_changelog(input))
+        }) else {
+            return Ok(());
+        };
+        let what = if planned.graph.aggregates_changelog {
+            format!("aggregating the changelog of stream {stream}, or ranking it")
+        } else {
+            format!("joining the changelog of stream {stream}")
+        };
+        Err(DbError::Sql(SqlError::Unsupported {
+            construct: format!(
+                "{what} (a stream keeps no rows for later retractions to refer to); make \
+                 {stream} a MATERIALIZED VIEW"
+            ),
+            context: context.to_string(),
+        }))
     }
 
     /// Maps each input of a query to the stream feeding it. A connector source (or its

@@ -66,12 +66,14 @@ pub struct QueryStats {
     pub finished: bool,
     /// The first error of the query, its source readers or its sink.
     pub error: Option<String>,
-    /// Entries of keyed state its operators hold (groups, open windows), over all workers.
+    /// Entries of keyed state its operators hold (groups, open windows, rows held by joins),
+    /// over all workers.
     pub state_entries: u64,
     /// Approximate bytes of that state (keys and accumulators), sampled at most every 100 ms
     /// per worker.
     pub state_bytes: u64,
-    /// Input rows dropped because their window had already fired.
+    /// Input rows dropped because their window had already fired, or because they reached
+    /// an interval or window join behind its watermark.
     pub late_rows: u64,
 }
 

@@ -8,6 +8,7 @@ mod asof_rewrite;
 mod asof_udf;
 pub mod error;
 mod interval;
+mod join_bounds;
 pub mod parser;
 pub mod planner;
 mod session_plan;

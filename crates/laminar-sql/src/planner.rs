@@ -27,7 +27,7 @@ use crate::error::{Result, SqlError};
 use crate::parser::ddl_normalize;
 use crate::parser::Emit;
 use crate::session_udf::session_functions;
-use crate::translate::{check_supported, event_time_column, translate, KnownInputs};
+use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -39,9 +39,6 @@ pub struct PlannedQuery {
     pub schema: SchemaRef,
     /// Names of the sources, streams and views it reads.
     pub inputs: Vec<String>,
-    /// The column of its rows holding their event time (a source's `WATERMARK FOR` column
-    /// passed on unchanged), if one does.
-    pub event_time: Option<usize>,
 }
 
 /// Plans continuous queries against the registered schemas.
@@ -52,8 +49,10 @@ pub struct StreamPlanner {
     /// Append-only inputs whose rows belong to event-time windows, with the column holding
     /// the window end.
     window_ends: Mutex<HashMap<String, usize>>,
-    /// Inputs with an event-time column, and its index.
+    /// Append-only inputs with an event-time column, and its index.
     event_times: Mutex<HashMap<String, usize>>,
+    /// Inputs whose rows come from a regular join.
+    unordered: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -85,6 +84,7 @@ impl StreamPlanner {
             changelogs: Mutex::new(HashSet::new()),
             window_ends: Mutex::new(HashMap::new()),
             event_times: Mutex::new(HashMap::new()),
+            unordered: Mutex::new(HashSet::new()),
         }
     }
 
@@ -128,19 +128,32 @@ impl StreamPlanner {
             .insert(name.to_string(), window_end);
     }
 
-    /// Marks column `column` of `name` (registered) as its event time: the column a source
-    /// declared with `WATERMARK FOR`, or a view's or stream's that passes it on. ASOF joins
-    /// compare event times only.
-    pub fn mark_event_time(&self, name: &str, column: usize) {
+    /// Marks column `event_time` of `name` (registered, append-only) as one its watermark
+    /// bounds, rows behind it being late (a source's `WATERMARK FOR` column): an interval
+    /// join over it can expire its state by the watermark.
+    pub fn mark_event_time(&self, name: &str, event_time: usize) {
         self.event_times
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string(), column);
+            .insert(name.to_string(), event_time);
+    }
+
+    /// Marks `name` (registered) as the rows of a regular join, whose event times the
+    /// watermark does not bound: no window can close over them.
+    pub fn mark_unordered(&self, name: &str) {
+        self.unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
     }
 
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
         self.event_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        self.unordered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
@@ -203,6 +216,7 @@ impl StreamPlanner {
         } else {
             &plan
         };
+        check_decorrelated(chosen, context)?;
         let changelogs = self
             .changelogs
             .lock()
@@ -218,10 +232,16 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let unordered = self
+            .unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let inputs = KnownInputs {
             changelogs: &changelogs,
             window_ends: &window_ends,
             event_times: &event_times,
+            unordered: &unordered,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();
@@ -230,7 +250,6 @@ impl StreamPlanner {
             graph,
             schema,
             inputs,
-            event_time: event_time_column(chosen, &event_times),
         })
     }
 

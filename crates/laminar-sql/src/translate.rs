@@ -4,22 +4,20 @@
 
 mod asof;
 
-pub(crate) use asof::event_time_column;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::row::SortField;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, Filter, Projection};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::PhysicalSortExpr;
-use laminar_core::graph::{QueryGraph, QueryNode};
+use laminar_core::graph::{QueryGraph, QueryNode, RowTimes};
 use laminar_core::operator::{
     AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
     PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
@@ -29,6 +27,8 @@ use laminar_core::operator::{
 use crate::error::{Result, SqlError};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
+
+mod join;
 
 /// What every aggregate operator is built from.
 struct AggregateParts {
@@ -56,9 +56,12 @@ pub(crate) struct KnownInputs<'a> {
     /// Append-only inputs whose rows belong to event-time windows: the column holding each
     /// row's window end.
     pub(crate) window_ends: &'a HashMap<String, usize>,
-    /// Inputs with an event-time column (a source's `WATERMARK FOR` column, or a view's or
-    /// stream's that passes it on): its index.
+    /// Append-only inputs with an event-time column their watermark bounds, rows behind it
+    /// being late (a source's `WATERMARK FOR` column).
     pub(crate) event_times: &'a HashMap<String, usize>,
+    /// Inputs whose rows come from a regular join, with event times the watermark does not
+    /// bound.
+    pub(crate) unordered: &'a HashSet<String>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.
@@ -76,6 +79,7 @@ pub(crate) fn translate(
         emit,
         windowed: false,
         aggregates_changelog: false,
+        joins_changelog: false,
         session_markers_planned: 0,
         asof_markers_planned: 0,
         nodes: Vec::new(),
@@ -113,6 +117,12 @@ pub(crate) fn translate(
         changelog,
         aggregates_changelog: builder.aggregates_changelog,
         window_end: produced.window_end.filter(|_| !changelog),
+        row_times: match (produced.unordered, produced.event_time) {
+            (true, _) => RowTimes::Unordered,
+            (false, Some(column)) if !changelog => RowTimes::EventTime(column),
+            _ => RowTimes::Unknown,
+        },
+        joins_changelog: builder.joins_changelog,
     })
 }
 
@@ -129,6 +139,10 @@ pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
     // before the nodes below it.
     let mut ranked: Vec<*const LogicalPlan> = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
+        if let Some(construct) = scalar_subquery(node) {
+            found = Some(unsupported(&construct));
+            return Ok(TreeNodeRecursion::Stop);
+        }
         let problem = match node {
             LogicalPlan::Filter(filter) => TopN::find(filter).and_then(|top_n| {
                 ranked.push(std::ptr::from_ref(top_n.window_plan));
@@ -136,12 +150,10 @@ pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
             }),
             LogicalPlan::Window(_) if ranked.contains(&std::ptr::from_ref(node)) => None,
             // `DISTINCT` (and `UNION` without `ALL`) become a grouping without aggregates in
-            // the optimized plan, which runs as an aggregation; `DISTINCT ON` does not.
+            // the optimized plan, which runs as an aggregation; `DISTINCT ON` does not. `IN`
+            // and `EXISTS` subqueries become joins (a scalar subquery was refused above).
             LogicalPlan::Distinct(Distinct::On(_)) => Some(unsupported("DISTINCT ON")),
-            LogicalPlan::Distinct(Distinct::All(_)) => None,
-            LogicalPlan::Subquery(_) => {
-                Some(unsupported("subquery (IN, EXISTS or scalar subquery)"))
-            }
+            LogicalPlan::Distinct(Distinct::All(_)) | LogicalPlan::Subquery(_) => None,
             other => unsupported_node(other).map(|c| unsupported(&c)),
         };
         if let Some(problem) = problem {
@@ -153,6 +165,47 @@ pub(crate) fn check_supported(plan: &LogicalPlan, context: &str) -> Result<()> {
     found.map_or(Ok(()), Err)
 }
 
+/// A scalar subquery in the expressions of `plan`: a subquery used as a value.
+fn scalar_subquery(plan: &LogicalPlan) -> Option<String> {
+    let mut found = false;
+    // The closure never fails, so neither can the traversal.
+    let _ = plan.apply_expressions(|expr| {
+        found |= expr
+            .exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_))))
+            .unwrap_or(false);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found.then(|| "scalar subquery (a subquery used as a value)".to_string())
+}
+
+/// Refuses the subqueries DataFusion's optimizer left in `plan`: an `IN` or `EXISTS`
+/// subquery becomes a join only when it correlates with its outer query by equalities.
+pub(crate) fn check_decorrelated(plan: &LogicalPlan, context: &str) -> Result<()> {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found |= matches!(node, LogicalPlan::Subquery(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if found {
+        return Err(SqlError::Unsupported {
+            construct: "an IN or EXISTS subquery that could not be turned into a join (write it \
+                        as a join, or correlate it with its outer query by equalities such as \
+                        sub.k = outer.k)"
+                .into(),
+            context: context.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// The SQL construct behind a plan node that has no streaming implementation.
 fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
     let construct = match plan {
@@ -161,10 +214,9 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
         | LogicalPlan::TableScan(_)
         | LogicalPlan::Union(_)
         | LogicalPlan::Aggregate(_)
+        | LogicalPlan::Join(_)
         | LogicalPlan::SubqueryAlias(_) => return None,
         LogicalPlan::Distinct(_) => "DISTINCT",
-        LogicalPlan::Join(join) if asof::asof_marker(join).is_some() => return None,
-        LogicalPlan::Join(_) => "JOIN (also from IN/EXISTS subqueries, INTERSECT, EXCEPT)",
         LogicalPlan::Sort(_) => "ORDER BY",
         LogicalPlan::Limit(_) => "LIMIT/OFFSET",
         LogicalPlan::Window(window) => return Some(unsupported_window(window)),
@@ -188,6 +240,8 @@ struct Builder<'a> {
     windowed: bool,
     /// A stateful operator of this query (aggregate or top-N) reads a changelog.
     aggregates_changelog: bool,
+    /// A regular join of this query reads a changelog.
+    joins_changelog: bool,
     /// Session marker calls consumed by session aggregates.
     session_markers_planned: usize,
     /// ASOF marker calls consumed by ASOF joins.
@@ -204,6 +258,11 @@ struct Produced {
     /// windows: computed by `TUMBLE`/`HOP`, a key of an aggregate emitting on window close,
     /// or read from a view or stream that has one.
     window_end: Option<usize>,
+    /// A column the watermark bounds, rows behind it being late: a source's `WATERMARK
+    /// FOR` column, passed through, or an interval join's time column.
+    event_time: Option<usize>,
+    /// The rows come from a regular join: the watermark does not bound their event times.
+    unordered: bool,
 }
 
 impl Produced {
@@ -211,6 +270,8 @@ impl Produced {
         Self {
             changelog: false,
             window_end: None,
+            event_time: None,
+            unordered: false,
         }
     }
 
@@ -218,20 +279,32 @@ impl Produced {
     /// a column computed under the name `window_end` (as `TUMBLE`/`HOP` do) is one.
     fn projected(self, projection: &Projection) -> Self {
         let input_schema = projection.input.schema();
+        let unaliased = |expr: &'_ Expr| -> (Expr, Option<String>) {
+            match expr {
+                Expr::Alias(alias) => (alias.expr.as_ref().clone(), Some(alias.name.clone())),
+                other => (other.clone(), None),
+            }
+        };
+        let reads = |value: &Expr, column: Option<usize>| match value {
+            Expr::Column(c) => column.is_some() && input_schema.index_of_column(c).ok() == column,
+            _ => false,
+        };
         let window_end = projection.expr.iter().position(|expr| {
-            let (value, name) = match expr {
-                Expr::Alias(alias) => (alias.expr.as_ref(), Some(alias.name.as_str())),
-                other => (other, None),
-            };
+            let (value, name) = unaliased(expr);
             match value {
-                Expr::Column(column) => {
-                    self.window_end.is_some()
-                        && input_schema.index_of_column(column).ok() == self.window_end
-                }
-                _ => name == Some("window_end"),
+                Expr::Column(_) => reads(&value, self.window_end),
+                _ => name.as_deref() == Some("window_end"),
             }
         });
-        Self { window_end, ..self }
+        let event_time = projection
+            .expr
+            .iter()
+            .position(|expr| reads(&unaliased(expr).0, self.event_time));
+        Self {
+            window_end,
+            event_time,
+            ..self
+        }
     }
 }
 
@@ -347,6 +420,7 @@ impl Builder<'_> {
         );
         self.nodes[exchange].router = Some(Arc::new(router));
         let input = self.add(&aggregate.input, Some((exchange, 0)))?;
+        self.check_closable(window_close, input)?;
         if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
         }
@@ -360,6 +434,7 @@ impl Builder<'_> {
         Ok(Produced {
             changelog: !window_close || allowed_lateness_ms > 0,
             window_end: window_end_key,
+            ..Produced::append_only()
         })
     }
 
@@ -461,6 +536,20 @@ impl Builder<'_> {
             })
     }
 
+    /// Refuses windows that close over rows whose event times the watermark does not bound.
+    fn check_closable(&self, window_close: bool, input: Produced) -> Result<()> {
+        if window_close && input.unordered {
+            return Err(self.unsupported(
+                "EMIT ON WINDOW CLOSE over the rows of a regular join: a regular join emits rows \
+                 of any event time as its inputs change, so windows would close before their \
+                 rows arrive; window the join's inputs and join on window_start and window_end \
+                 (a window join), or bound one input's event time by the other's (an interval \
+                 join)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Prepares an aggregate for an input that carries retractions, or says why it cannot.
     fn over_changelog(
         &mut self,
@@ -506,6 +595,8 @@ impl Builder<'_> {
         Ok(Produced {
             changelog: true,
             window_end: None,
+            event_time: None,
+            unordered: produced.unordered,
         })
     }
 
@@ -556,18 +647,21 @@ impl Builder<'_> {
                 let schema = Arc::clone(scan.projected_schema.inner());
                 let operator = ScanOperator::new(name.clone(), scan.projection.clone(), schema);
                 let changelog = self.inputs.changelogs.contains(&name);
-                let window_end = self
-                    .inputs
-                    .window_ends
-                    .get(&name)
-                    .and_then(|&column| match &scan.projection {
+                let projected = |column: Option<&usize>| {
+                    column.and_then(|&column| match &scan.projection {
                         Some(projection) => projection.iter().position(|&c| c == column),
                         None => Some(column),
-                    });
+                    })
+                };
+                let window_end = projected(self.inputs.window_ends.get(&name));
+                let event_time = projected(self.inputs.event_times.get(&name));
+                let unordered = self.inputs.unordered.contains(&name);
                 self.push(Box::new(operator), parent, 1, Some(name));
                 Ok(Produced {
                     changelog,
                     window_end,
+                    event_time,
+                    unordered,
                 })
             }
             LogicalPlan::Union(union) => {
@@ -588,13 +682,18 @@ impl Builder<'_> {
                         Some(so_far) => Produced {
                             changelog: so_far.changelog || part.changelog,
                             window_end: so_far.window_end.filter(|&c| part.window_end == Some(c)),
+                            event_time: so_far.event_time.filter(|&c| part.event_time == Some(c)),
+                            unordered: so_far.unordered || part.unordered,
                         },
                     });
                 }
                 Ok(produced.unwrap_or_else(Produced::append_only))
             }
             LogicalPlan::SubqueryAlias(alias) => self.add(&alias.input, parent),
-            LogicalPlan::Join(join) => self.add_asof_join(join, parent),
+            LogicalPlan::Join(join) if asof::asof_marker(join).is_some() => {
+                self.add_asof_join(join, parent)
+            }
+            LogicalPlan::Join(join) => self.add_join(join, parent),
             other => Err(self.unsupported(
                 &unsupported_node(other).unwrap_or_else(|| other.display().to_string()),
             )),
@@ -737,6 +836,8 @@ impl Builder<'_> {
         Ok(Produced {
             changelog: window_key.is_none(),
             window_end: window_key.and(input.window_end),
+            event_time: None,
+            unordered: input.unordered,
         })
     }
 

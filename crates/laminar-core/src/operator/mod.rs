@@ -7,6 +7,7 @@ mod aggregate;
 mod asof_join;
 mod exchange;
 mod filter;
+mod join;
 mod multiset_accumulator;
 mod periodic_emit;
 mod project;
@@ -20,6 +21,7 @@ pub use aggregate::{AggregateCall, AggregateOperator};
 pub use asof_join::{AsofDirection, AsofJoinOperator, AsofJoinSide, AsofJoinSpec};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
+pub use join::{IntervalJoinOperator, JoinSpec, RegularJoinOperator, TimeBound};
 pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
@@ -133,7 +135,9 @@ pub trait Operator: Send {
 
     /// The watermark passed downstream once `on_watermark(watermark_ms)` returned: lower
     /// than it while the operator still holds rows it will emit later with event times
-    /// behind it (an ASOF join's left rows waiting for a match), so they are not late there.
+    /// behind it (an ASOF join's left rows waiting for a match), or emits rows that much
+    /// older than its input watermark (an interval join pairing a new row with older ones),
+    /// so they are not late downstream.
     fn output_watermark(&self, watermark_ms: i64) -> i64 {
         watermark_ms
     }
@@ -148,7 +152,8 @@ pub trait Operator: Send {
         0
     }
 
-    /// Input rows dropped because they arrived after their window fired.
+    /// Input rows dropped because they arrived after their window fired (or, for a join,
+    /// after their matches may have left the state).
     fn late_rows(&self) -> u64 {
         0
     }

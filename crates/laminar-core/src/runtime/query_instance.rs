@@ -363,8 +363,9 @@ impl QueryInstance {
             for batch in produced {
                 self.emit(index, Message::Data(batch), out, remote)?;
             }
-            // An operator holding rows back (an ASOF join waiting for matches) holds its
-            // output watermark back with them.
+            // An operator whose output lags its input (an interval join pairing a new row
+            // with older ones, an ASOF join holding rows for a match) holds its output
+            // watermark back accordingly.
             let outgoing = self.nodes[index].operator.output_watermark(merged);
             self.emit(index, Message::Watermark(outgoing), out, remote)?;
         } else if resumed {
@@ -374,6 +375,9 @@ impl QueryInstance {
         Ok(())
     }
 
+    /// The watermark node `index` forwards for its input watermark `merged`: held back by
+    /// what its operator asks (an interval join emits rows older than its input watermark),
+    /// except the end of time, which everything downstream must see to close.
     fn emit(
         &mut self,
         index: usize,
@@ -472,6 +476,8 @@ mod tests {
             changelog: false,
             aggregates_changelog: false,
             window_end: None,
+            row_times: crate::graph::RowTimes::Unknown,
+            joins_changelog: false,
         };
         QueryInstance::fork("q", &graph, 0, 1)
     }

@@ -93,19 +93,14 @@ pub(super) fn is_event_time(
     }
 }
 
-/// The first column of `plan`'s rows that is an event-time column.
-pub(crate) fn event_time_column(
-    plan: &LogicalPlan,
-    event_times: &HashMap<String, usize>,
-) -> Option<usize> {
-    (0..plan.schema().fields().len()).find(|&index| {
-        let (qualifier, field) = plan.schema().qualified_field(index);
-        is_event_time(
-            plan,
-            &Column::new(qualifier.cloned(), field.name()),
-            event_times,
-        )
-    })
+/// The output column holding the event time: the left row's, passed through first. The
+/// operator holds its output watermark at the oldest row still waiting, so the watermark
+/// bounds it, unless rows are emitted early and corrected.
+fn output_event_time(join: &Join, left_time: &Expr, early: bool) -> Option<usize> {
+    match left_time {
+        Expr::Column(column) if !early => join.left.schema().index_of_column(column).ok(),
+        _ => None,
+    }
 }
 
 /// Which side of `join` an expression reads: `Some(true)` left, `Some(false)` right.
@@ -130,9 +125,7 @@ impl Builder<'_> {
         join: &Join,
         parent: Option<(usize, usize)>,
     ) -> Result<Produced> {
-        let Some(marker) = asof_marker(join) else {
-            return Err(self.unsupported("JOIN (only ASOF joins run continuously)"));
-        };
+        let marker = asof_marker(join).ok_or_else(|| self.invalid("not an ASOF join".into()))?;
         let outer = match join.join_type {
             JoinType::Inner => false,
             JoinType::Left => true,
@@ -229,6 +222,8 @@ impl Builder<'_> {
         Ok(Produced {
             changelog: spec.early,
             window_end: None,
+            event_time: output_event_time(join, left_time, spec.early),
+            unordered: false,
         })
     }
 

@@ -1,0 +1,421 @@
+//! The interval join: a join of two append-only inputs whose condition bounds the right
+//! row's event time relative to the left row's (`r.ts BETWEEN l.ts - a AND l.ts + b`; a
+//! window join is the case of equal window ends). A row is kept, per key and in time order,
+//! only until the watermark proves that no future row of the other input can match it; it
+//! then leaves the state, emitted null-padded first if an outer join never matched it. Pairs
+//! are emitted as they are found, so the output is append-only. A row whose event time is
+//! behind the join's watermark on arrival is late: its matches may already have left the
+//! state, so it is dropped and counted rather than joined with what is left.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::error::{DataFusionError, Result as DfResult};
+
+use super::{split, Candidate, JoinCore, JoinSpec, Pieces, Single};
+use crate::change_batch::ChangeBatch;
+use crate::operator::{epoch_ms, Operator};
+use crate::watermark::WATERMARK_END_MS;
+
+/// How the two inputs' event times relate in every matching pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBound {
+    /// The event-time column (TIMESTAMP or epoch-millisecond BIGINT) of each input.
+    pub columns: [usize; 2],
+    /// Right time minus left time is at least this, in milliseconds (rounded down).
+    pub low_ms: i64,
+    /// Right time minus left time is at most this, in milliseconds (rounded up).
+    pub high_ms: i64,
+    /// The bound comes from equal window ends (a window join), for `EXPLAIN`.
+    pub window: bool,
+}
+
+impl TimeBound {
+    /// For a row of input `side` at time `t`, the other input's matching rows lie in
+    /// `[t + reach.0, t + reach.1]`; once the watermark passes `t + reach.1`, no future row
+    /// of the other input can match it.
+    fn reach(&self, side: usize) -> (i64, i64) {
+        if side == 0 {
+            (self.low_ms, self.high_ms)
+        } else {
+            (self.high_ms.saturating_neg(), self.low_ms.saturating_neg())
+        }
+    }
+
+    /// How far the event times of emitted rows can be behind the input watermark: a pair
+    /// found when its later row arrives holds the earlier one, and a row leaves the state
+    /// (perhaps null-padded) that long after its own time.
+    fn delay_ms(&self) -> i64 {
+        self.high_ms.max(self.low_ms.saturating_neg()).max(0)
+    }
+}
+
+/// A stored row, and whether a row of the other input matched it.
+struct TimedRow {
+    row: Box<[u8]>,
+    matched: bool,
+}
+
+/// One input's rows: per key in (time, arrival) order, and all of them in time order for
+/// expiry.
+/// One key's rows by (time, arrival).
+type TimedRows = BTreeMap<(i64, u64), TimedRow>;
+
+#[derive(Default)]
+struct TimedSide {
+    groups: HashMap<Box<[u8]>, TimedRows>,
+    expiry: BTreeMap<(i64, u64), Box<[u8]>>,
+}
+
+impl TimedSide {
+    fn insert(&mut self, key: &[u8], at: (i64, u64), row: TimedRow) {
+        match self.groups.get_mut(key) {
+            Some(group) => {
+                group.insert(at, row);
+            }
+            None => {
+                self.groups.insert(key.into(), BTreeMap::from([(at, row)]));
+            }
+        }
+        self.expiry.insert(at, key.into());
+    }
+
+    /// Removes and returns the oldest row if `expired(its time)`.
+    fn pop_expired(&mut self, expired: impl Fn(i64) -> bool) -> DfResult<Option<TimedRow>> {
+        let Some(entry) = self.expiry.first_entry() else {
+            return Ok(None);
+        };
+        let at = *entry.key();
+        if !expired(at.0) {
+            return Ok(None);
+        }
+        let key = entry.remove();
+        let group = self.groups.get_mut(&key).ok_or_else(missing)?;
+        let row = group.remove(&at).ok_or_else(missing)?;
+        if group.is_empty() {
+            self.groups.remove(&key);
+        }
+        Ok(Some(row))
+    }
+
+    fn bytes(&self) -> u64 {
+        let rows: usize = self
+            .groups
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|timed| timed.row.len() + std::mem::size_of::<((i64, u64), TimedRow)>())
+            .sum();
+        let keys: usize = self
+            .expiry
+            .values()
+            .map(|key| key.len() + std::mem::size_of::<((i64, u64), Box<[u8]>)>())
+            .sum();
+        (rows + keys) as u64
+    }
+}
+
+fn missing() -> DataFusionError {
+    DataFusionError::Internal("an interval join row is indexed but not stored".into())
+}
+
+/// Joins two append-only inputs within a time bound, with state bounded by the watermark.
+pub struct IntervalJoinOperator {
+    core: JoinCore,
+    bound: TimeBound,
+    sides: [TimedSide; 2],
+    watermark_ms: i64,
+    late_rows: u64,
+    /// Arrival number of the next stored row, which orders rows of equal time.
+    sequence: u64,
+    /// Stored rows that may match the batch being processed: their encodings and places.
+    candidates: Vec<Candidate>,
+    candidate_places: Vec<(i64, u64)>,
+    arena: Vec<u8>,
+}
+
+impl std::fmt::Debug for IntervalJoinOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// What happens to a row of an incoming batch.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    /// Its key or time is NULL: nothing can match it.
+    Unmatchable,
+    /// Behind the watermark: dropped and counted.
+    Late,
+    /// Probes the other input; its candidates are this range.
+    Probe {
+        time_ms: i64,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl IntervalJoinOperator {
+    /// A join as `spec` describes it, whose matching pairs satisfy `bound`.
+    pub fn new(spec: JoinSpec, bound: TimeBound) -> DfResult<Self> {
+        let core = JoinCore::new(Arc::new(spec))?;
+        Ok(Self::with_core(core, bound))
+    }
+
+    fn with_core(core: JoinCore, bound: TimeBound) -> Self {
+        Self {
+            core,
+            bound,
+            sides: [TimedSide::default(), TimedSide::default()],
+            watermark_ms: i64::MIN,
+            late_rows: 0,
+            sequence: 0,
+            candidates: Vec::new(),
+            candidate_places: Vec::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    /// Decides each row's fate and collects the other input's rows within reach of it.
+    fn collect_candidates(
+        &mut self,
+        probe: usize,
+        encoded: &super::Encoded,
+        times: &ArrayRef,
+    ) -> DfResult<Vec<Fate>> {
+        self.candidates.clear();
+        self.candidate_places.clear();
+        self.arena.clear();
+        let times_ms = epoch_ms(times)?;
+        let (from, to) = self.bound.reach(probe);
+        let other = &self.sides[1 - probe];
+        let mut fates = Vec::with_capacity(times_ms.len());
+        for (index, time_ms) in times_ms.into_iter().enumerate() {
+            if times.is_null(index) || !encoded.matchable[index] {
+                fates.push(Fate::Unmatchable);
+                continue;
+            }
+            if time_ms < self.watermark_ms {
+                self.late_rows += 1;
+                fates.push(Fate::Late);
+                continue;
+            }
+            let start = self.candidates.len();
+            if let Some(group) = other.groups.get(encoded.keys.row(index).as_ref()) {
+                let range =
+                    (time_ms.saturating_add(from), 0)..=(time_ms.saturating_add(to), u64::MAX);
+                for (place, timed) in group.range(range) {
+                    let begin = self.arena.len();
+                    self.arena.extend_from_slice(&timed.row);
+                    self.candidates.push(Candidate {
+                        probe: index as u32,
+                        start: begin,
+                        end: self.arena.len(),
+                    });
+                    self.candidate_places.push(*place);
+                }
+            }
+            fates.push(Fate::Probe {
+                time_ms,
+                start,
+                end: self.candidates.len(),
+            });
+        }
+        Ok(fates)
+    }
+
+    /// Drops the rows of input `side` that no future row can match, emitting the unmatched
+    /// ones of an outer (or anti) side.
+    fn expire(&mut self, side: usize, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        let reach = self.bound.reach(side).1;
+        let watermark_ms = self.watermark_ms;
+        let emits_unmatched = self.core.layout.single[side] == Some(Single::Unmatched);
+        self.candidates.clear();
+        self.arena.clear();
+        let mut pieces = Pieces::default();
+        while let Some(timed) =
+            self.sides[side].pop_expired(|time_ms| time_ms.saturating_add(reach) < watermark_ms)?
+        {
+            if emits_unmatched && !timed.matched {
+                let start = self.arena.len();
+                self.arena.extend_from_slice(&timed.row);
+                pieces.push(None, Some(self.candidates.len() as u32), 1);
+                self.candidates.push(Candidate {
+                    probe: 0,
+                    start,
+                    end: self.arena.len(),
+                });
+            }
+        }
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .core
+            .stored_columns(side, &self.arena, &self.candidates)?;
+        out.extend(self.core.assemble(1 - side, None, &stored, pieces, false)?);
+        Ok(())
+    }
+}
+
+impl Operator for IntervalJoinOperator {
+    fn name(&self) -> &'static str {
+        if self.bound.window {
+            "WindowJoin"
+        } else {
+            "IntervalJoin"
+        }
+    }
+
+    fn describe(&self) -> String {
+        let spec = &self.core.spec;
+        let retention = if self.bound.window {
+            "rows leave state once the watermark passes their window end".to_string()
+        } else {
+            format!(
+                "right time - left time in [{}, {}] ms; rows leave state once the watermark passes their reach",
+                self.bound.low_ms, self.bound.high_ms
+            )
+        };
+        format!(
+            "{} {} {} ({retention}; append-only)",
+            self.name(),
+            spec.join_type,
+            spec.describe_condition(),
+        )
+    }
+
+    fn fork(&self) -> Box<dyn Operator> {
+        // The prototype's encoders were built from this very spec, so building them again
+        // cannot fail.
+        let core = JoinCore::new(Arc::clone(&self.core.spec))
+            .expect("join encoders were accepted when the prototype was built");
+        Box::new(Self::with_core(core, self.bound))
+    }
+
+    fn state_entries(&self) -> u64 {
+        self.sides.iter().map(|side| side.expiry.len() as u64).sum()
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.sides.iter().map(TimedSide::bytes).sum()
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    fn output_watermark(&self, watermark_ms: i64) -> i64 {
+        if watermark_ms == WATERMARK_END_MS {
+            watermark_ms
+        } else {
+            watermark_ms.saturating_sub(self.bound.delay_ms())
+        }
+    }
+
+    fn process(
+        &mut self,
+        port: usize,
+        input: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> DfResult<()> {
+        if port > 1 || !input.is_insert_only() {
+            return Err(DataFusionError::Internal(
+                "an interval join reads two append-only inputs".into(),
+            ));
+        }
+        let batch = input.batch();
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let probe = port;
+        let encoded = self.core.encode(probe, batch)?;
+        let time_column = batch.column(self.bound.columns[probe]);
+        let fates = self.collect_candidates(probe, &encoded, time_column)?;
+        let layout = self.core.layout;
+        let stored = if self.candidates.is_empty() {
+            Vec::new()
+        } else {
+            self.core
+                .stored_columns(1 - probe, &self.arena, &self.candidates)?
+        };
+        let passed = self.core.filter(probe, batch, &self.candidates, &stored)?;
+        let reach = self.bound.reach(probe).1;
+        let own_single = layout.single[probe];
+        let other_single = layout.single[1 - probe];
+        let mut pieces = Pieces::default();
+        let (own, other) = split(&mut self.sides, probe);
+        for (index, fate) in fates.into_iter().enumerate() {
+            let (time_ms, start, end) = match fate {
+                Fate::Late => continue,
+                Fate::Unmatchable => {
+                    if own_single == Some(Single::Unmatched) {
+                        pieces.push(Some(index as u32), None, 1);
+                    }
+                    continue;
+                }
+                Fate::Probe {
+                    time_ms,
+                    start,
+                    end,
+                } => (time_ms, start, end),
+            };
+            let key = encoded.keys.row(index);
+            let mut matched = false;
+            for candidate in start..end {
+                if passed.as_ref().is_some_and(|p| !p.value(candidate)) {
+                    continue;
+                }
+                matched = true;
+                if layout.pairs {
+                    pieces.push(Some(index as u32), Some(candidate as u32), 1);
+                }
+                let timed = other
+                    .groups
+                    .get_mut(key.as_ref())
+                    .and_then(|group| group.get_mut(&self.candidate_places[candidate]))
+                    .ok_or_else(missing)?;
+                if other_single == Some(Single::Matched) && !timed.matched {
+                    pieces.push(None, Some(candidate as u32), 1);
+                }
+                timed.matched = true;
+            }
+            if own_single == Some(Single::Matched) && matched {
+                // A semi join's row is emitted once, at its first match; it needs no state.
+                pieces.push(Some(index as u32), None, 1);
+                continue;
+            }
+            if time_ms.saturating_add(reach) < self.watermark_ms {
+                // Already out of reach of every future row of the other input.
+                if own_single == Some(Single::Unmatched) && !matched {
+                    pieces.push(Some(index as u32), None, 1);
+                }
+                continue;
+            }
+            let place = (time_ms, self.sequence);
+            self.sequence += 1;
+            own.insert(
+                key.as_ref(),
+                place,
+                TimedRow {
+                    row: encoded.rows.row(index).as_ref().into(),
+                    matched,
+                },
+            );
+        }
+        out.extend(
+            self.core
+                .assemble(probe, Some(batch), &stored, pieces, false)?,
+        );
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        if watermark_ms <= self.watermark_ms {
+            return Ok(());
+        }
+        self.watermark_ms = watermark_ms;
+        self.expire(0, out)?;
+        self.expire(1, out)
+    }
+}
