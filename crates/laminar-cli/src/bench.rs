@@ -188,19 +188,29 @@ impl StateSampler {
 /// Runs DATAGEN into a materialized view in a throwaway database and reads the bids back
 /// as one batch.
 fn generate_bids(events: u64, workers: usize) -> Result<RecordBatch, CliError> {
+    generate_table("bid", events, workers)
+}
+
+/// Runs DATAGEN's Nexmark `table` into a materialized view in a throwaway database and
+/// reads it back as one batch, in event-time order.
+pub(crate) fn generate_table(
+    table: &str,
+    events: u64,
+    workers: usize,
+) -> Result<RecordBatch, CliError> {
     let db = LaminarDB::builder().workers(workers).in_memory()?;
     db.execute(&format!(
-        "CREATE SOURCE g FROM DATAGEN (kind = 'nexmark', table = 'bid', events = '{events}', seed = '1')"
+        "CREATE SOURCE g FROM DATAGEN (kind = 'nexmark', table = '{table}', events = '{events}', seed = '1')"
     ))?;
-    db.execute("CREATE MATERIALIZED VIEW all_bids AS SELECT * FROM g")?;
+    db.execute("CREATE MATERIALIZED VIEW all_rows AS SELECT * FROM g")?;
     wait_finished(&db, "generating the input")?;
     // Event-time order, as a live source would deliver them (the view holds the
     // generator's partitions interleaved).
-    let batches = db.query("SELECT * FROM all_bids ORDER BY date_time")?;
+    let batches = db.query("SELECT * FROM all_rows ORDER BY date_time")?;
     let Some(first) = batches.first() else {
         return Err(CliError::environment(
             "generating the input",
-            format!("{events} events gave no bids; use more --events"),
+            format!("{events} events gave no {table} rows; use more --events"),
         ));
     };
     concat_batches(&first.schema(), &batches)
@@ -208,14 +218,14 @@ fn generate_bids(events: u64, workers: usize) -> Result<RecordBatch, CliError> {
 }
 
 /// `batch` cut into consecutive batches of at most `rows` rows (zero-copy slices).
-fn slices(batch: &RecordBatch, rows: usize) -> Vec<RecordBatch> {
+pub(crate) fn slices(batch: &RecordBatch, rows: usize) -> Vec<RecordBatch> {
     (0..batch.num_rows())
         .step_by(rows)
         .map(|offset| batch.slice(offset, rows.min(batch.num_rows() - offset)))
         .collect()
 }
 
-fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle<u64>, CliError> {
+pub(crate) fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle<u64>, CliError> {
     std::thread::Builder::new()
         .name("bench-count".into())
         .spawn(move || {
@@ -230,7 +240,7 @@ fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle<u64>, CliE
 
 /// Waits until every query of `db` finished, failing on a query error or after
 /// [`PHASE_TIMEOUT`].
-fn wait_finished(db: &LaminarDB, phase: &'static str) -> Result<(), CliError> {
+pub(crate) fn wait_finished(db: &LaminarDB, phase: &'static str) -> Result<(), CliError> {
     let deadline = Instant::now() + PHASE_TIMEOUT;
     loop {
         if db.wait_finished(POLL_INTERVAL) {

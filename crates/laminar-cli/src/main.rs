@@ -7,6 +7,7 @@ mod console;
 mod error;
 mod interrupt;
 mod latency;
+mod nexmark;
 mod printer;
 mod progress;
 mod repl;
@@ -83,6 +84,18 @@ enum Benchmark {
     Hop(BenchArgs),
     /// Push-to-subscriber latency of a stateless stream at a fixed rate.
     Latency(LatencyArgs),
+    /// A Nexmark query over pre-generated events, compared with DataFusion in batch.
+    Nexmark(NexmarkArgs),
+}
+
+/// The knobs of the Nexmark benchmark.
+#[derive(Debug, Args)]
+struct NexmarkArgs {
+    /// The query: q0, q1, q2, q3, q5, q7 or q8.
+    #[arg(long, value_name = "QN")]
+    query: String,
+    #[command(flatten)]
+    bench: BenchArgs,
 }
 
 /// The knobs of the latency benchmark.
@@ -161,6 +174,14 @@ fn main() -> ExitCode {
         Command::Bench {
             benchmark: Benchmark::Hop(args),
         } => bench::filter(&args.options(bench::Kind::Hop)),
+        Command::Bench {
+            benchmark: Benchmark::Nexmark(args),
+        } => nexmark::nexmark(&nexmark::NexmarkOptions {
+            query: args.query,
+            events: args.bench.events,
+            workers: args.bench.workers.unwrap_or_else(default_workers),
+            batch_rows: args.bench.batch_rows,
+        }),
         Command::Bench {
             benchmark: Benchmark::Latency(args),
         } => latency::latency(&latency::LatencyOptions {
