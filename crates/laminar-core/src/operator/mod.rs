@@ -15,7 +15,7 @@ mod top_n;
 mod union;
 mod window_aggregate;
 
-pub use aggregate::{AggregateCall, AggregateOperator};
+pub use aggregate::{AggregateCall, AggregateOperator, KeyedWatermark};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use periodic_emit::PeriodicEmitOperator;
@@ -123,6 +123,12 @@ pub trait Operator: Send {
     /// Called when the operator's input watermark advances; may emit rows (e.g. closed windows).
     fn on_watermark(&mut self, _watermark_ms: i64, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
+    }
+
+    /// The watermark the operator forwards once its input's reached `input_watermark_ms`:
+    /// the input's, unless the operator may still emit rows behind it and holds it back.
+    fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
+        input_watermark_ms
     }
 
     /// Called once when every input has ended; flushes whatever is left.

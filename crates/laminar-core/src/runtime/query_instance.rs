@@ -23,6 +23,8 @@ struct NodeState {
     port_watermarks_ms: Vec<i64>,
     port_ended: Vec<bool>,
     watermark_ms: i64,
+    /// The watermark last forwarded (an operator may hold its input's back).
+    output_watermark_ms: i64,
     ended: bool,
 }
 
@@ -83,6 +85,7 @@ impl QueryInstance {
                     port_watermarks_ms: vec![WATERMARK_MIN_MS; ports],
                     port_ended: vec![false; ports],
                     watermark_ms: WATERMARK_MIN_MS,
+                    output_watermark_ms: WATERMARK_MIN_MS,
                     ended: false,
                 }
             })
@@ -275,7 +278,12 @@ impl QueryInstance {
                     for batch in produced {
                         self.emit(index, Message::Data(batch), out, remote)?;
                     }
-                    self.emit(index, Message::Watermark(merged), out, remote)?;
+                    let node = &mut self.nodes[index];
+                    let forwarded = node.operator.output_watermark(merged);
+                    if forwarded > node.output_watermark_ms {
+                        node.output_watermark_ms = forwarded;
+                        self.emit(index, Message::Watermark(forwarded), out, remote)?;
+                    }
                 }
             }
             Message::End => {
