@@ -124,6 +124,14 @@ impl LaminarDB {
         let watermark = self
             .source_watermark(create, &schema, &context)
             .inspect_err(|_| forget())?;
+        let key_columns = match &create.watermark {
+            Some(spec) if !spec.per_key.is_empty() => Some(
+                planner
+                    .register_keyed_watermark(name, spec, &schema)
+                    .inspect_err(|_| forget())?,
+            ),
+            _ => None,
+        };
         if persist {
             self.persist_with(&catalog, &sql)
                 .inspect_err(|_| forget())?;
@@ -139,7 +147,7 @@ impl LaminarDB {
                 None,
             ),
             None => self
-                .start_push_source(create, &schema, watermark.as_ref())
+                .start_push_source(create, &schema, watermark.as_ref(), key_columns.as_deref())
                 .inspect_err(|_| forget())?,
         };
         // Registering names that were just checked absent cannot clash.
@@ -239,12 +247,14 @@ impl LaminarDB {
     }
 
     /// Opens the stream of a source fed by `push` and `INSERT`, and the stream its late
-    /// rows are diverted into when it has `LATE DATA TO`.
+    /// rows are diverted into when it has `LATE DATA TO`. A source with keyed watermarks
+    /// spreads its rows over the workers by its `key_columns`.
     fn start_push_source(
         &self,
         create: &CreateSource,
         schema: &SchemaRef,
         watermark: Option<&WatermarkGenerator>,
+        key_columns: Option<&[usize]>,
     ) -> Result<(ObjectState, Option<DivertedStream>)> {
         let runtime = &self.inner.runtime;
         let diverted = match &create.late_data_to {
@@ -267,6 +277,10 @@ impl LaminarDB {
         let (stream, outlet) = runtime.create_stream(&create.name, schema.clone(), None);
         let ingress = runtime
             .create_ingress(stream, watermark, true, late)
+            .and_then(|ingress| match key_columns {
+                Some(columns) => ingress.routed_by_key(schema, columns),
+                None => Ok(ingress),
+            })
             .inspect_err(|_| {
                 runtime.remove_stream(stream);
                 if let Some(d) = &diverted {
@@ -527,8 +541,13 @@ impl LaminarDB {
         let late_only = matches!(late, LatePolicy::Only);
         let (stream, outlet) =
             runtime.create_stream(&format!("{input}@{query}"), source.schema.clone(), None);
+        let key_columns = self.inner.planner.keyed_watermark_columns(&source.name);
         let ingress = runtime
             .create_ingress(stream, watermark.as_ref(), true, late)
+            .and_then(|ingress| match &key_columns {
+                Some(columns) => ingress.routed_by_key(&source.schema, columns),
+                None => Ok(ingress),
+            })
             .inspect_err(|_| runtime.remove_stream(stream))?;
         Ok(SourceInstance::prepare(
             &source.name,

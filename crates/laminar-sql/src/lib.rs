@@ -6,6 +6,7 @@
 
 pub mod error;
 mod interval;
+mod keyed_plan;
 pub mod parser;
 pub mod planner;
 mod session_plan;

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
@@ -21,8 +21,9 @@ use datafusion::sql::sqlparser::ast::{
 use laminar_core::QueryGraph;
 
 use crate::error::{Result, SqlError};
+use crate::keyed_plan::KeyedSource;
 use crate::parser::ddl_normalize;
-use crate::parser::Emit;
+use crate::parser::{Emit, WatermarkSpec};
 use crate::session_udf::session_functions;
 use crate::translate::{check_supported, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
@@ -46,6 +47,8 @@ pub struct StreamPlanner {
     /// Append-only inputs whose rows belong to event-time windows, with the column holding
     /// the window end.
     window_ends: Mutex<HashMap<String, usize>>,
+    /// Sources with a `PER KEY` watermark.
+    keyed: Mutex<HashMap<String, KeyedSource>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -75,6 +78,7 @@ impl StreamPlanner {
             names: Mutex::new(BTreeSet::new()),
             changelogs: Mutex::new(HashSet::new()),
             window_ends: Mutex::new(HashMap::new()),
+            keyed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,8 +122,40 @@ impl StreamPlanner {
             .insert(name.to_string(), window_end);
     }
 
+    /// Gives source `source` (registered, with `schema`) the keyed watermark `spec` (its
+    /// `PER KEY` list not empty): windowed aggregations over it that group by the keys fire
+    /// per key. Returns the indices of the key columns. Fails, naming the source and column,
+    /// for an unknown column or a watermark that is not the event time minus a constant.
+    pub fn register_keyed_watermark(
+        &self,
+        source: &str,
+        spec: &WatermarkSpec,
+        schema: &Schema,
+    ) -> Result<Vec<usize>> {
+        let keyed = KeyedSource::new(source, spec, schema)?;
+        let keys = keyed.keys.clone();
+        self.keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(source.to_string(), keyed);
+        Ok(keys)
+    }
+
+    /// The indices of the key columns of source `source`'s keyed watermark, if it has one.
+    pub fn keyed_watermark_columns(&self, source: &str) -> Option<Vec<usize>> {
+        self.keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(source)
+            .map(|keyed| keyed.keys.clone())
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
+        self.keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.changelogs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -185,9 +221,15 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let keyed = self
+            .keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let inputs = KnownInputs {
             changelogs: &changelogs,
             window_ends: &window_ends,
+            keyed: &keyed,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();

@@ -14,15 +14,17 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, Filter, Projection};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::PhysicalSortExpr;
 use laminar_core::graph::{QueryGraph, QueryNode};
 use laminar_core::operator::{
-    AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
-    PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
-    TopNOperator, UnionOperator, WindowAggregateOperator,
+    AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, KeyedWatermark,
+    Operator, PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator,
+    SessionWindow, TopNOperator, UnionOperator, WindowAggregateOperator,
 };
 
 use crate::error::{Result, SqlError};
+use crate::keyed_plan::{keyed_input, KeyedInput, KeyedSource};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
@@ -52,6 +54,8 @@ pub(crate) struct KnownInputs<'a> {
     /// Append-only inputs whose rows belong to event-time windows: the column holding each
     /// row's window end.
     pub(crate) window_ends: &'a HashMap<String, usize>,
+    /// Sources with a `PER KEY` watermark.
+    pub(crate) keyed: &'a HashMap<String, KeyedSource>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.
@@ -162,6 +166,31 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
         other => return Some(other.display().to_string()),
     };
     Some(construct.to_string())
+}
+
+/// The keys an aggregate's rows are routed by: those that own state. A session routes by
+/// its partition, not its bounds; windows closing per key route by the watermark's keys, so
+/// one worker sees every row of a key and tracks its watermark.
+fn route_keys(
+    keys: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>],
+    key_fields: &[SortField],
+    session: Option<SessionWindow>,
+    keyed: Option<&KeyedInput>,
+) -> (
+    Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    Vec<SortField>,
+) {
+    let routed: Vec<usize> = match (session, keyed) {
+        (Some(SessionWindow { start_key, end_key }), _) => (0..keys.len())
+            .filter(|i| *i != start_key && *i != end_key)
+            .collect(),
+        (None, Some(keyed)) => keyed.key_positions.clone(),
+        (None, None) => (0..keys.len()).collect(),
+    };
+    (
+        routed.iter().map(|&i| Arc::clone(&keys[i])).collect(),
+        routed.iter().map(|&i| key_fields[i].clone()).collect(),
+    )
 }
 
 struct Builder<'a> {
@@ -286,25 +315,14 @@ impl Builder<'_> {
             (true, Some(session)) => Some(session.end_key),
             (true, None) => Some(self.window_end_key(aggregate)?),
         };
-        let schema = Arc::clone(aggregate.schema.inner());
-        // Rows route by the keys that own state: a session's partition, not its bounds.
-        let (route_keys, route_fields) = match session {
-            Some(session) => {
-                let SessionWindow { start_key, end_key } = session;
-                let partition = |i: &usize| *i != start_key && *i != end_key;
-                (
-                    (0..keys.len())
-                        .filter(partition)
-                        .map(|i| Arc::clone(&keys[i]))
-                        .collect(),
-                    (0..keys.len())
-                        .filter(partition)
-                        .map(|i| key_fields[i].clone())
-                        .collect(),
-                )
+        let keyed = match (window_close, session) {
+            (true, None) => {
+                keyed_input(aggregate, self.inputs.keyed).map_err(|e| self.plan_error(&e))?
             }
-            None => (keys.clone(), key_fields.clone()),
+            _ => None,
         };
+        let schema = Arc::clone(aggregate.schema.inner());
+        let (route_keys, route_fields) = route_keys(&keys, &key_fields, session, keyed.as_ref());
         let mut operator = self.plan_aggregate_operator(
             aggregate,
             AggregateParts {
@@ -315,6 +333,7 @@ impl Builder<'_> {
             },
             session,
             window_close.then_some(allowed_lateness_ms),
+            keyed.as_ref(),
         )?;
         // The operator goes in once its input is known: a changelog input needs
         // retractable accumulators.
@@ -329,7 +348,11 @@ impl Builder<'_> {
             None,
         );
         self.nodes[exchange].router = Some(Arc::new(router));
-        let input = self.add(&aggregate.input, Some((exchange, 0)))?;
+        // With keyed watermarks the input also carries each row's event time.
+        let input_plan = keyed
+            .as_ref()
+            .map_or(aggregate.input.as_ref(), |k| &k.input);
+        let input = self.add(input_plan, Some((exchange, 0)))?;
         if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
         }
@@ -347,13 +370,15 @@ impl Builder<'_> {
     }
 
     /// The aggregate operator for `aggregate`: sessions, vectorized windows closing with
-    /// no lateness, or per-group accumulators. `lateness` is `Some` for `EMIT ON WINDOW CLOSE`.
+    /// no lateness, or per-group accumulators (which windows closing per key need).
+    /// `lateness` is `Some` for `EMIT ON WINDOW CLOSE`.
     fn plan_aggregate_operator(
         &mut self,
         aggregate: &Aggregate,
         parts: AggregateParts,
         session: Option<SessionWindow>,
         lateness: Option<i64>,
+        keyed: Option<&KeyedInput>,
     ) -> Result<PlannedAggregate> {
         let AggregateParts {
             keys,
@@ -375,6 +400,7 @@ impl Builder<'_> {
             PlannedAggregate::Session(operator)
         } else if window_close
             && allowed_lateness_ms == 0
+            && keyed.is_none()
             && WindowAggregateOperator::supports(&calls)
         {
             let window_end = self.window_end_key(aggregate)?;
@@ -390,6 +416,17 @@ impl Builder<'_> {
                 let window_end = self.window_end_key(aggregate)?;
                 operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
                 self.windowed = true;
+            }
+            if let Some(keyed) = keyed {
+                let field = keyed.input.schema().field(keyed.event_time);
+                let spec = KeyedWatermark {
+                    event_time: Arc::new(PhysicalColumn::new(field.name(), keyed.event_time)),
+                    key_positions: keyed.key_positions.clone(),
+                    delay_ms: keyed.delay_ms,
+                };
+                operator = operator
+                    .keyed_watermarks(spec)
+                    .map_err(|e| self.plan_error(&e))?;
             }
             PlannedAggregate::Groups(operator)
         })
