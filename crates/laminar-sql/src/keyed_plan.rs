@@ -1,11 +1,12 @@
 //! Keyed watermarks in planning. A source declared `WATERMARK FOR ts AS ts - d PER KEY (k,
 //! ...)` gives every key its own watermark, `max(ts of the key) - d`. An `EMIT ON WINDOW
 //! CLOSE` aggregation that reads such a source directly (through projections, filters,
-//! aliases and the `UNION ALL` a `HOP` becomes) and groups by every key column tracks those
-//! watermarks itself; every other query over the source uses its one global watermark.
-//! DataFusion's optimizer prunes the event-time column when the query does not read it, so
-//! it is re-exposed here, after optimization, as a trailing column of each node down to the
-//! scan.
+//! aliases and the `UNION ALL` a `HOP` becomes) tracks those watermarks itself when it groups
+//! by every key column (tumbling and hopping windows) or its sessions are partitioned by
+//! exactly the key columns; every other query over the source uses its one global watermark.
+//! Windows need each row's event time, which DataFusion's optimizer prunes when the query
+//! does not read it: it is re-exposed here, after optimization, as a trailing column of each
+//! node down to the scan. A session row's own window starts at its event time already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use datafusion::logical_expr::{
     lit, Aggregate, Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScanBuilder, Union,
 };
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Value};
+use laminar_core::operator::SessionWindow;
 
 use crate::error::{Result, SqlError};
 use crate::interval::interval_ms;
@@ -118,12 +120,25 @@ pub(crate) struct KeyedInput {
     pub(crate) delay_ms: i64,
 }
 
-/// The keyed input of `aggregate` when it reads one keyed source directly and groups by all
-/// its key columns; `None` when it runs on the source's global watermark.
-pub(crate) fn keyed_input(
+/// How an `EMIT ON WINDOW CLOSE` aggregation follows keyed watermarks.
+pub(crate) enum KeyedAggregate {
+    /// Tumbling or hopping windows, fed the event time.
+    Windows(Box<KeyedInput>),
+    /// Session windows partitioned by exactly the watermark's keys.
+    Sessions {
+        /// The source's watermark delay.
+        delay_ms: i64,
+    },
+}
+
+/// How `aggregate` (emitting on window close; a session window when `session` is given)
+/// follows keyed watermarks, when it reads one keyed source directly and groups by all its
+/// key columns; `None` when it runs on the source's global watermark.
+pub(crate) fn keyed_aggregate(
     aggregate: &Aggregate,
+    session: Option<SessionWindow>,
     sources: &HashMap<String, KeyedSource>,
-) -> DfResult<Option<KeyedInput>> {
+) -> DfResult<Option<KeyedAggregate>> {
     let Some(source) = scanned_source(&aggregate.input).and_then(|name| sources.get(&name)) else {
         return Ok(None);
     };
@@ -135,6 +150,20 @@ pub(crate) fn keyed_input(
             _ => None,
         })
         .collect();
+    if let Some(SessionWindow { start_key, end_key }) = session {
+        // Sessions form per partition: the partition must be the key, or a partition's rows
+        // would be split over several keys' watermarks.
+        let mut partition: Vec<Option<usize>> = (0..origins.len())
+            .filter(|i| *i != start_key && *i != end_key)
+            .map(|i| origins[i])
+            .collect();
+        partition.sort_unstable();
+        let mut keys: Vec<Option<usize>> = source.keys.iter().copied().map(Some).collect();
+        keys.sort_unstable();
+        return Ok((partition == keys).then_some(KeyedAggregate::Sessions {
+            delay_ms: source.delay_ms,
+        }));
+    }
     let key_positions = source
         .keys
         .iter()
@@ -146,12 +175,12 @@ pub(crate) fn keyed_input(
     let Some((input, event_time)) = expose(&aggregate.input, source, true)? else {
         return Ok(None);
     };
-    Ok(Some(KeyedInput {
+    Ok(Some(KeyedAggregate::Windows(Box::new(KeyedInput {
         input,
         event_time,
         key_positions,
         delay_ms: source.delay_ms,
-    }))
+    }))))
 }
 
 /// The one table every scan below `plan` reads, if `plan` is made only of projections,

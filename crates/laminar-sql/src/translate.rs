@@ -24,7 +24,7 @@ use laminar_core::operator::{
 };
 
 use crate::error::{Result, SqlError};
-use crate::keyed_plan::{keyed_input, KeyedInput, KeyedSource};
+use crate::keyed_plan::{keyed_aggregate, KeyedAggregate, KeyedSource};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
@@ -175,7 +175,7 @@ fn route_keys(
     keys: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>],
     key_fields: &[SortField],
     session: Option<SessionWindow>,
-    keyed: Option<&KeyedInput>,
+    keyed: Option<&KeyedAggregate>,
 ) -> (
     Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
     Vec<SortField>,
@@ -184,8 +184,8 @@ fn route_keys(
         (Some(SessionWindow { start_key, end_key }), _) => (0..keys.len())
             .filter(|i| *i != start_key && *i != end_key)
             .collect(),
-        (None, Some(keyed)) => keyed.key_positions.clone(),
-        (None, None) => (0..keys.len()).collect(),
+        (None, Some(KeyedAggregate::Windows(keyed))) => keyed.key_positions.clone(),
+        (None, _) => (0..keys.len()).collect(),
     };
     (
         routed.iter().map(|&i| Arc::clone(&keys[i])).collect(),
@@ -315,11 +315,11 @@ impl Builder<'_> {
             (true, Some(session)) => Some(session.end_key),
             (true, None) => Some(self.window_end_key(aggregate)?),
         };
-        let keyed = match (window_close, session) {
-            (true, None) => {
-                keyed_input(aggregate, self.inputs.keyed).map_err(|e| self.plan_error(&e))?
-            }
-            _ => None,
+        let keyed = if window_close {
+            keyed_aggregate(aggregate, session, self.inputs.keyed)
+                .map_err(|e| self.plan_error(&e))?
+        } else {
+            None
         };
         let schema = Arc::clone(aggregate.schema.inner());
         let (route_keys, route_fields) = route_keys(&keys, &key_fields, session, keyed.as_ref());
@@ -348,10 +348,11 @@ impl Builder<'_> {
             None,
         );
         self.nodes[exchange].router = Some(Arc::new(router));
-        // With keyed watermarks the input also carries each row's event time.
-        let input_plan = keyed
-            .as_ref()
-            .map_or(aggregate.input.as_ref(), |k| &k.input);
+        // Windows closing per key also read each row's event time.
+        let input_plan = match &keyed {
+            Some(KeyedAggregate::Windows(keyed)) => &keyed.input,
+            _ => aggregate.input.as_ref(),
+        };
         let input = self.add(input_plan, Some((exchange, 0)))?;
         if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
@@ -378,7 +379,7 @@ impl Builder<'_> {
         parts: AggregateParts,
         session: Option<SessionWindow>,
         lateness: Option<i64>,
-        keyed: Option<&KeyedInput>,
+        keyed: Option<&KeyedAggregate>,
     ) -> Result<PlannedAggregate> {
         let AggregateParts {
             keys,
@@ -396,6 +397,9 @@ impl Builder<'_> {
             if window_close {
                 operator = operator.emit_on_window_close(allowed_lateness_ms);
                 self.windowed = true;
+            }
+            if let Some(KeyedAggregate::Sessions { delay_ms }) = keyed {
+                operator = operator.keyed_watermarks(*delay_ms);
             }
             PlannedAggregate::Session(operator)
         } else if window_close
@@ -417,7 +421,7 @@ impl Builder<'_> {
                 operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
                 self.windowed = true;
             }
-            if let Some(keyed) = keyed {
+            if let Some(KeyedAggregate::Windows(keyed)) = keyed {
                 let field = keyed.input.schema().field(keyed.event_time);
                 let spec = KeyedWatermark {
                     event_time: Arc::new(PhysicalColumn::new(field.name(), keyed.event_time)),
