@@ -85,6 +85,22 @@ impl LaminarDB {
         }
     }
 
+    /// Registers a `PER KEY` watermark with the planner; the key columns' indices, if any.
+    fn keyed_watermark(
+        &self,
+        create: &CreateSource,
+        schema: &Schema,
+    ) -> Result<Option<Vec<usize>>> {
+        match &create.watermark {
+            Some(spec) if !spec.per_key.is_empty() => Ok(Some(
+                self.inner
+                    .planner
+                    .register_keyed_watermark(&create.name, spec, schema)?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
     pub(crate) fn create_source(
         &self,
         create: &CreateSource,
@@ -107,18 +123,11 @@ impl LaminarDB {
         canonical.if_not_exists = false;
         let sql = Statement::CreateSource(Box::new(canonical)).to_string();
         let (schema, connector) = self.source_connector(create, declared, &context)?;
-        let idle_timeout = match &connector {
-            Some((_, connector, _)) => connector.idle_timeout(),
-            None => push_source_idle_timeout(create, &context)?,
-        };
-        if idle_timeout.is_some() && create.watermark.is_none() {
-            return Err(DbError::Sql(SqlError::Invalid {
-                context,
-                message: "idle_timeout needs a WATERMARK: an idle source is one that no longer \
-                          holds the watermark back"
-                    .into(),
-            }));
-        }
+        let idle_timeout = source_idle_timeout(
+            create,
+            connector.as_ref().and_then(|(_, c, _)| c.idle_timeout()),
+            &context,
+        )?;
 
         // Once registered, the names are forgotten again if anything below fails.
         let planner = &self.inner.planner;
@@ -137,6 +146,9 @@ impl LaminarDB {
         let watermark = self
             .source_watermark(create, &schema, &context)
             .inspect_err(|_| forget())?;
+        let key_columns = self
+            .keyed_watermark(create, &schema)
+            .inspect_err(|_| forget())?;
         if persist {
             self.persist_with(&catalog, &sql)
                 .inspect_err(|_| forget())?;
@@ -152,7 +164,13 @@ impl LaminarDB {
                 None,
             ),
             None => self
-                .start_push_source(create, &schema, watermark.as_ref(), idle_timeout)
+                .start_push_source(
+                    create,
+                    &schema,
+                    watermark.as_ref(),
+                    idle_timeout,
+                    key_columns.as_deref(),
+                )
                 .inspect_err(|_| forget())?,
         };
         // Registering names that were just checked absent cannot clash.
@@ -256,13 +274,15 @@ impl LaminarDB {
     }
 
     /// Opens the stream of a source fed by `push` and `INSERT`, and the stream its late
-    /// rows are diverted into when it has `LATE DATA TO`.
+    /// rows are diverted into when it has `LATE DATA TO`. A source with keyed watermarks
+    /// spreads its rows over the workers by its `key_columns`.
     fn start_push_source(
         &self,
         create: &CreateSource,
         schema: &SchemaRef,
         watermark: Option<&WatermarkGenerator>,
         idle_timeout: Option<Duration>,
+        key_columns: Option<&[usize]>,
     ) -> Result<(ObjectState, Option<DivertedStream>)> {
         let runtime = &self.inner.runtime;
         let diverted = match &create.late_data_to {
@@ -270,7 +290,7 @@ impl LaminarDB {
             Some(late) => {
                 let (stream, outlet) = runtime.create_stream(late, schema.clone(), None);
                 let ingress = runtime
-                    .create_ingress(stream, SourceFeed::Push, None, None, LatePolicy::Keep)
+                    .create_ingress(stream, SourceFeed::Push, None, None, LatePolicy::Keep, None)
                     .inspect_err(|_| runtime.remove_stream(stream))?;
                 Some(DivertedStream {
                     stream,
@@ -284,7 +304,14 @@ impl LaminarDB {
         });
         let (stream, outlet) = runtime.create_stream(&create.name, schema.clone(), None);
         let ingress = runtime
-            .create_ingress(stream, SourceFeed::Push, watermark, idle_timeout, late)
+            .create_ingress(
+                stream,
+                SourceFeed::Push,
+                watermark,
+                idle_timeout,
+                late,
+                key_columns.map(|columns| (schema.as_ref(), columns)),
+            )
             .inspect_err(|_| {
                 runtime.remove_stream(stream);
                 if let Some(d) = &diverted {
@@ -556,6 +583,7 @@ impl LaminarDB {
         let late_only = matches!(late, LatePolicy::Only);
         let (stream, outlet) =
             runtime.create_stream(&format!("{input}@{query}"), source.schema.clone(), None);
+        let key_columns = self.inner.planner.keyed_watermark_columns(&source.name);
         let ingress = runtime
             .create_ingress(
                 stream,
@@ -563,6 +591,9 @@ impl LaminarDB {
                 watermark.as_ref(),
                 connector.idle_timeout(),
                 late,
+                key_columns
+                    .as_deref()
+                    .map(|columns| (source.schema.as_ref(), columns)),
             )
             .inspect_err(|_| runtime.remove_stream(stream))?;
         Ok(SourceInstance::prepare(
@@ -739,6 +770,28 @@ impl LaminarDB {
 
 /// The options a source fed by `push`/`INSERT` takes in `WITH (...)`.
 const PUSH_SOURCE_OPTIONS: [&str; 1] = ["idle_timeout"];
+
+/// The source's `idle_timeout`: its connector's option, or a push source's `WITH` option.
+/// Refused without a `WATERMARK`.
+fn source_idle_timeout(
+    create: &CreateSource,
+    connector_timeout: Option<Duration>,
+    context: &str,
+) -> Result<Option<Duration>> {
+    let idle_timeout = match &create.connector {
+        Some(_) => connector_timeout,
+        None => push_source_idle_timeout(create, context)?,
+    };
+    if idle_timeout.is_some() && create.watermark.is_none() {
+        return Err(DbError::Sql(SqlError::Invalid {
+            context: context.to_string(),
+            message: "idle_timeout needs a WATERMARK: an idle source is one that no longer \
+                      holds the watermark back"
+                .into(),
+        }));
+    }
+    Ok(idle_timeout)
+}
 
 /// The `idle_timeout` of a source without a connector, from its `WITH` options (the only
 /// one they have).

@@ -9,6 +9,7 @@ mod asof_udf;
 pub mod error;
 mod interval;
 mod join_bounds;
+mod keyed_plan;
 pub mod parser;
 pub mod planner;
 mod session_plan;

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
@@ -24,8 +24,9 @@ use laminar_core::QueryGraph;
 use crate::asof_rewrite::rewrite_asof_joins;
 use crate::asof_udf::asof_function;
 use crate::error::{Result, SqlError};
+use crate::keyed_plan::KeyedSource;
 use crate::parser::ddl_normalize;
-use crate::parser::Emit;
+use crate::parser::{Emit, WatermarkSpec};
 use crate::session_udf::session_functions;
 use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs};
 use crate::windows::rewrite_window_functions;
@@ -53,6 +54,8 @@ pub struct StreamPlanner {
     event_times: Mutex<HashMap<String, usize>>,
     /// Inputs whose rows come from a regular join.
     unordered: Mutex<HashSet<String>>,
+    /// Sources with a `PER KEY` watermark.
+    keyed: Mutex<HashMap<String, KeyedSource>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -85,6 +88,7 @@ impl StreamPlanner {
             window_ends: Mutex::new(HashMap::new()),
             event_times: Mutex::new(HashMap::new()),
             unordered: Mutex::new(HashSet::new()),
+            keyed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -147,6 +151,34 @@ impl StreamPlanner {
             .insert(name.to_string());
     }
 
+    /// Gives source `source` (registered, with `schema`) the keyed watermark `spec` (its
+    /// `PER KEY` list not empty): windowed aggregations over it that group by the keys fire
+    /// per key. Returns the indices of the key columns. Fails, naming the source and column,
+    /// for an unknown column or a watermark that is not the event time minus a constant.
+    pub fn register_keyed_watermark(
+        &self,
+        source: &str,
+        spec: &WatermarkSpec,
+        schema: &Schema,
+    ) -> Result<Vec<usize>> {
+        let keyed = KeyedSource::new(source, spec, schema)?;
+        let keys = keyed.keys.clone();
+        self.keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(source.to_string(), keyed);
+        Ok(keys)
+    }
+
+    /// The indices of the key columns of source `source`'s keyed watermark, if it has one.
+    pub fn keyed_watermark_columns(&self, source: &str) -> Option<Vec<usize>> {
+        self.keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(source)
+            .map(|keyed| keyed.keys.clone())
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
         self.event_times
@@ -154,6 +186,10 @@ impl StreamPlanner {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
         self.unordered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        self.keyed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
@@ -237,11 +273,17 @@ impl StreamPlanner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let keyed = self
+            .keyed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let inputs = KnownInputs {
             changelogs: &changelogs,
             window_ends: &window_ends,
             event_times: &event_times,
             unordered: &unordered,
+            keyed: &keyed,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();

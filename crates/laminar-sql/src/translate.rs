@@ -16,15 +16,17 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, Filter, Projection};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::PhysicalSortExpr;
 use laminar_core::graph::{QueryGraph, QueryNode, RowTimes};
 use laminar_core::operator::{
-    AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, Operator,
-    PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator, SessionWindow,
-    TopNOperator, UnionOperator, WindowAggregateOperator,
+    AggregateCall, AggregateOperator, ExchangeOperator, FilterOperator, KeyRouter, KeyedWatermark,
+    Operator, PeriodicEmitOperator, ProjectOperator, ScanOperator, SessionAggregateOperator,
+    SessionWindow, TopNOperator, UnionOperator, WindowAggregateOperator,
 };
 
 use crate::error::{Result, SqlError};
+use crate::keyed_plan::{keyed_aggregate, KeyedAggregate, KeyedSource};
 use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
@@ -62,6 +64,8 @@ pub(crate) struct KnownInputs<'a> {
     /// Inputs whose rows come from a regular join, with event times the watermark does not
     /// bound.
     pub(crate) unordered: &'a HashSet<String>,
+    /// Sources with a `PER KEY` watermark.
+    pub(crate) keyed: &'a HashMap<String, KeyedSource>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.
@@ -231,6 +235,31 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
     Some(construct.to_string())
 }
 
+/// The keys an aggregate's rows are routed by: those that own state. A session routes by
+/// its partition, not its bounds; windows closing per key route by the watermark's keys, so
+/// one worker sees every row of a key and tracks its watermark.
+fn route_keys(
+    keys: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>],
+    key_fields: &[SortField],
+    session: Option<SessionWindow>,
+    keyed: Option<&KeyedAggregate>,
+) -> (
+    Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    Vec<SortField>,
+) {
+    let routed: Vec<usize> = match (session, keyed) {
+        (Some(SessionWindow { start_key, end_key }), _) => (0..keys.len())
+            .filter(|i| *i != start_key && *i != end_key)
+            .collect(),
+        (None, Some(KeyedAggregate::Windows(keyed))) => keyed.key_positions.clone(),
+        (None, _) => (0..keys.len()).collect(),
+    };
+    (
+        routed.iter().map(|&i| Arc::clone(&keys[i])).collect(),
+        routed.iter().map(|&i| key_fields[i].clone()).collect(),
+    )
+}
+
 struct Builder<'a> {
     state: &'a SessionState,
     context: &'a str,
@@ -376,25 +405,14 @@ impl Builder<'_> {
             (true, Some(session)) => Some(session.end_key),
             (true, None) => Some(self.window_end_key(aggregate)?),
         };
-        let schema = Arc::clone(aggregate.schema.inner());
-        // Rows route by the keys that own state: a session's partition, not its bounds.
-        let (route_keys, route_fields) = match session {
-            Some(session) => {
-                let SessionWindow { start_key, end_key } = session;
-                let partition = |i: &usize| *i != start_key && *i != end_key;
-                (
-                    (0..keys.len())
-                        .filter(partition)
-                        .map(|i| Arc::clone(&keys[i]))
-                        .collect(),
-                    (0..keys.len())
-                        .filter(partition)
-                        .map(|i| key_fields[i].clone())
-                        .collect(),
-                )
-            }
-            None => (keys.clone(), key_fields.clone()),
+        let keyed = if window_close {
+            keyed_aggregate(aggregate, session, self.inputs.keyed)
+                .map_err(|e| self.plan_error(&e))?
+        } else {
+            None
         };
+        let schema = Arc::clone(aggregate.schema.inner());
+        let (route_keys, route_fields) = route_keys(&keys, &key_fields, session, keyed.as_ref());
         let mut operator = self.plan_aggregate_operator(
             aggregate,
             AggregateParts {
@@ -405,6 +423,7 @@ impl Builder<'_> {
             },
             session,
             window_close.then_some(allowed_lateness_ms),
+            keyed.as_ref(),
         )?;
         // The operator goes in once its input is known: a changelog input needs
         // retractable accumulators.
@@ -419,7 +438,12 @@ impl Builder<'_> {
             None,
         );
         self.nodes[exchange].router = Some(Arc::new(router));
-        let input = self.add(&aggregate.input, Some((exchange, 0)))?;
+        // Windows closing per key also read each row's event time.
+        let input_plan = match &keyed {
+            Some(KeyedAggregate::Windows(keyed)) => &keyed.input,
+            _ => aggregate.input.as_ref(),
+        };
+        let input = self.add(input_plan, Some((exchange, 0)))?;
         self.check_closable(window_close, input)?;
         if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
@@ -439,13 +463,15 @@ impl Builder<'_> {
     }
 
     /// The aggregate operator for `aggregate`: sessions, vectorized windows closing with
-    /// no lateness, or per-group accumulators. `lateness` is `Some` for `EMIT ON WINDOW CLOSE`.
+    /// no lateness, or per-group accumulators (which windows closing per key need).
+    /// `lateness` is `Some` for `EMIT ON WINDOW CLOSE`.
     fn plan_aggregate_operator(
         &mut self,
         aggregate: &Aggregate,
         parts: AggregateParts,
         session: Option<SessionWindow>,
         lateness: Option<i64>,
+        keyed: Option<&KeyedAggregate>,
     ) -> Result<PlannedAggregate> {
         let AggregateParts {
             keys,
@@ -464,9 +490,13 @@ impl Builder<'_> {
                 operator = operator.emit_on_window_close(allowed_lateness_ms);
                 self.windowed = true;
             }
+            if let Some(KeyedAggregate::Sessions { delay_ms }) = keyed {
+                operator = operator.keyed_watermarks(*delay_ms);
+            }
             PlannedAggregate::Session(operator)
         } else if window_close
             && allowed_lateness_ms == 0
+            && keyed.is_none()
             && WindowAggregateOperator::supports(&calls)
         {
             let window_end = self.window_end_key(aggregate)?;
@@ -482,6 +512,17 @@ impl Builder<'_> {
                 let window_end = self.window_end_key(aggregate)?;
                 operator = operator.emit_on_window_close(window_end, allowed_lateness_ms);
                 self.windowed = true;
+            }
+            if let Some(KeyedAggregate::Windows(keyed)) = keyed {
+                let field = keyed.input.schema().field(keyed.event_time);
+                let spec = KeyedWatermark {
+                    event_time: Arc::new(PhysicalColumn::new(field.name(), keyed.event_time)),
+                    key_positions: keyed.key_positions.clone(),
+                    delay_ms: keyed.delay_ms,
+                };
+                operator = operator
+                    .keyed_watermarks(spec)
+                    .map_err(|e| self.plan_error(&e))?;
             }
             PlannedAggregate::Groups(operator)
         })

@@ -17,7 +17,7 @@ mod top_n;
 mod union;
 mod window_aggregate;
 
-pub use aggregate::{AggregateCall, AggregateOperator};
+pub use aggregate::{AggregateCall, AggregateOperator, KeyedWatermark};
 pub use asof_join::{AsofDirection, AsofJoinOperator, AsofJoinSide, AsofJoinSpec};
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;

@@ -4,18 +4,26 @@
 //! so far has been processed (read-your-writes for snapshot queries). The handle computes
 //! the source's watermark over every row pushed, per source partition (the minimum over the
 //! active ones), and tells every worker when it advances or when the source goes idle; it
-//! also finds the rows late on arrival and routes them by its [`LatePolicy`].
+//! also finds the rows late on arrival and routes them by its [`LatePolicy`]. A source with
+//! keyed watermarks spreads its rows by key instead of round robin, so each key's rows reach
+//! the workers in the order they were pushed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::SortField;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
 
 use super::idle_clock::ClockShared;
 use super::late::{route, LatePolicy, Routed};
 use super::worker::WorkerShared;
+use crate::change_batch::ChangeBatch;
 use crate::error::{CoreError, Result};
+use crate::operator::KeyRouter;
 use crate::partition_watermarks::{PartitionWatermarks, SourceProgress};
 use crate::watermark::WatermarkGenerator;
 
@@ -144,6 +152,10 @@ pub struct IngressHandle {
     /// Where rows late on arrival go (only where the watermark is computed here).
     late: LatePolicy,
     late_rows: AtomicU64,
+    /// For a source with keyed watermarks: rows go to the ring of the worker owning their
+    /// key, whatever partition they were pushed to, so all rows of a key take one path
+    /// through the workers and keyed aggregations see them in push order.
+    key_router: Option<KeyRouter>,
 }
 
 impl std::fmt::Debug for IngressHandle {
@@ -185,6 +197,7 @@ impl IngressHandle {
             clock,
             late,
             late_rows: AtomicU64::new(0),
+            key_router: None,
             name,
             rings: rings.into_iter().map(Mutex::new).collect(),
             next_ring: AtomicUsize::new(0),
@@ -192,6 +205,31 @@ impl IngressHandle {
             abandoned: AtomicBool::new(false),
             shutdown,
         }
+    }
+
+    /// Spreads rows over the workers by the hash of the source's `columns` (the keys of its
+    /// keyed watermark) rather than by partition. Fails for key types that cannot be hashed
+    /// into a key.
+    pub fn routed_by_key(mut self, schema: &Schema, columns: &[usize]) -> Result<Self> {
+        let mut keys: Vec<Arc<dyn PhysicalExpr>> = Vec::with_capacity(columns.len());
+        let mut fields = Vec::with_capacity(columns.len());
+        for &index in columns {
+            let field = schema.fields().get(index).ok_or_else(|| {
+                CoreError::Internal(format!(
+                    "source {}: key column {index} of {} columns",
+                    self.name,
+                    schema.fields().len()
+                ))
+            })?;
+            keys.push(Arc::new(Column::new(field.name(), index)));
+            fields.push(SortField::new(field.data_type().clone()));
+        }
+        let router = KeyRouter::new(keys, fields).map_err(|source| CoreError::Expression {
+            context: format!("keys of source {}", self.name),
+            source,
+        })?;
+        self.key_router = Some(router);
+        Ok(self)
     }
 
     /// Number of rings (one per worker).
@@ -283,7 +321,10 @@ impl IngressHandle {
             self.broadcast(&IngressMessage::Watermark(state.generator.current_ms()))?;
             state.idle = false;
         }
-        self.enqueue(ring, routed, wait)?;
+        match &self.key_router {
+            Some(by_key) => self.enqueue_by_key(by_key, routed, wait)?,
+            None => self.enqueue(ring, routed, wait)?,
+        }
         self.late_rows.fetch_add(late_rows, Ordering::Relaxed);
         let now = Instant::now();
         state
@@ -399,6 +440,46 @@ impl IngressHandle {
             ring.push_blocking(
                 IngressMessage::Data(rows),
                 &[&side.shutdown, &side.abandoned],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Queues the routed rows into the rings of the workers owning their keys. Without
+    /// `wait`, nothing is queued unless all of it fits.
+    fn enqueue_by_key(&self, by_key: &KeyRouter, routed: Routed, wait: bool) -> Result<()> {
+        if routed.diverted.is_some() {
+            return Err(CoreError::Internal(format!(
+                "source {}: late rows diverted from a source routed by key",
+                self.name
+            )));
+        }
+        let Some(rows) = routed.own else {
+            return Ok(());
+        };
+        let shares = by_key
+            .route(&ChangeBatch::insert_only(rows), self.rings.len())
+            .map_err(|source| CoreError::Expression {
+                context: format!("routing the rows of source {} by key", self.name),
+                source,
+            })?;
+        // Rings are locked in worker order (shares come in that order), as `finish` locks
+        // them, so pushers and `finish` cannot wait on each other in a cycle.
+        let mut locked = Vec::with_capacity(shares.len());
+        for (worker, rows) in shares {
+            locked.push((lock_ring(&self.rings[worker]), rows.into_batch()));
+        }
+        self.check_open()?;
+        if !wait && locked.iter().any(|(ring, _)| !ring.has_room()) {
+            return Err(CoreError::Full {
+                source_name: self.name.clone(),
+                capacity: INGRESS_RING_CAPACITY_BATCHES,
+            });
+        }
+        for (mut ring, rows) in locked {
+            ring.push_blocking(
+                IngressMessage::Data(rows),
+                &[&self.shutdown, &self.abandoned],
             )?;
         }
         Ok(())

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::change_batch::ChangeBatch;
@@ -266,6 +266,7 @@ impl Runtime {
         watermark: Option<&WatermarkGenerator>,
         idle_timeout: Option<Duration>,
         late: LatePolicy,
+        by_key: Option<(&Schema, &[usize])>,
     ) -> Result<Arc<IngressHandle>> {
         let outlet = self
             .outlet(stream)
@@ -287,7 +288,7 @@ impl Runtime {
             producers.push(RingProducer::new(producer, counters, Arc::clone(worker)));
         }
         let idle_timeout = idle_timeout.filter(|_| watermark.is_some());
-        let handle = Arc::new(IngressHandle::new(
+        let mut handle = IngressHandle::new(
             outlet.name().to_string(),
             producers,
             Arc::clone(&self.shutdown),
@@ -295,7 +296,11 @@ impl Runtime {
             watermark.map(|generator| (generator.clone(), idle_timeout)),
             idle_timeout.map(|_| self.idle_clock.shared()),
             late,
-        ));
+        );
+        if let Some((schema, columns)) = by_key {
+            handle = handle.routed_by_key(schema, columns)?;
+        }
+        let handle = Arc::new(handle);
         if idle_timeout.is_some() {
             self.idle_clock.watch(&handle)?;
         }

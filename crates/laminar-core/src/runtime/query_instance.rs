@@ -34,6 +34,8 @@ struct NodeState {
     watermark_ms: i64,
     /// The node told its parent it is idle.
     idle: bool,
+    /// The watermark last forwarded (an operator may hold its input's back).
+    output_watermark_ms: i64,
     ended: bool,
 }
 
@@ -96,6 +98,7 @@ impl QueryInstance {
                     port_ended: vec![false; ports],
                     watermark_ms: WATERMARK_MIN_MS,
                     idle: false,
+                    output_watermark_ms: WATERMARK_MIN_MS,
                     ended: false,
                 }
             })
@@ -364,12 +367,17 @@ impl QueryInstance {
                 self.emit(index, Message::Data(batch), out, remote)?;
             }
             // An operator whose output lags its input (an interval join pairing a new row
-            // with older ones, an ASOF join holding rows for a match) holds its output
-            // watermark back accordingly.
-            let outgoing = self.nodes[index].operator.output_watermark(merged);
-            self.emit(index, Message::Watermark(outgoing), out, remote)?;
+            // with older ones, an ASOF join holding rows for a match, a keyed-watermark
+            // aggregate) holds its output watermark back accordingly; it never goes back.
+            let node = &mut self.nodes[index];
+            let outgoing = node.operator.output_watermark(merged);
+            if outgoing > node.output_watermark_ms {
+                node.output_watermark_ms = outgoing;
+                self.emit(index, Message::Watermark(outgoing), out, remote)?;
+            }
         } else if resumed {
-            let watermark = node.operator.output_watermark(node.watermark_ms);
+            // Waking up: the parent hears again the watermark last forwarded.
+            let watermark = node.output_watermark_ms;
             self.emit(index, Message::Watermark(watermark), out, remote)?;
         }
         Ok(())

@@ -100,13 +100,16 @@ fn write_options(f: &mut fmt::Formatter<'_>, options: &[(String, String)]) -> fm
     Ok(())
 }
 
-/// `WATERMARK FOR column AS expr`.
+/// `WATERMARK FOR column AS expr [PER KEY (key, ...)]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatermarkSpec {
     /// The event-time column.
     pub column: String,
     /// The watermark expression, e.g. `ts - INTERVAL '2' SECOND`.
     pub expr: Expr,
+    /// `PER KEY (...)` (normalized): the columns whose every value has a watermark of its
+    /// own; empty for one watermark over the whole source.
+    pub per_key: Vec<String>,
 }
 
 /// `CREATE SOURCE`.
@@ -267,8 +270,15 @@ impl fmt::Display for Statement {
                     let mut items: Vec<String> =
                         source.columns.iter().map(ToString::to_string).collect();
                     if let Some(w) = &source.watermark {
+                        let per_key = if w.per_key.is_empty() {
+                            String::new()
+                        } else {
+                            let keys: Vec<String> =
+                                w.per_key.iter().map(|k| quote_ident(k)).collect();
+                            format!(" PER KEY ({})", keys.join(", "))
+                        };
                         items.push(format!(
-                            "WATERMARK FOR {} AS {}",
+                            "WATERMARK FOR {} AS {}{per_key}",
                             quote_ident(&w.column),
                             w.expr
                         ));

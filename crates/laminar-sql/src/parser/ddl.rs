@@ -271,13 +271,25 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
                 let column = normalize_ident(&parser.parse_identifier().map_err(syntax)?);
                 parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
                 let expr = parser.parse_expr().map_err(syntax)?;
+                let per_key = parse_per_key(parser, &name)?;
                 if watermark.is_some() {
                     return Err(SqlError::Invalid {
                         context: format!("CREATE SOURCE {name}"),
                         message: format!("a source has at most one WATERMARK (second one at {at})"),
                     });
                 }
-                watermark = Some(WatermarkSpec { column, expr });
+                watermark = Some(WatermarkSpec {
+                    column,
+                    expr,
+                    per_key,
+                });
+            } else if words_are(parser, &["PER", "KEY"]) {
+                return Err(SqlError::Invalid {
+                    context: format!("CREATE SOURCE {name}"),
+                    message: "PER KEY belongs to a WATERMARK: write WATERMARK FOR ts AS \
+                              ts - INTERVAL '..' PER KEY (column, ...)"
+                        .into(),
+                });
             } else {
                 columns.push(parser.parse_column_def().map_err(syntax)?);
             }
@@ -326,6 +338,13 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
                 message: "LATE DATA TO must name a stream other than the source".into(),
             });
         }
+        if watermark.as_ref().is_some_and(|w| !w.per_key.is_empty()) {
+            return Err(unsupported(
+                "LATE DATA TO with a PER KEY watermark (each keyed view decides per key \
+                 which rows are late)",
+                format!("CREATE SOURCE {name}"),
+            ));
+        }
         Some(stream)
     } else {
         None
@@ -339,6 +358,31 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
         options,
         late_data_to,
     })))
+}
+
+/// The optional `PER KEY (column, ...)` after a source's watermark expression.
+fn parse_per_key(parser: &mut Parser<'_>, source: &str) -> Result<Vec<String>> {
+    if !words_are(parser, &["PER", "KEY"]) {
+        return Ok(Vec::new());
+    }
+    advance(parser, 2);
+    parser.expect_token(&Token::LParen).map_err(syntax)?;
+    let mut keys: Vec<String> = Vec::new();
+    loop {
+        let key = normalize_ident(&parser.parse_identifier().map_err(syntax)?);
+        if keys.contains(&key) {
+            return Err(SqlError::Invalid {
+                context: format!("CREATE SOURCE {source}"),
+                message: format!("PER KEY names column {key} twice"),
+            });
+        }
+        keys.push(key);
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen).map_err(syntax)?;
+    Ok(keys)
 }
 
 fn parse_create_sink(parser: &mut Parser<'_>) -> Result<Statement> {

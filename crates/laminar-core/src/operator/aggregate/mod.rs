@@ -3,7 +3,9 @@
 //! aggregate (over a changelog, one that retracts rows); after a batch, every group it
 //! touched retracts its previous result row and inserts the new one, so a view folding the
 //! changelog always holds one row per live group. The runtime routes rows by group key, so
-//! each worker owns a disjoint set of groups.
+//! each worker owns a disjoint set of groups. With `EMIT ON WINDOW CLOSE` over a source with
+//! keyed watermarks, each group fires by the watermark of its key instead
+//! ([`keyed`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,12 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::multiset_accumulator::MultisetAggregate;
 use super::Operator;
 use crate::change_batch::ChangeBatch;
+use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
+use keyed::KeyedWatermarks;
+
+mod keyed;
+
+pub use keyed::KeyedWatermark;
 
 /// One aggregate call: the function, and its `FILTER (WHERE ...)` if any.
 #[derive(Debug, Clone)]
@@ -74,6 +82,8 @@ pub struct AggregateOperator {
     accumulation: Vec<Accumulation>,
     watermark_ms: i64,
     late_rows: u64,
+    /// With `EMIT ON WINDOW CLOSE`: the watermark of each key, when groups fire per key.
+    keyed: Option<Box<KeyedWatermarks>>,
 }
 
 impl std::fmt::Debug for AggregateOperator {
@@ -111,6 +121,7 @@ impl AggregateOperator {
             accumulation: Vec::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,
+            keyed: None,
         })
     }
 
@@ -122,6 +133,15 @@ impl AggregateOperator {
         self.window_end_key = Some(window_end);
         self.allowed_lateness_ms = allowed_lateness_ms.max(0);
         self
+    }
+
+    /// With `emit_on_window_close`: a group fires when the watermark of its key (the group
+    /// keys at `spec.key_positions`) reaches its window end, and its rows are late by that
+    /// watermark. The input's watermark then only ends the input, and the operator forwards
+    /// none before: a key never seen may still bring rows of any window.
+    pub fn keyed_watermarks(mut self, spec: KeyedWatermark) -> DfResult<Self> {
+        self.keyed = Some(Box::new(KeyedWatermarks::new(spec, &self.key_fields)?));
+        Ok(self)
     }
 
     /// Consumes a changelog over input rows of `input_schema`: retracted rows are removed
@@ -193,15 +213,17 @@ impl Operator for AggregateOperator {
             .iter()
             .map(|c| c.function.name().to_string())
             .collect();
+        let emit = match (&self.keyed, self.window_end_key) {
+            (Some(keyed), _) => {
+                format!("emit on window close {}", keyed.describe(&self.keys))
+            }
+            (None, Some(_)) => "emit on window close".to_string(),
+            (None, None) => "changelog".to_string(),
+        };
         format!(
-            "Aggregate [{}] by [{}] ({})",
+            "Aggregate [{}] by [{}] ({emit})",
             calls.join(", "),
             keys.join(", "),
-            if self.window_end_key.is_some() {
-                "emit on window close"
-            } else {
-                "changelog"
-            }
         )
     }
 
@@ -223,11 +245,12 @@ impl Operator for AggregateOperator {
             accumulation: self.accumulation.clone(),
             watermark_ms: i64::MIN,
             late_rows: 0,
+            keyed: self.keyed.as_ref().map(|keyed| Box::new(keyed.fork())),
         })
     }
 
     fn state_entries(&self) -> u64 {
-        self.groups.len() as u64
+        (self.groups.len() + self.keyed.as_ref().map_or(0, |keyed| keyed.len())) as u64
     }
 
     fn late_rows(&self) -> u64 {
@@ -235,24 +258,41 @@ impl Operator for AggregateOperator {
     }
 
     fn state_bytes(&self) -> u64 {
-        self.groups
+        let keys = self.keyed.as_ref().map_or(0, |keyed| keyed.bytes()) as u64;
+        keys + self
+            .groups
             .iter()
             .map(|(key, group)| {
                 let accumulators: usize = group.accumulators.iter().map(|a| a.size()).sum();
                 (key.row().as_ref().len() + std::mem::size_of::<Group>() + accumulators) as u64
             })
-            .sum()
+            .sum::<u64>()
     }
 
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         if self.window_end_key.is_none() {
             return Ok(());
         }
+        if let Some(keyed) = &mut self.keyed {
+            // Groups fire by their key's watermark; the input's only ends the input.
+            if watermark_ms < WATERMARK_END_MS {
+                return Ok(());
+            }
+            keyed.clear();
+        }
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         if let Some(change) = self.fire(watermark_ms)? {
             out.push(change);
         }
         Ok(())
+    }
+
+    fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
+        if self.keyed.is_some() && input_watermark_ms < WATERMARK_END_MS {
+            WATERMARK_MIN_MS
+        } else {
+            input_watermark_ms
+        }
     }
 
     fn process(
@@ -277,6 +317,7 @@ impl Operator for AggregateOperator {
             Some(index) => Some(super::epoch_ms(&key_columns[index])?),
             None => None,
         };
+        let batch_keys = self.keyed_batch(batch, &key_columns)?;
         let mut retracted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
         let mut inserted: Vec<(OwnedRow, Vec<ScalarValue>)> = Vec::new();
         for key in order {
@@ -285,8 +326,9 @@ impl Operator for AggregateOperator {
                 (Some(ends), Some(first)) => ends[*first as usize],
                 _ => i64::MAX,
             };
+            let watermark_ms = self.group_watermark_ms(batch_keys.as_ref(), &members);
             if window_ends.is_some()
-                && window_end_ms.saturating_add(self.allowed_lateness_ms) <= self.watermark_ms
+                && window_end_ms.saturating_add(self.allowed_lateness_ms) <= watermark_ms
             {
                 // The window fired and its allowed lateness passed: its result is final.
                 self.late_rows += members.len() as u64;
@@ -315,6 +357,7 @@ impl Operator for AggregateOperator {
                     emitted: None,
                 };
                 self.groups.insert(key.clone(), group);
+                self.track_group(batch_keys.as_ref(), &members, window_end_ms, &key);
             }
             let Some(group) = self.groups.get_mut(&key) else {
                 continue;
@@ -338,7 +381,7 @@ impl Operator for AggregateOperator {
                 }
                 continue;
             }
-            let window_fired = window_end_ms <= self.watermark_ms;
+            let window_fired = window_end_ms <= watermark_ms;
             if self.window_end_key.is_some() && group.emitted.is_none() && !window_fired {
                 // Results wait for the window to close; a fired window (within its allowed
                 // lateness) is corrected right away below.
@@ -359,6 +402,9 @@ impl Operator for AggregateOperator {
         }
         if let Some(change) = self.changes(&retracted, &inserted)? {
             out.push(change);
+        }
+        if let Some(batch_keys) = batch_keys {
+            out.extend(self.fire_keyed(&batch_keys)?);
         }
         Ok(())
     }

@@ -6,7 +6,8 @@
 //!
 //! With `EMIT ON WINDOW CLOSE` a session is emitted once the watermark reaches its end and
 //! its state is freed (after the allowed lateness); otherwise the output is a changelog that
-//! retracts a session's previous row whenever it grows or merges.
+//! retracts a session's previous row whenever it grows or merges. Over a source with keyed
+//! watermarks, sessions close by their partition's watermark instead ([`keyed`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,6 +24,10 @@ use super::aggregate::{call_arguments, select, CallArguments};
 use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
+use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
+use keyed::KeyedSessions;
+
+mod keyed;
 
 struct Session {
     end_ms: i64,
@@ -59,6 +64,8 @@ pub struct SessionAggregateOperator {
     allowed_lateness_ms: i64,
     watermark_ms: i64,
     late_rows: u64,
+    /// With `EMIT ON WINDOW CLOSE`: each partition's watermark, when sessions close per key.
+    keyed: Option<KeyedSessions>,
 }
 
 impl std::fmt::Debug for SessionAggregateOperator {
@@ -102,6 +109,7 @@ impl SessionAggregateOperator {
             allowed_lateness_ms: 0,
             watermark_ms: i64::MIN,
             late_rows: 0,
+            keyed: None,
         })
     }
 
@@ -111,6 +119,16 @@ impl SessionAggregateOperator {
     pub fn emit_on_window_close(mut self, allowed_lateness_ms: i64) -> Self {
         self.emit_on_close = true;
         self.allowed_lateness_ms = allowed_lateness_ms.max(0);
+        self
+    }
+
+    /// With `emit_on_window_close`, over a source whose keyed watermark's keys are exactly
+    /// the partition columns: each partition's watermark is the latest start (event time) of
+    /// its rows minus `delay_ms`, and closes its sessions in place of the input's watermark,
+    /// which then only ends the input. The operator forwards no watermark before: a partition
+    /// never seen may still bring rows of any time.
+    pub fn keyed_watermarks(mut self, delay_ms: i64) -> Self {
+        self.keyed = Some(KeyedSessions::new(delay_ms));
         self
     }
 
@@ -246,7 +264,8 @@ impl SessionAggregateOperator {
                 emitted: None,
             },
         );
-        if self.emit_on_close {
+        // Keyed sessions fire from their partition's sessions, not from the common index.
+        if self.emit_on_close && self.keyed.is_none() {
             self.by_end.insert((end_ms, partition.clone(), start_ms));
         }
         Ok(start_ms)
@@ -401,15 +420,15 @@ impl Operator for SessionAggregateOperator {
             .iter()
             .map(|c| c.function.name().to_string())
             .collect();
+        let emit = match (&self.keyed, self.emit_on_close) {
+            (Some(keyed), _) => format!("emit on window close {}", keyed.describe()),
+            (None, true) => "emit on window close".to_string(),
+            (None, false) => "changelog".to_string(),
+        };
         format!(
-            "SessionAggregate [{}] by [{}] ({})",
+            "SessionAggregate [{}] by [{}] ({emit})",
             calls.join(", "),
             keys.join(", "),
-            if self.emit_on_close {
-                "emit on window close"
-            } else {
-                "changelog"
-            }
         )
     }
 
@@ -429,11 +448,18 @@ impl Operator for SessionAggregateOperator {
             allowed_lateness_ms: self.allowed_lateness_ms,
             watermark_ms: i64::MIN,
             late_rows: 0,
+            keyed: self.keyed.as_ref().map(KeyedSessions::fork),
         })
     }
 
     fn state_entries(&self) -> u64 {
-        self.partitions.values().map(|s| s.len() as u64).sum()
+        let partitions = self.keyed.as_ref().map_or(0, KeyedSessions::len) as u64;
+        partitions
+            + self
+                .partitions
+                .values()
+                .map(|s| s.len() as u64)
+                .sum::<u64>()
     }
 
     fn late_rows(&self) -> u64 {
@@ -441,23 +467,33 @@ impl Operator for SessionAggregateOperator {
     }
 
     fn state_bytes(&self) -> u64 {
-        self.partitions
-            .iter()
-            .map(|(partition, sessions)| {
-                let sessions: usize = sessions
-                    .values()
-                    .map(|session| {
-                        let accumulators: usize =
-                            session.accumulators.iter().map(|a| a.size()).sum();
-                        std::mem::size_of::<Session>() + accumulators
-                    })
-                    .sum();
-                (partition.row().as_ref().len() + sessions) as u64
-            })
-            .sum()
+        let partitions = self.keyed.as_ref().map_or(0, KeyedSessions::bytes) as u64;
+        partitions
+            + self
+                .partitions
+                .iter()
+                .map(|(partition, sessions)| {
+                    let sessions: usize = sessions
+                        .values()
+                        .map(|session| {
+                            let accumulators: usize =
+                                session.accumulators.iter().map(|a| a.size()).sum();
+                            std::mem::size_of::<Session>() + accumulators
+                        })
+                        .sum();
+                    (partition.row().as_ref().len() + sessions) as u64
+                })
+                .sum::<u64>()
     }
 
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        if self.keyed.is_some() {
+            // Sessions close by their partition's watermark; the input's only ends the input.
+            if watermark_ms < WATERMARK_END_MS {
+                return Ok(());
+            }
+            self.end_keyed();
+        }
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         if !self.emit_on_close {
             return Ok(());
@@ -466,6 +502,14 @@ impl Operator for SessionAggregateOperator {
             out.push(change);
         }
         Ok(())
+    }
+
+    fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
+        if self.keyed.is_some() && input_watermark_ms < WATERMARK_END_MS {
+            WATERMARK_MIN_MS
+        } else {
+            input_watermark_ms
+        }
     }
 
     fn process(
@@ -485,13 +529,15 @@ impl Operator for SessionAggregateOperator {
         let ends = epoch_ms(&key_columns[self.window.end_key])?;
         let partitions = self.partition_keys(&key_columns, batch.num_rows())?;
         let arguments = call_arguments(&self.calls, batch)?;
+        let latest = self.latest_starts(&partitions, &key_columns[self.window.start_key], &starts);
 
         let mut order: Vec<OwnedRow> = Vec::new();
         let mut windows: HashMap<OwnedRow, Vec<(i64, i64, u32)>> = HashMap::new();
         for (row, partition) in partitions.into_iter().enumerate() {
             let (start_ms, end_ms) = (starts[row], ends[row]);
             if self.emit_on_close
-                && end_ms.saturating_add(self.allowed_lateness_ms) <= self.watermark_ms
+                && end_ms.saturating_add(self.allowed_lateness_ms)
+                    <= self.partition_watermark_ms(&partition)
             {
                 // The row's own window closed (and its lateness passed): it is late.
                 self.late_rows += 1;
@@ -533,7 +579,7 @@ impl Operator for SessionAggregateOperator {
             };
             // A session waits for the watermark unless it already closed (a late row within
             // the allowed lateness corrects it at once).
-            if self.emit_on_close && end_ms > self.watermark_ms {
+            if self.emit_on_close && end_ms > self.partition_watermark_ms(&partition) {
                 continue;
             }
             if let Some(row) = self.emit(&partition, start_ms)? {
@@ -550,6 +596,9 @@ impl Operator for SessionAggregateOperator {
         inserted.retain(|row| !unchanged.contains(row));
         if let Some(change) = self.changes(&retracted, &inserted)? {
             out.push(change);
+        }
+        if let Some(latest) = latest {
+            out.extend(self.fire_keyed(latest)?);
         }
         Ok(())
     }
