@@ -29,6 +29,9 @@ use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
 mod join;
+mod lookup;
+
+pub use lookup::TableInfo;
 
 /// What every aggregate operator is built from.
 struct AggregateParts {
@@ -62,6 +65,8 @@ pub(crate) struct KnownInputs<'a> {
     /// Inputs whose rows come from a regular join, with event times the watermark does not
     /// bound.
     pub(crate) unordered: &'a HashSet<String>,
+    /// Reference tables, by name.
+    pub(crate) tables: &'a HashMap<String, TableInfo>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.
