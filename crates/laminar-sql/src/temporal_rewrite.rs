@@ -5,6 +5,7 @@
 //! <condition> AND time >= table.<version time>`, which joins the version valid at that time.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
@@ -192,10 +193,11 @@ fn rewrite_join(join: &mut Join, context: &str, tables: &HashMap<String, TableIn
             text.push_str(" AND ");
             text.push_str(part);
         }
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             " AND {time} >= {qualifier}.{}",
             quote_ident(time_column)
-        ));
+        );
         text
     };
     if rewritten.is_empty() {

@@ -155,8 +155,8 @@ impl LookupJoinOperator {
             .iter()
             .map(|c| take(c.as_ref(), &probe_indices, None))
             .collect::<Result<_, _>>()?;
-        let matched: Vec<&OwnedRow> = matches.iter().flatten().copied().collect();
-        if matched.is_empty() {
+        let found_rows: Vec<&OwnedRow> = matches.iter().flatten().copied().collect();
+        if found_rows.is_empty() {
             columns.extend(
                 self.spec.inputs[1]
                     .fields()
@@ -166,7 +166,7 @@ impl LookupJoinOperator {
         } else {
             let values = self
                 .table_rows
-                .convert_rows(matched.iter().map(|r| r.row()))?;
+                .convert_rows(found_rows.iter().map(|r| r.row()))?;
             let mut next = 0_u32;
             let spread: UInt32Array = matches
                 .iter()

@@ -35,7 +35,7 @@ const PUSH_PARTITION: u32 = 0;
 pub(crate) enum IngressMessage {
     Data(RecordBatch),
     /// A reference table's changes (retractions of replaced rows, then the new rows).
-    Changes(ChangeBatch),
+    Changes(Box<ChangeBatch>),
     /// The source's watermark, computed where every pushed row is seen.
     Watermark(i64),
     /// Every partition of the source is idle: it holds no watermark back until its next
@@ -235,7 +235,7 @@ impl IngressHandle {
     /// watermark as pushed rows do, but none is late: a version behind the watermark is
     /// left to the joins reading it to judge.
     pub fn push_changes(&self, changes: ChangeBatch) -> Result<()> {
-        let message = IngressMessage::Changes(changes);
+        let message = IngressMessage::Changes(Box::new(changes));
         let Some(watermark) = &self.watermark else {
             let mut ring = lock_ring(&self.rings[0]);
             self.check_open()?;

@@ -527,7 +527,7 @@ impl Worker {
                 self.shared
                     .rows_processed
                     .fetch_add(changes.num_rows() as u64, Ordering::Relaxed);
-                self.work.push_back((stream, Message::Data(changes)));
+                self.work.push_back((stream, Message::Data(*changes)));
                 self.drain_work();
                 false
             }

@@ -273,6 +273,10 @@ fn take_primary_key(column: &mut datafusion::sql::sqlparser::ast::ColumnDef) -> 
 
 /// `CREATE SOURCE` (`table` false) or `CREATE TABLE`: columns, `WATERMARK FOR`, and for a
 /// table its `PRIMARY KEY`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one clause after another, in the order they are written"
+)]
 fn parse_create_source(parser: &mut Parser<'_>, table: bool) -> Result<Statement> {
     let if_not_exists = if_not_exists(parser);
     let name = object_name(parser)?;
@@ -378,6 +382,11 @@ fn parse_create_source(parser: &mut Parser<'_>, table: bool) -> Result<Statement
         late_data_to,
         primary_key,
     });
+    finish_create(create, table, context)
+}
+
+/// A parsed `CREATE SOURCE` or `CREATE TABLE`, checked for what only one of them takes.
+fn finish_create(create: Box<CreateSource>, table: bool, context: String) -> Result<Statement> {
     if !table {
         if !create.primary_key.is_empty() {
             return Err(SqlError::Invalid {

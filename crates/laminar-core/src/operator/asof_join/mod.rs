@@ -38,6 +38,10 @@ pub enum AsofDirection {
 }
 
 /// What an ASOF join matches and when it emits.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of the join, each named where it is set"
+)]
 #[derive(Debug, Clone, Copy)]
 pub struct AsofJoinSpec {
     /// Which right row matches.
