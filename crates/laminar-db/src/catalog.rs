@@ -1,4 +1,4 @@
-//! The in-memory catalog: every source, stream, materialized view and sink, with its
+//! The in-memory catalog: every source, table, stream, materialized view and sink, with its
 //! canonical SQL, schema, inputs and the runtime pieces it owns. Objects are kept in creation
 //! order, which is also the order the persisted catalog replays them in. A source's
 //! `LATE DATA TO` stream is an object of its own, created and dropped with the source.
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use laminar_connectors::{SourceConnector, SourceMetrics};
 use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
-use laminar_core::WatermarkGenerator;
+use laminar_core::{ReferenceTable, WatermarkGenerator};
 use laminar_sql::ObjectKind;
 
 use crate::sink_runner::SinkTask;
@@ -16,11 +16,14 @@ use crate::source_runner::SourceInstance;
 
 /// What an object owns at runtime.
 pub(crate) enum ObjectState {
-    /// A source fed by `push` and `INSERT`: one shared stream.
+    /// A source fed by `push` and `INSERT`, or a table fed by `INSERT`: one shared stream
+    /// (a table's carries its changelog).
     PushSource {
         stream: StreamId,
         outlet: Arc<StreamOutlet>,
         ingress: Arc<IngressHandle>,
+        /// A table's current rows, which its `INSERT`s upsert.
+        table: Option<Arc<ReferenceTable>>,
     },
     /// A source read by a connector, once per reading query.
     ConnectorSource {

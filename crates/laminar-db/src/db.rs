@@ -260,6 +260,7 @@ impl LaminarDB {
     fn execute_statement(&self, statement: Statement, persist: bool) -> Result<ExecuteResult> {
         match statement {
             Statement::CreateSource(create) => self.create_source(&create, persist),
+            Statement::CreateTable(create) => self.create_table(&create, persist),
             Statement::CreateStream {
                 name,
                 if_not_exists,
@@ -422,6 +423,14 @@ impl LaminarDB {
             hint: hint(&catalog.names()),
         })?;
         match &object.state {
+            ObjectState::PushSource {
+                table: Some(_), ..
+            } => Err(DbError::NotAllowed {
+                statement: format!("push into {name}"),
+                message: format!(
+                    "{name} is a table; INSERT INTO {name} upserts its rows by primary key"
+                ),
+            }),
             ObjectState::PushSource { ingress, .. } => Ok(SourceHandle::new(
                 object.name.clone(),
                 object.schema.clone(),
@@ -537,8 +546,8 @@ impl LaminarDB {
         Ok(())
     }
 
-    /// Ends every source without a connector (no more pushes will come), so pipelines
-    /// reading only finished inputs complete.
+    /// Ends every source without a connector and every table (no more pushes or inserts
+    /// will come), so pipelines reading only finished inputs complete.
     pub fn finish_push_sources(&self) -> Result<()> {
         // Finishing waits while queues are full; the catalog must not be locked meanwhile.
         let ingresses: Vec<_> = self

@@ -66,7 +66,7 @@ fn source_options(spec: &ConnectorSpec, workers: usize) -> ConnectorOptions {
 impl LaminarDB {
     /// Stores the catalog as it will be once `sql` is created, before anything starts: a
     /// catalog that cannot be written fails the statement and leaves no trace.
-    fn persist_with(&self, catalog: &Catalog, sql: &str) -> Result<()> {
+    pub(crate) fn persist_with(&self, catalog: &Catalog, sql: &str) -> Result<()> {
         if let Some(store) = &self.inner.store {
             let mut statements = catalog.statements_except(&[]);
             statements.push(sql.to_string());
@@ -75,7 +75,7 @@ impl LaminarDB {
         Ok(())
     }
 
-    fn check_absent(catalog: &Catalog, name: &str) -> Result<()> {
+    pub(crate) fn check_absent(catalog: &Catalog, name: &str) -> Result<()> {
         match catalog.get(name) {
             Some(existing) => Err(DbError::AlreadyExists {
                 kind: existing.kind.noun(),
@@ -244,7 +244,7 @@ impl LaminarDB {
 
     /// The source's watermark generator, planned over its registered schema; marks its
     /// event-time column for the planner.
-    fn source_watermark(
+    pub(crate) fn source_watermark(
         &self,
         create: &CreateSource,
         schema: &SchemaRef,
@@ -322,6 +322,7 @@ impl LaminarDB {
             stream,
             outlet,
             ingress,
+            table: None,
         };
         Ok((state, diverted))
     }
@@ -636,7 +637,7 @@ impl LaminarDB {
                     .snapshot
                     .register_unqueryable(name, "sink", schema.clone());
             }
-            ObjectKind::Source => {}
+            ObjectKind::Source | ObjectKind::Table => {}
         }
         Ok(())
     }
@@ -829,7 +830,7 @@ fn push_source_idle_timeout(create: &CreateSource, context: &str) -> Result<Opti
 }
 
 /// The schema declared in `CREATE SOURCE`, or `None` when no columns are listed.
-fn declared_schema(create: &CreateSource, context: &str) -> Result<Option<SchemaRef>> {
+pub(crate) fn declared_schema(create: &CreateSource, context: &str) -> Result<Option<SchemaRef>> {
     if create.columns.is_empty() {
         return Ok(None);
     }

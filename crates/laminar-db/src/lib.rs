@@ -45,6 +45,7 @@ mod source_handle;
 mod source_runner;
 mod statements;
 mod subscription;
+mod table;
 
 pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
 pub use error::{DbError, Result};

@@ -1,5 +1,5 @@
-//! Snapshot queries: ordinary `SELECT`s over materialized views, run by DataFusion on the
-//! views' current rows. Sources and streams are registered too, but only so that reading
+//! Snapshot queries: ordinary `SELECT`s over materialized views and tables, run by
+//! DataFusion on their current rows. Sources and streams are registered too, but only so that reading
 //! one gives an error saying why (they keep no rows) instead of "table not found".
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use laminar_core::ResultTable;
+use laminar_core::{ReferenceTable, ResultTable};
 
 /// A materialized view as a DataFusion table: each scan reads a snapshot of its rows.
 #[derive(Debug)]
@@ -42,6 +42,35 @@ impl TableProvider for ViewTable {
         let exec =
             MemorySourceConfig::try_new_exec(&[rows], self.table.schema(), projection.cloned())?;
         Ok(exec)
+    }
+}
+
+/// A reference table as a DataFusion table: each scan reads a snapshot of its rows.
+#[derive(Debug)]
+pub(crate) struct TableRows {
+    table: Arc<ReferenceTable>,
+}
+
+#[async_trait]
+impl TableProvider for TableRows {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let rows = self.table.snapshot()?;
+        MemorySourceConfig::try_new_exec(&[vec![rows]], self.table.schema(), projection.cloned())
+            .map(|exec| exec as Arc<dyn ExecutionPlan>)
     }
 }
 
@@ -97,6 +126,12 @@ impl SnapshotContext {
     pub(crate) fn register_view(&self, name: &str, table: Arc<ResultTable>) -> DfResult<()> {
         self.ctx
             .register_table(TableReference::bare(name), Arc::new(ViewTable { table }))
+            .map(|_| ())
+    }
+
+    pub(crate) fn register_table(&self, name: &str, table: Arc<ReferenceTable>) -> DfResult<()> {
+        self.ctx
+            .register_table(TableReference::bare(name), Arc::new(TableRows { table }))
             .map(|_| ())
     }
 

@@ -45,7 +45,7 @@ impl LaminarDB {
             return Err(DbError::Internal("INSERT statement expected".into()));
         };
         let target = parse_insert(insert)?;
-        let handle = {
+        let (kind, schema) = {
             let catalog = self.catalog();
             match catalog.get(&target.table) {
                 None => {
@@ -55,32 +55,40 @@ impl LaminarDB {
                         hint: hint(&catalog.names()),
                     })
                 }
-                Some(object) if object.kind != ObjectKind::Source => {
+                Some(object)
+                    if object.kind != ObjectKind::Source && object.kind != ObjectKind::Table =>
+                {
                     return Err(DbError::NotAllowed {
                         statement: format!("INSERT INTO {}", target.table),
                         message: format!(
-                            "{} is a {}; INSERT feeds sources",
+                            "{} is a {}; INSERT feeds sources and tables",
                             target.table,
                             object.kind.noun()
                         ),
                     })
                 }
-                Some(_) => {}
+                Some(object) => (object.kind, object.schema.clone()),
             }
-            drop(catalog);
-            self.source(&target.table)?
+        };
+        // Checked before the rows are computed: a connector source refuses pushes.
+        let handle = match kind {
+            ObjectKind::Table => None,
+            _ => Some(self.source(&target.table)?),
         };
         let (computed_schema, batches) = self.run_query(&target.source, false)?;
         let batch = to_source_batch(
             &target.table,
-            &handle.schema(),
+            &schema,
             &target.columns,
             &computed_schema,
             &batches,
         )?;
         let rows = batch.num_rows() as u64;
         if rows > 0 {
-            handle.push(batch)?;
+            match handle {
+                Some(handle) => handle.push(batch)?,
+                None => self.upsert_table(&target.table, &batch)?,
+            }
         }
         Ok(ExecuteResult::Inserted { rows })
     }
@@ -93,6 +101,16 @@ impl LaminarDB {
             .filter(|o| o.kind == kind)
             .map(|o| {
                 let detail = match &o.state {
+                    ObjectState::PushSource {
+                        table: Some(table), ..
+                    } => {
+                        let key: Vec<&str> = table
+                            .key()
+                            .iter()
+                            .map(|&k| o.schema.field(k).name().as_str())
+                            .collect();
+                        key.join(", ")
+                    }
                     ObjectState::PushSource { .. } => "push".to_string(),
                     ObjectState::ConnectorSource { connector_name, .. } => connector_name.clone(),
                     ObjectState::Derived { .. } | ObjectState::LateData { .. } => {
@@ -103,10 +121,10 @@ impl LaminarDB {
             })
             .collect();
         rows.sort();
-        let detail = if kind == ObjectKind::Source {
-            "connector"
-        } else {
-            "inputs"
+        let detail = match kind {
+            ObjectKind::Source => "connector",
+            ObjectKind::Table => "primary_key",
+            _ => "inputs",
         };
         text_batch(&["name", detail, "definition"], &rows)
     }
@@ -203,24 +221,34 @@ impl LaminarDB {
             name: name.to_string(),
             hint: hint(&catalog.names()),
         })?;
+        let key: &[usize] = match &object.state {
+            ObjectState::PushSource {
+                table: Some(table), ..
+            } => table.key(),
+            _ => &[],
+        };
         let rows: Vec<Vec<String>> = object
             .schema
             .fields()
             .iter()
-            .map(|f| {
-                let event_time = object.watermark_column.as_deref() == Some(f.name().as_str());
+            .enumerate()
+            .map(|(index, f)| {
+                let mut roles = Vec::new();
+                if key.contains(&index) {
+                    roles.push("PRIMARY KEY");
+                }
+                if object.watermark_column.as_deref() == Some(f.name().as_str()) {
+                    roles.push("WATERMARK");
+                }
                 vec![
                     f.name().clone(),
                     sql_type_name(f.data_type()),
                     if f.is_nullable() { "YES" } else { "NO" }.to_string(),
-                    if event_time { "WATERMARK" } else { "" }.to_string(),
+                    roles.join(", "),
                 ]
             })
             .collect();
-        text_batch(
-            &["column_name", "data_type", "nullable", "event_time"],
-            &rows,
-        )
+        text_batch(&["column_name", "data_type", "nullable", "role"], &rows)
     }
 
     pub(crate) fn explain(&self, inner: &Statement) -> Result<ExecuteResult> {

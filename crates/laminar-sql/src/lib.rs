@@ -14,6 +14,7 @@ pub mod parser;
 pub mod planner;
 mod session_plan;
 mod session_udf;
+mod temporal_rewrite;
 mod top_n;
 mod translate;
 pub mod types;

@@ -19,7 +19,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     visit_relations, Expr as SqlExpr, Query, Statement as SqlStatement, TableFactor, Visit, Visitor,
 };
-use laminar_core::QueryGraph;
+use laminar_core::{QueryGraph, ReferenceTable};
 
 use crate::asof_rewrite::rewrite_asof_joins;
 use crate::asof_udf::asof_function;
@@ -28,7 +28,8 @@ use crate::keyed_plan::KeyedSource;
 use crate::parser::ddl_normalize;
 use crate::parser::{Emit, WatermarkSpec};
 use crate::session_udf::session_functions;
-use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs};
+use crate::temporal_rewrite::rewrite_temporal_joins;
+use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs, TableInfo};
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -56,6 +57,8 @@ pub struct StreamPlanner {
     unordered: Mutex<HashSet<String>>,
     /// Sources with a `PER KEY` watermark.
     keyed: Mutex<HashMap<String, KeyedSource>>,
+    /// Reference tables: their primary keys and version times.
+    tables: Mutex<HashMap<String, TableInfo>>,
 }
 
 impl std::fmt::Debug for StreamPlanner {
@@ -89,6 +92,7 @@ impl StreamPlanner {
             event_times: Mutex::new(HashMap::new()),
             unordered: Mutex::new(HashSet::new()),
             keyed: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
         }
     }
 
@@ -179,8 +183,32 @@ impl StreamPlanner {
             .map(|keyed| keyed.keys.clone())
     }
 
+    /// Marks `name` (registered, a changelog) as a reference table keyed by the columns at
+    /// `key`, its versions stamped with column `time` when it has one: a stream joined with
+    /// it on that key is a lookup join, or with `FOR SYSTEM_TIME AS OF`, a temporal join.
+    pub fn mark_table(&self, name: &str, rows: Arc<ReferenceTable>, time: Option<usize>) {
+        let schema = rows.schema();
+        let time_column = time.map(|t| schema.field(t).name().clone());
+        let key = rows.key().to_vec();
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name.to_string(),
+                TableInfo {
+                    key,
+                    time_column,
+                    rows,
+                },
+            );
+    }
+
     /// Forgets `name`.
     pub fn deregister(&self, name: &str) {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.event_times
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -226,7 +254,13 @@ impl StreamPlanner {
     /// Plans `query` as the continuous query of `context` (e.g. `materialized view hot`).
     pub fn plan_query(&self, query: &Query, context: &str, emit: Emit) -> Result<PlannedQuery> {
         let mut query = query.clone();
+        let tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         rewrite_window_functions(&mut query, context)?;
+        rewrite_temporal_joins(&mut query, context, &tables)?;
         let asof = rewrite_asof_joins(&mut query, context)?;
         let query = &query;
         reject_streaming_extensions(query, context)?;
@@ -284,6 +318,7 @@ impl StreamPlanner {
             event_times: &event_times,
             unordered: &unordered,
             keyed: &keyed,
+            tables: &tables,
         };
         let graph = translate(chosen, &state, context, &inputs, emit)?;
         let schema = graph.schema.clone();

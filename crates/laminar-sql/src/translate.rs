@@ -31,6 +31,9 @@ use crate::parser::Emit;
 use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
 mod join;
+mod lookup;
+
+pub use lookup::TableInfo;
 
 /// What every aggregate operator is built from.
 struct AggregateParts {
@@ -66,6 +69,8 @@ pub(crate) struct KnownInputs<'a> {
     pub(crate) unordered: &'a HashSet<String>,
     /// Sources with a `PER KEY` watermark.
     pub(crate) keyed: &'a HashMap<String, KeyedSource>,
+    /// Reference tables, by name.
+    pub(crate) tables: &'a HashMap<String, TableInfo>,
 }
 
 /// Builds the query graph for `plan`, which reads `inputs`.

@@ -8,6 +8,7 @@ mod asof_join;
 mod exchange;
 mod filter;
 mod join;
+mod lookup_join;
 mod multiset_accumulator;
 mod periodic_emit;
 mod project;
@@ -22,6 +23,7 @@ pub use asof_join::{AsofDirection, AsofJoinOperator, AsofJoinSide, AsofJoinSpec}
 pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use join::{IntervalJoinOperator, JoinSpec, RegularJoinOperator, TimeBound};
+pub use lookup_join::LookupJoinOperator;
 pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
@@ -140,6 +142,12 @@ pub trait Operator: Send {
     /// so they are not late downstream.
     fn output_watermark(&self, watermark_ms: i64) -> i64 {
         watermark_ms
+    }
+
+    /// Whether input `port`'s watermark holds the operator's input watermark back (the
+    /// minimum over ports). A lookup join's table says nothing of its stream rows' times.
+    fn holds_watermark(&self, _port: usize) -> bool {
+        true
     }
 
     /// Called once when every input has ended; flushes whatever is left.

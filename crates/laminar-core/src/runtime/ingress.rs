@@ -41,6 +41,8 @@ const PUSH_PARTITION: u32 = 0;
 #[derive(Debug, Clone)]
 pub(crate) enum IngressMessage {
     Data(RecordBatch),
+    /// A reference table's changes (retractions of replaced rows, then the new rows).
+    Changes(Box<ChangeBatch>),
     /// The source's watermark, computed where every pushed row is seen.
     Watermark(i64),
     /// Every partition of the source is idle: it holds no watermark back until its next
@@ -262,6 +264,41 @@ impl IngressHandle {
     pub fn try_push(&self, batch: RecordBatch) -> Result<()> {
         let ring = self.next_ring.fetch_add(1, Ordering::Relaxed);
         self.push_routed(ring, PUSH_PARTITION, batch, false)
+    }
+
+    /// Pushes a reference table's changes into the first ring, waiting while it is full.
+    /// One ring keeps a table's changes in the order they were made on every worker they
+    /// reach (a retraction never overtakes the insert it retracts). The rows advance the
+    /// watermark as pushed rows do, but none is late: a version behind the watermark is
+    /// left to the joins reading it to judge.
+    pub fn push_changes(&self, changes: ChangeBatch) -> Result<()> {
+        let message = IngressMessage::Changes(Box::new(changes));
+        let Some(watermark) = &self.watermark else {
+            let mut ring = lock_ring(&self.rings[0]);
+            self.check_open()?;
+            return ring.push_blocking(message, &[&self.shutdown, &self.abandoned]);
+        };
+        let mut state = watermark.lock().unwrap_or_else(PoisonError::into_inner);
+        let could_expire = state.partitions.next_expiry().is_some();
+        let batch_max = match &message {
+            IngressMessage::Changes(changes) => state.generator.batch_max(changes.batch())?,
+            _ => None,
+        };
+        if state.idle {
+            self.broadcast(&IngressMessage::Watermark(state.generator.current_ms()))?;
+            state.idle = false;
+        }
+        {
+            let mut ring = lock_ring(&self.rings[0]);
+            self.check_open()?;
+            ring.push_blocking(message, &[&self.shutdown, &self.abandoned])?;
+        }
+        let now = Instant::now();
+        state.partitions.observe(PUSH_PARTITION, batch_max, now);
+        state.partitions.expire(now);
+        self.publish(&mut state)?;
+        self.wake_clock(could_expire, &state);
+        Ok(())
     }
 
     /// Source partition `partition` will produce rows: from now on it holds the watermark

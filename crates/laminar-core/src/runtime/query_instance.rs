@@ -333,22 +333,23 @@ impl QueryInstance {
         remote: &mut Vec<Remote>,
     ) -> Result<()> {
         let node = &mut self.nodes[index];
-        let holding = node
-            .port_watermarks_ms
-            .iter()
-            .zip(&node.port_idle)
+        let operator = &node.operator;
+        let ports = || {
+            node.port_watermarks_ms
+                .iter()
+                .zip(&node.port_idle)
+                .enumerate()
+                .filter(|(port, _)| operator.holds_watermark(*port))
+                .map(|(_, pair)| pair)
+        };
+        let holding = ports()
             .filter(|(ms, idle)| !**idle && **ms != WATERMARK_END_MS)
             .map(|(ms, _)| *ms)
             .min();
+        let all_ended = ports().all(|(ms, _)| *ms == WATERMARK_END_MS);
         let merged = match holding {
             Some(ms) => ms,
-            None if node
-                .port_watermarks_ms
-                .iter()
-                .all(|ms| *ms == WATERMARK_END_MS) =>
-            {
-                WATERMARK_END_MS
-            }
+            None if all_ended => WATERMARK_END_MS,
             None => {
                 if !node.idle {
                     node.idle = true;

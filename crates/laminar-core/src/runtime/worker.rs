@@ -523,6 +523,14 @@ impl Worker {
                 self.drain_work();
                 false
             }
+            IngressMessage::Changes(changes) => {
+                self.shared
+                    .rows_processed
+                    .fetch_add(changes.num_rows() as u64, Ordering::Relaxed);
+                self.work.push_back((stream, Message::Data(*changes)));
+                self.drain_work();
+                false
+            }
             IngressMessage::Watermark(ms) => {
                 self.work.push_back((stream, Message::Watermark(ms)));
                 self.drain_work();

@@ -25,7 +25,7 @@ fn is_word(token: &Token, word: &str) -> bool {
 }
 
 /// Tokens that end a join clause when met outside parentheses.
-fn ends_join(token: &Token) -> bool {
+pub(super) fn ends_join(token: &Token) -> bool {
     const WORDS: [&str; 15] = [
         "JOIN",
         "ASOF",

@@ -17,6 +17,8 @@ pub enum ObjectKind {
     MaterializedView,
     /// `CREATE SINK`: a query's output written to a connector.
     Sink,
+    /// `CREATE TABLE`: a reference table, one current row per primary key.
+    Table,
 }
 
 impl ObjectKind {
@@ -27,6 +29,7 @@ impl ObjectKind {
             Self::Stream => "STREAM",
             Self::MaterializedView => "MATERIALIZED VIEW",
             Self::Sink => "SINK",
+            Self::Table => "TABLE",
         }
     }
 
@@ -37,6 +40,7 @@ impl ObjectKind {
             Self::Stream => "stream",
             Self::MaterializedView => "materialized view",
             Self::Sink => "sink",
+            Self::Table => "table",
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct CreateSource {
     /// `LATE DATA TO name` (normalized): the stream that receives the rows late on arrival
     /// instead of the source.
     pub late_data_to: Option<String>,
+    /// `PRIMARY KEY (a, b)` (normalized names): a table's key; empty for a source.
+    pub primary_key: Vec<String>,
 }
 
 /// What a sink writes.
@@ -161,6 +167,8 @@ pub struct CreateSink {
 pub enum Statement {
     /// `CREATE SOURCE`.
     CreateSource(Box<CreateSource>),
+    /// `CREATE TABLE`: a reference table, declared like a push source plus a primary key.
+    CreateTable(Box<CreateSource>),
     /// `CREATE STREAM name AS query`.
     CreateStream {
         /// Stream name (normalized).
@@ -217,6 +225,7 @@ impl Statement {
     pub fn label(&self) -> String {
         match self {
             Self::CreateSource(s) => format!("CREATE SOURCE {}", s.name),
+            Self::CreateTable(t) => format!("CREATE TABLE {}", t.name),
             Self::CreateStream { name, .. } => format!("CREATE STREAM {name}"),
             Self::CreateMaterializedView { name, .. } => format!("CREATE MATERIALIZED VIEW {name}"),
             Self::CreateSink(s) => format!("CREATE SINK {}", s.name),
@@ -261,14 +270,24 @@ fn if_not_exists(f: &mut fmt::Formatter<'_>, yes: bool) -> fmt::Result {
 impl fmt::Display for Statement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::CreateSource(source) => {
-                f.write_str("CREATE SOURCE ")?;
+            Self::CreateSource(source) | Self::CreateTable(source) => {
+                let kind = if matches!(self, Self::CreateTable(_)) {
+                    "TABLE"
+                } else {
+                    "SOURCE"
+                };
+                write!(f, "CREATE {kind} ")?;
                 if_not_exists(f, source.if_not_exists)?;
                 f.write_str(&quote_ident(&source.name))?;
                 if !source.columns.is_empty() || source.watermark.is_some() {
                     f.write_str(" (")?;
                     let mut items: Vec<String> =
                         source.columns.iter().map(ToString::to_string).collect();
+                    if !source.primary_key.is_empty() {
+                        let key: Vec<String> =
+                            source.primary_key.iter().map(|k| quote_ident(k)).collect();
+                        items.push(format!("PRIMARY KEY ({})", key.join(", ")));
+                    }
                     if let Some(w) = &source.watermark {
                         let per_key = if w.per_key.is_empty() {
                             String::new()

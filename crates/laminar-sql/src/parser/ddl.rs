@@ -3,10 +3,10 @@
 //! `Unsupported` error naming them.
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, Query, SetExpr, Statement as SqlStatement, TableFactor, Value,
+    ColumnOption, Ident, ObjectName, Query, SetExpr, Statement as SqlStatement, TableFactor, Value,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::parser::{IsOptional, Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::ast::{
@@ -105,7 +105,11 @@ pub(crate) fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement> {
 fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
     if words_are(parser, &["CREATE", "SOURCE"]) {
         advance(parser, 2);
-        return parse_create_source(parser);
+        return parse_create_source(parser, false);
+    }
+    if words_are(parser, &["CREATE", "TABLE"]) {
+        advance(parser, 2);
+        return parse_create_source(parser, true);
     }
     if words_are(parser, &["CREATE", "STREAM"]) {
         advance(parser, 2);
@@ -139,7 +143,6 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
     }
     let what = match word(parser, 1).as_deref() {
         Some("VIEW") => "CREATE VIEW (plain views); use CREATE MATERIALIZED VIEW or CREATE STREAM",
-        Some("TABLE") => "CREATE TABLE (reference tables are not supported yet); use CREATE SOURCE",
         Some("OR") => "CREATE OR REPLACE; DROP the object and create it again",
         _ => "",
     };
@@ -258,14 +261,49 @@ fn parse_emit_rest(parser: &mut Parser<'_>) -> Result<Emit> {
     ))))
 }
 
-fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
+/// `PRIMARY KEY` as a column option: taken off the column and returned, so the canonical
+/// SQL states the key once, as a table constraint.
+fn take_primary_key(column: &mut datafusion::sql::sqlparser::ast::ColumnDef) -> bool {
+    let before = column.options.len();
+    column
+        .options
+        .retain(|o| !matches!(o.option, ColumnOption::PrimaryKey(_)));
+    column.options.len() != before
+}
+
+/// `CREATE SOURCE` (`table` false) or `CREATE TABLE`: columns, `WATERMARK FOR`, and for a
+/// table its `PRIMARY KEY`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one clause after another, in the order they are written"
+)]
+fn parse_create_source(parser: &mut Parser<'_>, table: bool) -> Result<Statement> {
     let if_not_exists = if_not_exists(parser);
     let name = object_name(parser)?;
+    let kind = if table { "TABLE" } else { "SOURCE" };
+    let context = format!("CREATE {kind} {name}");
     let mut columns = Vec::new();
     let mut watermark = None;
+    let mut primary_key: Vec<String> = Vec::new();
+    let mut set_key = |key: Vec<String>| {
+        if !primary_key.is_empty() {
+            return Err(SqlError::Invalid {
+                context: context.clone(),
+                message: "a table has one PRIMARY KEY".into(),
+            });
+        }
+        primary_key = key;
+        Ok(())
+    };
     if parser.consume_token(&Token::LParen) {
         loop {
-            if words_are(parser, &["WATERMARK", "FOR"]) {
+            if words_are(parser, &["PRIMARY", "KEY"]) {
+                advance(parser, 2);
+                let key = parser
+                    .parse_parenthesized_column_list(IsOptional::Mandatory, false)
+                    .map_err(syntax)?;
+                set_key(key.iter().map(normalize_ident).collect())?;
+            } else if words_are(parser, &["WATERMARK", "FOR"]) {
                 let at = parser.peek_token().span.start;
                 advance(parser, 2);
                 let column = normalize_ident(&parser.parse_identifier().map_err(syntax)?);
@@ -291,7 +329,11 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
                         .into(),
                 });
             } else {
-                columns.push(parser.parse_column_def().map_err(syntax)?);
+                let mut column = parser.parse_column_def().map_err(syntax)?;
+                if take_primary_key(&mut column) {
+                    set_key(vec![normalize_ident(&column.name)])?;
+                }
+                columns.push(column);
             }
             if parser.consume_token(&Token::Comma) {
                 continue;
@@ -349,7 +391,7 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
     } else {
         None
     };
-    Ok(Statement::CreateSource(Box::new(CreateSource {
+    let create = Box::new(CreateSource {
         name,
         if_not_exists,
         columns,
@@ -357,7 +399,39 @@ fn parse_create_source(parser: &mut Parser<'_>) -> Result<Statement> {
         connector,
         options,
         late_data_to,
-    })))
+        primary_key,
+    });
+    finish_create(create, table, context)
+}
+
+/// A parsed `CREATE SOURCE` or `CREATE TABLE`, checked for what only one of them takes.
+fn finish_create(create: Box<CreateSource>, table: bool, context: String) -> Result<Statement> {
+    if !table {
+        if !create.primary_key.is_empty() {
+            return Err(SqlError::Invalid {
+                context,
+                message: "a source has no PRIMARY KEY; declare a reference table with CREATE \
+                          TABLE"
+                    .into(),
+            });
+        }
+        return Ok(Statement::CreateSource(create));
+    }
+    if create.primary_key.is_empty() {
+        return Err(SqlError::Invalid {
+            context,
+            message: "a table needs a PRIMARY KEY (a column's PRIMARY KEY option, or PRIMARY \
+                      KEY (a, b) after the columns): its rows are upserted by key"
+                .into(),
+        });
+    }
+    if create.connector.is_some() || create.late_data_to.is_some() || !create.options.is_empty() {
+        return Err(unsupported(
+            "FROM, WITH and LATE DATA TO on a table; a table is fed by INSERT",
+            context,
+        ));
+    }
+    Ok(Statement::CreateTable(create))
 }
 
 /// The optional `PER KEY (column, ...)` after a source's watermark expression.
@@ -472,6 +546,7 @@ fn parse_object_kind(parser: &mut Parser<'_>) -> Option<ObjectKind> {
         Some("SOURCE") => (ObjectKind::Source, 1),
         Some("STREAM") => (ObjectKind::Stream, 1),
         Some("SINK") => (ObjectKind::Sink, 1),
+        Some("TABLE") => (ObjectKind::Table, 1),
         Some("MATERIALIZED") if word(parser, 1).as_deref() == Some("VIEW") => {
             (ObjectKind::MaterializedView, 2)
         }
@@ -486,7 +561,7 @@ fn parse_drop(parser: &mut Parser<'_>) -> Result<Statement> {
     let Some(kind) = parse_object_kind(parser) else {
         let what = word(parser, 0).unwrap_or_else(|| parser.peek_token().token.to_string());
         return Err(unsupported(
-            format!("DROP {what}; DROP takes SOURCE, STREAM, MATERIALIZED VIEW or SINK"),
+            format!("DROP {what}; DROP takes SOURCE, TABLE, STREAM, MATERIALIZED VIEW or SINK"),
             "DROP",
         ));
     };
@@ -513,6 +588,7 @@ fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
         Some("SOURCES") => Some((ObjectKind::Source, 1)),
         Some("STREAMS") => Some((ObjectKind::Stream, 1)),
         Some("SINKS") => Some((ObjectKind::Sink, 1)),
+        Some("TABLES") => Some((ObjectKind::Table, 1)),
         Some("MATERIALIZED") if word(parser, 1).as_deref() == Some("VIEWS") => {
             Some((ObjectKind::MaterializedView, 2))
         }
@@ -521,7 +597,9 @@ fn parse_show(parser: &mut Parser<'_>) -> Result<Statement> {
     let Some((kind, words)) = kind else {
         let what = word(parser, 0).unwrap_or_else(|| parser.peek_token().token.to_string());
         return Err(unsupported(
-            format!("SHOW {what}; SHOW takes SOURCES, STREAMS, MATERIALIZED VIEWS or SINKS"),
+            format!(
+                "SHOW {what}; SHOW takes SOURCES, TABLES, STREAMS, MATERIALIZED VIEWS or SINKS"
+            ),
             "SHOW",
         ));
     };

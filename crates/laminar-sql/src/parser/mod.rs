@@ -9,9 +9,11 @@ mod ast;
 mod ddl;
 pub(crate) mod ddl_normalize;
 mod flink_windows;
+mod temporal;
 
 pub(crate) use asof::{ASOF_JOIN_MARKER, ASOF_TOLERANCE};
 pub use ddl_normalize::quote_ident;
+pub(crate) use temporal::TEMPORAL_JOIN_MARKER;
 
 pub use ast::{
     ConnectorSpec, CreateSink, CreateSource, Emit, ObjectKind, SinkInput, Statement, WatermarkSpec,
@@ -29,7 +31,7 @@ pub fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| syntax(ParserError::TokenizerError(e.to_string())))?;
-    let tokens = asof::rewrite(flink_windows::rewrite(tokens))?;
+    let tokens = temporal::rewrite(asof::rewrite(flink_windows::rewrite(tokens))?)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {

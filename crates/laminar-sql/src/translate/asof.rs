@@ -120,6 +120,10 @@ fn side_of(join: &Join, expr: &Expr) -> Option<bool> {
 
 impl Builder<'_> {
     /// An ASOF join: the operator with two ports, each fed by an exchange on its keys.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the checks of an ASOF join's condition, then its operator, in one place"
+    )]
     pub(super) fn add_asof_join(
         &mut self,
         join: &Join,
@@ -174,15 +178,17 @@ impl Builder<'_> {
             "<" => (AsofDirection::Forward, false),
             _ => (AsofDirection::Nearest, true),
         };
-        let spec = AsofJoinSpec {
+        let mut spec = AsofJoinSpec {
             direction,
             inclusive,
             tolerance_ms: marker.tolerance_ms,
             outer,
             early: self.emit == Emit::OnUpdate,
+            versioned_right: false,
         };
         let (left_keys, right_keys): (Vec<&Expr>, Vec<&Expr>) =
             join.on.iter().map(|(l, r)| (l, r)).unzip();
+        spec.versioned_right = self.check_table_key(&join.right, &right_keys, "a temporal join")?;
         let left = self.asof_side(&join.left, &left_keys, left_time)?;
         let right = self.asof_side(&join.right, &right_keys, right_time)?;
         let key_fields = left_keys
@@ -205,7 +211,10 @@ impl Builder<'_> {
                 None,
             );
             self.nodes[exchange].router = Some(Arc::new(router));
-            if self.add(input, Some((exchange, 0)))?.changelog {
+            // A table on the right is versioned: its changelog's inserts are its versions.
+            if self.add(input, Some((exchange, 0)))?.changelog
+                && !(port == 1 && spec.versioned_right)
+            {
                 return Err(self.unsupported(
                     "ASOF JOIN over a changelog (a view or stream that itself aggregates); \
                      its inputs must be append-only",

@@ -2,7 +2,8 @@
 //! by its side of the equi-join keys (cast to common types, so equal keys hash alike and
 //! meet on one worker). When both inputs are append-only and the condition bounds one
 //! input's event time by the other's (or equates their window ends), the join is an interval
-//! (window) join whose state the watermark bounds; otherwise it is a regular join, which
+//! (window) join whose state the watermark bounds; a stream joined with a reference table on
+//! its primary key is a lookup join (see `lookup`); otherwise it is a regular join, which
 //! keeps every row and emits a changelog.
 
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::{Expr, ExprSchemable, Join, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use laminar_core::operator::{
-    ExchangeOperator, IntervalJoinOperator, JoinSpec, KeyRouter, Operator, RegularJoinOperator,
-    TimeBound,
+    ExchangeOperator, IntervalJoinOperator, JoinSpec, KeyRouter, LookupJoinOperator, Operator,
+    RegularJoinOperator, TimeBound,
 };
 
 use super::{Builder, Produced};
@@ -68,6 +69,16 @@ impl Builder<'_> {
         let node = self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 2, None);
         let left = self.add_keyed(&join.left, keys.left, keys.fields.clone(), (node, 0))?;
         let right = self.add_keyed(&join.right, keys.right, keys.fields, (node, 1))?;
+        if self.check_table_sides(join, left)? {
+            let seed = self.lookup_seed(&join.right)?;
+            let operator = LookupJoinOperator::new(spec, seed).map_err(|e| self.plan_error(&e))?;
+            self.nodes[node].operator = Box::new(operator);
+            // Stream columns come first, unchanged, and each row is emitted on arrival.
+            return Ok(Produced {
+                changelog: false,
+                ..left
+            });
+        }
         let (operator, produced): (Box<dyn Operator>, Produced) =
             match interval_bound(join, left, right) {
                 Ok(bound) => {

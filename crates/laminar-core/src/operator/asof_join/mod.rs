@@ -38,6 +38,10 @@ pub enum AsofDirection {
 }
 
 /// What an ASOF join matches and when it emits.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of the join, each named where it is set"
+)]
 #[derive(Debug, Clone, Copy)]
 pub struct AsofJoinSpec {
     /// Which right row matches.
@@ -51,6 +55,10 @@ pub struct AsofJoinSpec {
     pub outer: bool,
     /// Emit each left row on arrival and correct it by retraction, instead of once final.
     pub early: bool,
+    /// The right input is a versioned table's changelog (a temporal join): each inserted
+    /// row is a new version, valid from its time until the next version's; the retraction
+    /// of the version it replaces says nothing more and is skipped.
+    pub versioned_right: bool,
 }
 
 /// One input of an ASOF join.
@@ -476,11 +484,24 @@ impl Operator for AsofJoinOperator {
         input: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
-        if !input.is_insert_only() {
-            return Err(DataFusionError::Internal(
-                "retractions reached an ASOF join, which reads append-only inputs".into(),
-            ));
-        }
+        let input = match input.weights() {
+            None => input,
+            Some(weights) if port == 1 && self.config.spec.versioned_right => {
+                let inserts = datafusion::arrow::compute::kernels::cmp::gt(
+                    weights,
+                    &Int64Array::new_scalar(0),
+                )?;
+                ChangeBatch::insert_only(datafusion::arrow::compute::filter_record_batch(
+                    input.batch(),
+                    &inserts,
+                )?)
+            }
+            Some(_) => {
+                return Err(DataFusionError::Internal(
+                    "retractions reached an ASOF join, which reads append-only inputs".into(),
+                ))
+            }
+        };
         let config = Arc::clone(&self.config);
         let batch = input.batch();
         let (side, scale, converter) = match port {

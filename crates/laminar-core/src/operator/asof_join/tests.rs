@@ -50,6 +50,7 @@ fn spec(direction: AsofDirection) -> AsofJoinSpec {
         tolerance_ms: None,
         outer: false,
         early: false,
+        versioned_right: false,
     }
 }
 
@@ -377,4 +378,27 @@ fn retractions_are_refused() {
     let change = ChangeBatch::with_weights(batch, Int64Array::from(vec![-1]));
     let mut out = Vec::new();
     assert!(join.process(0, change, &mut out).is_err());
+}
+
+#[test]
+fn a_versioned_right_input_skips_the_retractions_of_replaced_versions() {
+    let mut join = join(AsofJoinSpec {
+        versioned_right: true,
+        ..spec(AsofDirection::Backward)
+    });
+    let right = side_schema("price", DataType::Int64);
+    let batch = RecordBatch::try_new(
+        right,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 1])),
+            Arc::new(Int64Array::from(vec![100, 200])),
+            Arc::new(Int64Array::from(vec![10, 20])),
+        ],
+    )
+    .expect("batch");
+    let change = ChangeBatch::with_weights(batch, Int64Array::from(vec![-1, 1]));
+    let mut out = Vec::new();
+    join.process(1, change, &mut out)
+        .expect("a versioned right input takes retractions");
+    assert_eq!(join.state_entries(), 1);
 }

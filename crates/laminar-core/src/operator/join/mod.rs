@@ -50,7 +50,7 @@ pub struct JoinSpec {
 
 impl JoinSpec {
     /// `key = key` per key pair and the residual condition, for `EXPLAIN`.
-    fn describe_condition(&self) -> String {
+    pub(crate) fn describe_condition(&self) -> String {
         let pairs: Vec<String> = self.keys[0]
             .iter()
             .zip(&self.keys[1])

@@ -1,0 +1,153 @@
+//! Reference tables (`CREATE TABLE ... PRIMARY KEY`): declared like a push source, fed by
+//! `INSERT`, which upserts by primary key. The table's current rows answer snapshot reads;
+//! its stream carries the changelog of every write (the replaced row retracted, the new one
+//! inserted), which lookup joins, temporal joins and views reading the table consume. An
+//! `INSERT` returns once every running query has seen its changes, so a stream row pushed
+//! after it joins the new rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use laminar_core::runtime::{LatePolicy, SourceFeed};
+use laminar_core::{ReferenceTable, UpsertError};
+use laminar_sql::parser::CreateSource;
+use laminar_sql::{ObjectKind, SqlError, Statement};
+
+use crate::catalog::{Object, ObjectState};
+use crate::db::LaminarDB;
+use crate::ddl::declared_schema;
+use crate::error::{DbError, Result};
+use crate::result::ExecuteResult;
+
+/// How long an `INSERT` into a table waits for the running queries to see its changes.
+const TABLE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl LaminarDB {
+    pub(crate) fn create_table(
+        &self,
+        create: &CreateSource,
+        persist: bool,
+    ) -> Result<ExecuteResult> {
+        let mut catalog = self.catalog();
+        let name = &create.name;
+        if create.if_not_exists && catalog.get(name).is_some() {
+            return Ok(ExecuteResult::Skipped {
+                reason: format!("{name} already exists; skipped"),
+            });
+        }
+        Self::check_absent(&catalog, name)?;
+        let context = format!("CREATE TABLE {name}");
+        let invalid = |message: String| {
+            DbError::Sql(SqlError::Invalid {
+                context: context.clone(),
+                message,
+            })
+        };
+        let schema = declared_schema(create, &context)?
+            .ok_or_else(|| invalid("a table must declare its columns".into()))?;
+        let key = create
+            .primary_key
+            .iter()
+            .map(|column| {
+                schema
+                    .index_of(column)
+                    .map_err(|_| invalid(format!("PRIMARY KEY column {column} is not declared")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let table = Arc::new(
+            ReferenceTable::new(name, schema.clone(), key)
+                .map_err(|e| DbError::Sql(SqlError::plan(&context, &e)))?,
+        );
+        let mut canonical = create.clone();
+        canonical.if_not_exists = false;
+        let sql = Statement::CreateTable(Box::new(canonical)).to_string();
+
+        let planner = &self.inner.planner;
+        planner.register(name, schema.clone())?;
+        let watermark = self
+            .source_watermark(create, &schema, &context)
+            .and_then(|watermark| {
+                if persist {
+                    self.persist_with(&catalog, &sql)?;
+                }
+                Ok(watermark)
+            })
+            .inspect_err(|_| planner.deregister(name))?;
+        // A query reading the table directly consumes its changelog; a join on its key is
+        // a lookup (or, with FOR SYSTEM_TIME AS OF, temporal) join.
+        planner.mark_changelog(name);
+        let time = create
+            .watermark
+            .as_ref()
+            .and_then(|w| schema.index_of(&w.column).ok());
+        planner.mark_table(name, Arc::clone(&table), time);
+
+        let runtime = &self.inner.runtime;
+        let (stream, outlet) = runtime.create_stream(name, schema.clone(), None);
+        let ingress = runtime
+            .create_ingress(
+                stream,
+                SourceFeed::Push,
+                watermark.as_ref(),
+                None,
+                LatePolicy::Keep,
+                None,
+            )
+            .inspect_err(|_| {
+                runtime.remove_stream(stream);
+                planner.deregister(name);
+            })?;
+        // The name was just checked absent, so the registration cannot clash.
+        let _ = self.inner.snapshot.register_table(name, Arc::clone(&table));
+        catalog.insert(Object {
+            name: name.clone(),
+            kind: ObjectKind::Table,
+            sql,
+            schema,
+            inputs: Vec::new(),
+            watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
+            state: ObjectState::PushSource {
+                stream,
+                outlet,
+                ingress,
+                table: Some(table),
+            },
+        });
+        Ok(ExecuteResult::Created {
+            kind: ObjectKind::Table,
+            name: name.clone(),
+        })
+    }
+
+    /// Upserts `batch` into table `name` and waits until every running query has seen the
+    /// changes.
+    pub(crate) fn upsert_table(
+        &self,
+        name: &str,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+    ) -> Result<()> {
+        let (table, ingress) = {
+            let catalog = self.catalog();
+            match catalog.get(name).map(|o| &o.state) {
+                Some(ObjectState::PushSource {
+                    table: Some(table),
+                    ingress,
+                    ..
+                }) => (Arc::clone(table), Arc::clone(ingress)),
+                _ => return Err(DbError::Internal(format!("{name} is not a table"))),
+            }
+        };
+        table
+            .upsert(batch, |changes| ingress.push_changes(changes))
+            .map_err(|error| match error {
+                UpsertError::NullKey { table, column } => DbError::BadBatch {
+                    source_name: table,
+                    message: format!("PRIMARY KEY column {column} is NULL"),
+                },
+                UpsertError::Publish(error) => DbError::Core(error),
+                UpsertError::Engine(error) => DbError::Internal(error.to_string()),
+            })?;
+        self.inner.runtime.sync(TABLE_SYNC_TIMEOUT)?;
+        Ok(())
+    }
+}
