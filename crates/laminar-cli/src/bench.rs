@@ -139,22 +139,22 @@ struct Outcome {
     state: StatePeak,
 }
 
-/// The largest state the measured query held at a sample: its entries (open groups) and
-/// bytes at that moment.
+/// The largest state the measured query held at a measurement of its bytes: its entries
+/// (open groups, rows held) and bytes at that moment.
 #[derive(Debug, Clone, Copy, Default)]
-struct StatePeak {
-    entries: u64,
-    bytes: u64,
+pub(crate) struct StatePeak {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Samples the database's state size on a thread of its own while a benchmark runs.
-struct StateSampler {
+pub(crate) struct StateSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: JoinHandle<StatePeak>,
 }
 
 impl StateSampler {
-    fn start(db: &LaminarDB) -> Result<Self, CliError> {
+    pub(crate) fn start(db: &LaminarDB) -> Result<Self, CliError> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = std::sync::Arc::clone(&stop);
         let db = db.clone();
@@ -164,7 +164,8 @@ impl StateSampler {
                 let mut peak = StatePeak::default();
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     let metrics = db.metrics();
-                    let entries = metrics.queries.iter().map(|q| q.state_entries).sum();
+                    // Bytes and the entries they were measured over, from one measurement.
+                    let entries = metrics.queries.iter().map(|q| q.state_bytes_entries).sum();
                     let bytes = metrics.queries.iter().map(|q| q.state_bytes).sum();
                     if entries > peak.entries {
                         peak = StatePeak { entries, bytes };
@@ -177,7 +178,7 @@ impl StateSampler {
         Ok(Self { stop, thread })
     }
 
-    fn stop(self) -> Result<StatePeak, CliError> {
+    pub(crate) fn stop(self) -> Result<StatePeak, CliError> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread
             .join()

@@ -14,7 +14,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use laminar_db::LaminarDB;
 
-use crate::bench::{generate_table, slices, wait_finished};
+use crate::bench::{generate_table, slices, wait_finished, StatePeak, StateSampler};
 use crate::error::CliError;
 use crate::{table, units};
 
@@ -60,6 +60,41 @@ fn hot_items(source: &str) -> String {
          ON a.window_start = m.window_start AND a.window_end = m.window_end \
          AND a.num >= m.maxn"
     )
+}
+
+/// The join benchmarks over Nexmark tables: `(what, streaming, batch, appends)`.
+fn join_query(name: &str) -> Option<(&'static str, String, String, bool)> {
+    Some(match name {
+        "interval" => {
+            let sql = "SELECT a.id, a.seller, b.bidder, b.price FROM auction a JOIN bid b \
+                 ON a.id = b.auction \
+                 AND b.date_time BETWEEN a.date_time AND a.date_time + INTERVAL '10' SECOND"
+                .to_string();
+            (
+                "bids in an auction's first 10 s (interval join)",
+                sql.clone(),
+                sql,
+                true,
+            )
+        }
+        "asof" => {
+            let streaming = "SELECT b.auction, b.price, a.reserve, a.category FROM bid b \
+                 ASOF JOIN auction a ON b.auction = a.id AND b.date_time >= a.date_time"
+                .to_string();
+            // Auction ids are unique, so the latest auction row at or before a bid is the
+            // one with its id, if it is not later than the bid.
+            let batch = "SELECT b.auction, b.price, a.reserve, a.category FROM bid b \
+                 JOIN auction a ON b.auction = a.id AND b.date_time >= a.date_time"
+                .to_string();
+            (
+                "each bid with its auction (ASOF join)",
+                streaming,
+                batch,
+                true,
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// Every query, by name (`q0` ... `q8`); `None` for one the SQL does not support.
@@ -138,7 +173,7 @@ fn query(name: &str) -> Option<Query> {
                 false,
             )
         }
-        _ => return None,
+        _ => join_query(name)?,
     };
     Some(Query {
         name: QUERIES.iter().find(|q| **q == name).copied()?,
@@ -150,7 +185,7 @@ fn query(name: &str) -> Option<Query> {
 }
 
 /// The queries `bench nexmark` runs.
-pub const QUERIES: [&str; 7] = ["q0", "q1", "q2", "q3", "q5", "q7", "q8"];
+pub const QUERIES: [&str; 9] = ["q0", "q1", "q2", "q3", "q5", "q7", "q8", "interval", "asof"];
 
 /// Options of `bench nexmark`.
 #[derive(Debug, Clone)]
@@ -237,6 +272,7 @@ pub fn nexmark(options: &NexmarkOptions) -> Result<(), CliError> {
         options.workers
     );
     let started = Instant::now();
+    let sampler = StateSampler::start(&db)?;
     for (table, batch) in pushes {
         handles[table].push(batch)?;
     }
@@ -251,6 +287,7 @@ pub fn nexmark(options: &NexmarkOptions) -> Result<(), CliError> {
         None => 0,
     };
     let elapsed = started.elapsed();
+    let state = sampler.stop()?;
     let late_rows: u64 = db.metrics().queries.iter().map(|q| q.late_rows).sum();
 
     let (batch_rows, batch_elapsed) = batch_answer(&query, &tables, options.workers)?;
@@ -270,6 +307,7 @@ pub fn nexmark(options: &NexmarkOptions) -> Result<(), CliError> {
             elapsed,
             batch_elapsed,
             matches,
+            state,
         },
     )
 }
@@ -282,6 +320,7 @@ struct Measured {
     elapsed: Duration,
     batch_elapsed: Duration,
     matches: bool,
+    state: StatePeak,
 }
 
 /// The tables' batches of at most `rows` rows, in the order their first rows' event times
@@ -388,6 +427,18 @@ fn report(options: &NexmarkOptions, query: &Query, measured: &Measured) -> Resul
         ),
         ("rows out", units::count(measured.out_rows)),
         ("late rows dropped", units::count(measured.late_rows)),
+        (
+            "peak state entries (sampled)",
+            units::count(measured.state.entries),
+        ),
+        (
+            "state bytes per entry at that peak",
+            measured
+                .state
+                .bytes
+                .checked_div(measured.state.entries)
+                .map_or_else(|| "(no state)".to_string(), units::count),
+        ),
         (
             "DataFusion batch, same answer",
             units::elapsed(measured.batch_elapsed),

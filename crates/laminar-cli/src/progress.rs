@@ -150,6 +150,7 @@ mod tests {
                 error: None,
                 state_entries: 0,
                 state_bytes: 0,
+                state_bytes_entries: 0,
                 late_rows: 0,
             }],
             workers: Vec::new(),

@@ -72,6 +72,9 @@ pub struct QueryStats {
     /// Approximate bytes of that state (keys and accumulators), sampled at most every 100 ms
     /// per worker.
     pub state_bytes: u64,
+    /// The entries held when `state_bytes` was measured (`state_bytes` divided by it is the
+    /// bytes per entry).
+    pub state_bytes_entries: u64,
     /// Input rows dropped because their window had already fired, or because they reached
     /// an interval or window join behind its watermark.
     pub late_rows: u64,
@@ -163,6 +166,7 @@ pub(crate) fn collect(catalog: &Catalog, workers: Vec<WorkerStats>) -> Metrics {
                     idle: outlet.is_idle(),
                     state_entries: outlet.state_entries(),
                     state_bytes: outlet.state_bytes(),
+                    state_bytes_entries: outlet.state_bytes_entries(),
                     late_rows: outlet.late_rows(),
                     finished: outlet.is_ended() && sink.as_ref().is_none_or(SinkTask::is_closed),
                     error,
@@ -258,6 +262,7 @@ fn late_data_stats(
         error,
         state_entries: 0,
         state_bytes: 0,
+        state_bytes_entries: 0,
         late_rows: 0,
     }
 }

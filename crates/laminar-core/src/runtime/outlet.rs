@@ -50,6 +50,7 @@ pub struct StreamOutlet {
     ended_workers: AtomicUsize,
     state_entries: Vec<AtomicU64>,
     state_bytes: Vec<AtomicU64>,
+    state_bytes_entries: Vec<AtomicU64>,
     late_rows: Vec<AtomicU64>,
     error: Mutex<Option<String>>,
     progress: Arc<Progress>,
@@ -97,6 +98,7 @@ impl StreamOutlet {
             ended_workers: AtomicUsize::new(0),
             state_entries: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             state_bytes: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            state_bytes_entries: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             late_rows: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             error: Mutex::new(None),
             progress,
@@ -194,6 +196,7 @@ impl StreamOutlet {
     pub(crate) fn report_operator_stats(&self, worker: usize, stats: OperatorStats) {
         self.state_entries[worker].store(stats.state_entries, Ordering::Relaxed);
         self.state_bytes[worker].store(stats.state_bytes, Ordering::Relaxed);
+        self.state_bytes_entries[worker].store(stats.state_bytes_entries, Ordering::Relaxed);
         self.late_rows[worker].store(stats.late_rows, Ordering::Relaxed);
     }
 
@@ -209,6 +212,15 @@ impl StreamOutlet {
     /// Entries of keyed state the producing query holds, over all workers.
     pub fn state_entries(&self) -> u64 {
         self.state_entries
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The entries the producing query held when its state bytes were last measured, over
+    /// all workers: `state_bytes / state_bytes_entries` is the bytes per entry.
+    pub fn state_bytes_entries(&self) -> u64 {
+        self.state_bytes_entries
             .iter()
             .map(|v| v.load(Ordering::Relaxed))
             .sum()

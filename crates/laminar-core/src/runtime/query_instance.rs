@@ -53,8 +53,9 @@ pub(crate) struct QueryInstance {
     leaves: Vec<(String, usize)>,
     /// Operators with a processing-time timer.
     timers: Vec<Timer>,
-    /// The operators' state bytes when last measured, and when that was.
-    state_bytes: u64,
+    /// The operators' state bytes when last measured, the entries they held then, and when
+    /// that was.
+    state_bytes: (u64, u64),
     state_bytes_measured: Option<Instant>,
 }
 
@@ -66,6 +67,8 @@ const STATE_BYTES_REFRESH: Duration = Duration::from_millis(100);
 pub(crate) struct OperatorStats {
     pub(crate) state_entries: u64,
     pub(crate) state_bytes: u64,
+    /// The entries held when `state_bytes` was measured.
+    pub(crate) state_bytes_entries: u64,
     pub(crate) late_rows: u64,
 }
 
@@ -130,7 +133,7 @@ impl QueryInstance {
             schema: graph.schema.clone(),
             leaves,
             timers,
-            state_bytes: 0,
+            state_bytes: (0, 0),
             state_bytes_measured: None,
         }
     }
@@ -205,14 +208,16 @@ impl QueryInstance {
             .is_none_or(|at| now.duration_since(at) >= STATE_BYTES_REFRESH);
         if state_entries == 0 {
             // Nothing held: no need to ask, and no reason to delay the next measurement.
-            self.state_bytes = 0;
+            self.state_bytes = (0, 0);
         } else if stale {
-            self.state_bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
+            let bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
+            self.state_bytes = (bytes, state_entries);
             self.state_bytes_measured = Some(now);
         }
         OperatorStats {
             state_entries,
-            state_bytes: self.state_bytes,
+            state_bytes: self.state_bytes.0,
+            state_bytes_entries: self.state_bytes.1,
             late_rows,
         }
     }
