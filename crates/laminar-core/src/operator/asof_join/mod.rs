@@ -10,7 +10,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
@@ -134,6 +134,12 @@ pub struct AsofJoinOperator {
     /// The one key when the join has no equality keys.
     global_key: Option<OwnedRow>,
     keys: HashMap<OwnedRow, KeyState>,
+    /// Keys with left rows waiting, or right rows added, since the last watermark: the only
+    /// ones a watermark step must visit (besides a full sweep every
+    /// [`FULL_SWEEP_WATERMARKS`] steps, which prunes keys gone quiet).
+    dirty: HashSet<OwnedRow>,
+    /// Watermark steps since the last full sweep.
+    steps_since_sweep: u32,
     /// Input watermark, in join time units.
     watermark: i64,
     /// Output watermark bound: the oldest waiting left row's time (milliseconds).
@@ -147,6 +153,31 @@ impl std::fmt::Debug for AsofJoinOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }
+}
+
+/// Watermark steps between full sweeps of every key (see `settle_all`).
+const FULL_SWEEP_WATERMARKS: u32 = 64;
+
+/// Settles one key's left rows the watermark made final and prunes its right rows; returns
+/// the rows released.
+fn settle_key(state: &mut KeyState, watermark: i64, config: &Config, output: &mut Output) -> u64 {
+    let mut released = state.settle(watermark, &config.matching, config.spec, output);
+    let bound = if watermark == i64::MAX {
+        i64::MAX
+    } else {
+        state
+            .pending
+            .keys()
+            .next()
+            .map_or(watermark, |&(t, _)| t.min(watermark))
+    };
+    if watermark == i64::MAX {
+        released += state.right.len() as u64;
+        state.right.clear();
+    } else {
+        released += state.prune_right(bound, &config.matching);
+    }
+    released
 }
 
 /// Nanoseconds per unit of a time column's type; BIGINT times are epoch milliseconds.
@@ -223,6 +254,8 @@ impl AsofJoinOperator {
             config,
             global_key,
             keys: HashMap::new(),
+            dirty: HashSet::new(),
+            steps_since_sweep: 0,
             watermark: i64::MIN,
             hold_ms: i64::MAX,
             arrivals: 0,
@@ -286,7 +319,7 @@ impl AsofJoinOperator {
             self.late_rows += 1;
             return;
         }
-        let state = self.keys.entry(key).or_default();
+        let state = self.keys.entry(key.clone()).or_default();
         let matched = best(&state.right, time, &config.matching).map(|(s, r)| (s, r.clone()));
         let done = settled(
             self.watermark,
@@ -303,6 +336,7 @@ impl AsofJoinOperator {
             answer: if early { matched } else { None },
         };
         state.pending.insert((time, self.arrivals), pending);
+        self.dirty.insert(key);
         self.arrivals += 1;
         self.rows_held += 1;
     }
@@ -316,7 +350,8 @@ impl AsofJoinOperator {
             return;
         }
         let config = Arc::clone(&self.config);
-        let state = self.keys.entry(key).or_default();
+        let state = self.keys.entry(key.clone()).or_default();
+        self.dirty.insert(key);
         match state.insert_right(time, row) {
             InsertedRight::Added => self.rows_held += 1,
             InsertedRight::Replaced => {}
@@ -327,36 +362,44 @@ impl AsofJoinOperator {
         }
     }
 
-    /// Settles every key's left rows the watermark made final, prunes right rows, and
-    /// recomputes the output watermark's hold.
+    /// Settles the left rows the watermark made final, prunes right rows, and recomputes
+    /// the output watermark's hold. Only keys that changed since the last step are visited;
+    /// every [`FULL_SWEEP_WATERMARKS`] steps (and at the end) all are, so a key gone quiet
+    /// is pruned too. Keys not visited hold no waiting left rows.
     fn settle_all(&mut self, output: &mut Output) {
         let config = Arc::clone(&self.config);
         let watermark = self.watermark;
+        self.steps_since_sweep += 1;
+        let sweep = watermark == i64::MAX || self.steps_since_sweep >= FULL_SWEEP_WATERMARKS;
+        let visit: Vec<OwnedRow> = if sweep {
+            self.steps_since_sweep = 0;
+            self.dirty.clear();
+            self.keys.keys().cloned().collect()
+        } else {
+            self.dirty.drain().collect()
+        };
         let mut released = 0;
-        let mut oldest = i64::MAX;
-        self.keys.retain(|_, state| {
-            released += state.settle(watermark, &config.matching, config.spec, output);
-            let bound = if watermark == i64::MAX {
-                i64::MAX
-            } else {
-                state
-                    .pending
-                    .keys()
-                    .next()
-                    .map_or(watermark, |&(t, _)| t.min(watermark))
+        for key in visit {
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
             };
-            if watermark == i64::MAX {
-                released += state.right.len() as u64;
-                state.right.clear();
-            } else {
-                released += state.prune_right(bound, &config.matching);
+            released += settle_key(state, watermark, &config, output);
+            if state.is_empty() {
+                self.keys.remove(&key);
+            } else if !state.pending.is_empty() {
+                // Still waiting: the next step looks again.
+                self.dirty.insert(key);
             }
-            if let Some(&(t, _)) = state.pending.keys().next() {
-                oldest = oldest.min(t);
-            }
-            !state.is_empty()
-        });
+        }
         self.rows_held -= released;
+        // Every key with waiting rows is in `dirty` now.
+        let oldest = self
+            .dirty
+            .iter()
+            .filter_map(|key| self.keys.get(key))
+            .filter_map(|state| state.pending.keys().next().map(|&(t, _)| t))
+            .min()
+            .unwrap_or(i64::MAX);
         self.hold_ms = if oldest == i64::MAX {
             i64::MAX
         } else {
