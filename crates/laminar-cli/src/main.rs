@@ -91,7 +91,7 @@ enum Benchmark {
 /// The knobs of the Nexmark benchmark.
 #[derive(Debug, Args)]
 struct NexmarkArgs {
-    /// The query: q0, q1, q2, q3, q5, q7, q8, interval (an interval join) or asof (an ASOF
+    /// The query: q0, q1, q2, q3, q4, q5, q7, q8, interval (an interval join) or asof (an ASOF
     /// join).
     #[arg(long, value_name = "QN")]
     query: String,

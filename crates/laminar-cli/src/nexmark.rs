@@ -127,6 +127,21 @@ fn query(name: &str) -> Option<Query> {
                 false,
             )
         }
+        "q4" => {
+            let sql = "SELECT category, avg(final) AS average FROM \
+                 (SELECT max(b.price) AS final, a.category FROM auction a JOIN bid b \
+                  ON a.id = b.auction \
+                  AND b.date_time BETWEEN a.date_time AND a.expires \
+                  GROUP BY a.id, a.category) q \
+                 GROUP BY category"
+                .to_string();
+            (
+                "average closing price per category (regular join, nested aggregates)",
+                sql.clone(),
+                sql,
+                false,
+            )
+        }
         "q5" => (
             "hot items (hopping windows, window join)",
             format!("{} EMIT ON WINDOW CLOSE", hot_items(hop)),
@@ -185,7 +200,9 @@ fn query(name: &str) -> Option<Query> {
 }
 
 /// The queries `bench nexmark` runs.
-pub const QUERIES: [&str; 9] = ["q0", "q1", "q2", "q3", "q5", "q7", "q8", "interval", "asof"];
+pub const QUERIES: [&str; 10] = [
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "interval", "asof",
+];
 
 /// Options of `bench nexmark`.
 #[derive(Debug, Clone)]
