@@ -20,7 +20,7 @@ pub use change_batch::ChangeBatch;
 pub use error::{CoreError, Result};
 pub use graph::{QueryGraph, QueryNode, RowTimes};
 pub use operator::{Message, Operator};
-pub use reference_table::{ReferenceTable, UpsertError};
+pub use reference_table::{HeldTable, ReferenceTable, UpsertError};
 pub use result_table::ResultTable;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use watermark::WatermarkGenerator;

@@ -131,9 +131,16 @@ impl ReferenceTable {
 
     /// The current rows, one batch.
     pub fn snapshot(&self) -> DfResult<RecordBatch> {
-        let state = self.lock();
-        let rows: Vec<&RecordBatch> = state.rows.values().collect();
-        Ok(concat_batches(&self.schema, rows)?)
+        self.hold().rows()
+    }
+
+    /// Holds the table still: writers wait (before publishing anything) until the guard is
+    /// dropped, so the rows it reads are exactly the changes published so far.
+    pub fn hold(&self) -> HeldTable<'_> {
+        HeldTable {
+            schema: &self.schema,
+            state: self.lock(),
+        }
     }
 
     /// Number of rows (keys) held.
@@ -144,6 +151,21 @@ impl ReferenceTable {
     /// True when the table holds no row.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A reference table no write can change while this lives.
+#[derive(Debug)]
+pub struct HeldTable<'a> {
+    schema: &'a SchemaRef,
+    state: MutexGuard<'a, State>,
+}
+
+impl HeldTable<'_> {
+    /// The current rows, one batch.
+    pub fn rows(&self) -> DfResult<RecordBatch> {
+        let rows: Vec<&RecordBatch> = self.state.rows.values().collect();
+        Ok(concat_batches(self.schema, rows)?)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reference tables (`CREATE TABLE ... PRIMARY KEY`): declared like a push source, fed by
 //! `INSERT`, which upserts by primary key. The table's current rows answer snapshot reads;
 //! its stream carries the changelog of every write (the replaced row retracted, the new one
-//! inserted), which lookup joins, temporal joins and views reading the table consume. An
+//! inserted), which lookup joins, temporal joins and views reading the table consume after
+//! starting from the table's rows at their creation (see `Runtime::add_query`). An
 //! `INSERT` returns once every running query has seen its changes, so a stream row pushed
 //! after it joins the new rows.
 
@@ -83,7 +84,8 @@ impl LaminarDB {
         planner.mark_table(name, Arc::clone(&table), time);
 
         let runtime = &self.inner.runtime;
-        let (stream, outlet) = runtime.create_stream(name, schema.clone(), None);
+        let (stream, outlet) =
+            runtime.create_table_stream(name, schema.clone(), Arc::clone(&table));
         let ingress = runtime
             .create_ingress(
                 stream,

@@ -21,9 +21,6 @@ use crate::change_batch::ChangeBatch;
 /// Joins stream rows with the table rows current when they arrive.
 pub struct LookupJoinOperator {
     spec: Arc<JoinSpec>,
-    /// The table's rows when the query was planned: changes published before the query
-    /// reads the table's stream reach it only through these.
-    seed: Option<RecordBatch>,
     keys: RowConverter,
     table_rows: RowConverter,
     /// This worker's shard of the table: each key's current row.
@@ -38,36 +35,30 @@ impl std::fmt::Debug for LookupJoinOperator {
 
 impl LookupJoinOperator {
     /// A lookup join as `spec` says: an inner or left join, the stream on the left, the
-    /// table's primary key among the right keys. Every instance starts from `seed`, the
-    /// table's current rows.
-    pub fn new(spec: JoinSpec, seed: Option<RecordBatch>) -> DfResult<Self> {
+    /// table's primary key among the right keys. The table's rows arrive on port 1, those
+    /// current when the query starts first.
+    pub fn new(spec: JoinSpec) -> DfResult<Self> {
         if !matches!(spec.join_type, JoinType::Inner | JoinType::Left) {
             return Err(DataFusionError::Internal(format!(
                 "{} join planned as a lookup join",
                 spec.join_type
             )));
         }
-        Self::from_spec(Arc::new(spec), seed)
+        Self::from_spec(Arc::new(spec))
     }
 
-    fn from_spec(spec: Arc<JoinSpec>, seed: Option<RecordBatch>) -> DfResult<Self> {
+    fn from_spec(spec: Arc<JoinSpec>) -> DfResult<Self> {
         let table_fields = spec.inputs[1]
             .fields()
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        let mut join = Self {
+        Ok(Self {
             keys: RowConverter::new(spec.key_fields.clone())?,
             table_rows: RowConverter::new(table_fields)?,
             table: HashMap::new(),
             spec,
-            seed,
-        };
-        if let Some(seed) = join.seed.clone() {
-            // Rows of keys other workers own are never probed here; they only cost memory.
-            join.apply_changes(&ChangeBatch::insert_only(seed))?;
-        }
-        Ok(join)
+        })
     }
 
     fn apply_changes(&mut self, changes: &ChangeBatch) -> DfResult<()> {
@@ -221,8 +212,8 @@ impl Operator for LookupJoinOperator {
     fn fork(&self) -> Box<dyn Operator> {
         // The prototype was built from this very spec, so building it again cannot fail.
         Box::new(
-            Self::from_spec(Arc::clone(&self.spec), self.seed.clone())
-                .expect("the spec and seed were accepted when the prototype was built"),
+            Self::from_spec(Arc::clone(&self.spec))
+                .expect("the spec was accepted when the prototype was built"),
         )
     }
 
@@ -292,18 +283,15 @@ mod tests {
         let key = |index: usize, name: &str| -> Arc<dyn PhysicalExpr> {
             Arc::new(Column::new(name, index))
         };
-        LookupJoinOperator::new(
-            JoinSpec {
-                join_type,
-                keys: [vec![key(1, "currency")], vec![key(0, "currency")]],
-                key_fields: vec![SortField::new(DataType::Utf8)],
-                nulls_equal: false,
-                filter: None,
-                inputs: [orders, rates],
-                schema: joined,
-            },
-            None,
-        )
+        LookupJoinOperator::new(JoinSpec {
+            join_type,
+            keys: [vec![key(1, "currency")], vec![key(0, "currency")]],
+            key_fields: vec![SortField::new(DataType::Utf8)],
+            nulls_equal: false,
+            filter: None,
+            inputs: [orders, rates],
+            schema: joined,
+        })
         .expect("a lookup join")
     }
 

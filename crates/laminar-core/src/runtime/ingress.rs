@@ -37,6 +37,10 @@ const PRODUCER_BACKOFF_MAX_US: u64 = 500;
 /// them, whichever ring they go to, as their order across pushers is the only one known.
 const PUSH_PARTITION: u32 = 0;
 
+/// The ring (and so the worker) carrying every change of a reference table; a query
+/// created over the table starts from the table's rows on that worker too.
+pub(crate) const TABLE_CHANGES_RING: usize = 0;
+
 /// What a source sends to a worker.
 #[derive(Debug, Clone)]
 pub(crate) enum IngressMessage {
@@ -266,7 +270,7 @@ impl IngressHandle {
         self.push_routed(ring, PUSH_PARTITION, batch, false)
     }
 
-    /// Pushes a reference table's changes into the first ring, waiting while it is full.
+    /// Pushes a reference table's changes into ring `TABLE_CHANGES_RING`, waiting while it is full.
     /// One ring keeps a table's changes in the order they were made on every worker they
     /// reach (a retraction never overtakes the insert it retracts). The rows advance the
     /// watermark as pushed rows do, but none is late: a version behind the watermark is
@@ -274,7 +278,7 @@ impl IngressHandle {
     pub fn push_changes(&self, changes: ChangeBatch) -> Result<()> {
         let message = IngressMessage::Changes(Box::new(changes));
         let Some(watermark) = &self.watermark else {
-            let mut ring = lock_ring(&self.rings[0]);
+            let mut ring = lock_ring(&self.rings[TABLE_CHANGES_RING]);
             self.check_open()?;
             return ring.push_blocking(message, &[&self.shutdown, &self.abandoned]);
         };
@@ -289,7 +293,7 @@ impl IngressHandle {
             state.idle = false;
         }
         {
-            let mut ring = lock_ring(&self.rings[0]);
+            let mut ring = lock_ring(&self.rings[TABLE_CHANGES_RING]);
             self.check_open()?;
             ring.push_blocking(message, &[&self.shutdown, &self.abandoned])?;
         }

@@ -12,6 +12,7 @@ mod query_instance;
 mod worker;
 
 pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
+use ingress::TABLE_CHANGES_RING;
 pub use ingress::{IngressHandle, SourceFeed, INGRESS_RING_CAPACITY_BATCHES};
 pub use late::LatePolicy;
 pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
@@ -30,6 +31,7 @@ use crate::change_batch::ChangeBatch;
 
 use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
+use crate::reference_table::{HeldTable, ReferenceTable};
 use crate::result_table::ResultTable;
 use crate::watermark::WatermarkGenerator;
 use exchange::{ExchangeInbound, ExchangeLink};
@@ -228,15 +230,42 @@ impl Runtime {
         schema: SchemaRef,
         table: Option<Arc<ResultTable>>,
     ) -> (StreamId, Arc<StreamOutlet>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let outlet = Arc::new(StreamOutlet::new(
+        self.register_stream(self.new_outlet(name, schema, table))
+    }
+
+    /// Creates the stream carrying the changelog of reference table `table`; a query
+    /// reading it starts from the table's rows (see `add_query`).
+    pub fn create_table_stream(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        table: Arc<ReferenceTable>,
+    ) -> (StreamId, Arc<StreamOutlet>) {
+        self.register_stream(
+            self.new_outlet(name, schema, None)
+                .with_reference_table(table),
+        )
+    }
+
+    fn new_outlet(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        table: Option<Arc<ResultTable>>,
+    ) -> StreamOutlet {
+        StreamOutlet::new(
             name.to_string(),
             schema,
             self.workers.len(),
             table,
             Arc::clone(&self.progress),
             Arc::clone(&self.shutdown),
-        ));
+        )
+    }
+
+    fn register_stream(&self, outlet: StreamOutlet) -> (StreamId, Arc<StreamOutlet>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outlet = Arc::new(outlet);
         self.outlets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -309,8 +338,8 @@ impl Runtime {
 
     /// Starts query `name` on every worker; `bindings` maps each input name of the graph to
     /// the stream feeding it, and the results flow into `output`. An input that is a
-    /// materialized view first contributes the rows it holds, taken while the workers stand
-    /// still so that no change is missed or counted twice.
+    /// materialized view or a reference table first contributes the rows it holds, taken
+    /// while the workers stand still so that no change is missed or counted twice.
     pub fn add_query(
         &self,
         name: &str,
@@ -322,31 +351,91 @@ impl Runtime {
             .outlet(output)
             .ok_or_else(|| CoreError::Internal(format!("query {name}: unknown output stream")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let tables: Vec<(StreamId, Arc<ResultTable>)> = bindings
-            .values()
-            .filter_map(|stream| {
-                self.outlet(*stream)
-                    .and_then(|o| o.table())
-                    .map(|table| (*stream, table))
-            })
+        let mut streams: Vec<StreamId> = bindings.values().copied().collect();
+        // Sorted, so concurrent creators hold reference tables in one order.
+        streams.sort_unstable();
+        streams.dedup();
+        let inputs: Vec<(StreamId, Arc<StreamOutlet>)> = streams
+            .iter()
+            .filter_map(|s| self.outlet(*s).map(|o| (*s, o)))
             .collect();
+        let references: Vec<Arc<ReferenceTable>> = inputs
+            .iter()
+            .filter_map(|(_, o)| o.reference_table())
+            .collect();
+        // Writers to the tables wait until the query runs. Once what they published before
+        // has been processed, the rows held are exactly the changes the workers have seen,
+        // and every later change reaches the query through the table's stream.
+        let held: Vec<HeldTable<'_>> = references.iter().map(|t| t.hold()).collect();
+        if !held.is_empty() {
+            self.sync(PAUSE_TIMEOUT)?;
+        }
+        let has_views = inputs.iter().any(|(_, o)| o.table().is_some());
         // A query with an exchange must exist on every worker before any worker sends it rows:
         // the workers stand still while it is installed, as they do for a backfill.
         let has_exchange = graph.nodes.iter().any(|n| n.router.is_some());
-        let paused = !tables.is_empty() || (has_exchange && self.workers.len() > 1);
+        let paused = has_views || !held.is_empty() || (has_exchange && self.workers.len() > 1);
         if paused {
             self.pause_workers()?;
         }
-        let sent = self.send_add_query(name, graph, bindings, output, &outlet, id, &tables, paused);
+        let sent = self
+            .backfill_rows(name, &inputs, &held)
+            .and_then(|snapshots| {
+                self.send_add_query(
+                    name, graph, bindings, output, &outlet, id, &snapshots, paused,
+                )
+            });
         if paused {
             self.pause.requested.store(false, Ordering::SeqCst);
         }
+        drop(held);
         sent?;
         self.queries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_string(), QueryRecord { id });
         Ok(())
+    }
+
+    /// Per input stream and worker, the rows a new query starts from there, so that each
+    /// reaches the query on the worker whose later changes to it follow on the same path:
+    /// a materialized view's rows where each worker produced them, and a reference table's
+    /// (`held`, in the order of `inputs`) on the worker whose ring carries every change of
+    /// the table (see `IngressHandle::push_changes`).
+    fn backfill_rows(
+        &self,
+        name: &str,
+        inputs: &[(StreamId, Arc<StreamOutlet>)],
+        held: &[HeldTable<'_>],
+    ) -> Result<HashMap<(StreamId, usize), Vec<RecordBatch>>> {
+        let failed = |e: datafusion::error::DataFusionError| CoreError::Operator {
+            query: name.to_string(),
+            operator: "Backfill".into(),
+            source: e,
+        };
+        let mut snapshots = HashMap::new();
+        let mut held = held.iter();
+        for (stream, input) in inputs {
+            if let Some(table) = input.table() {
+                for worker in &self.workers {
+                    let rows = table
+                        .snapshot_of(worker.index)
+                        .map_err(|e| failed(e.into()))?;
+                    snapshots.insert((*stream, worker.index), rows);
+                }
+            }
+            if input.reference_table().is_some() {
+                let Some(table) = held.next() else {
+                    return Err(CoreError::Internal(format!(
+                        "query {name}: reference table {} was not held",
+                        input.name()
+                    )));
+                };
+                let rows = table.rows().map_err(failed)?;
+                snapshots.insert((*stream, TABLE_CHANGES_RING), vec![rows]);
+            }
+        }
+        Ok(snapshots)
     }
 
     #[allow(
@@ -361,25 +450,10 @@ impl Runtime {
         output: StreamId,
         outlet: &Arc<StreamOutlet>,
         id: u64,
-        tables: &[(StreamId, Arc<ResultTable>)],
+        snapshots: &HashMap<(StreamId, usize), Vec<RecordBatch>>,
         wait_started: bool,
     ) -> Result<()> {
         let started = Arc::new(AtomicUsize::new(0));
-        // Per input and worker: the rows that worker produced, so each reaches the new
-        // query on the worker whose later changes to it follow on the same path.
-        let mut snapshots: HashMap<(StreamId, usize), Vec<RecordBatch>> = HashMap::new();
-        for (stream, table) in tables {
-            for worker in &self.workers {
-                let rows = table
-                    .snapshot_of(worker.index)
-                    .map_err(|e| CoreError::Operator {
-                        query: name.to_string(),
-                        operator: "Backfill".into(),
-                        source: e.into(),
-                    })?;
-                snapshots.insert((*stream, worker.index), rows);
-            }
-        }
         for worker in &self.workers {
             let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
             let mut leaf_bindings = Vec::new();

@@ -14,6 +14,7 @@ use super::progress::Progress;
 use super::query_instance::OperatorStats;
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
+use crate::reference_table::ReferenceTable;
 use crate::result_table::ResultTable;
 use crate::watermark::WATERMARK_MIN_MS;
 
@@ -40,6 +41,8 @@ pub struct StreamOutlet {
     schema: SchemaRef,
     workers: usize,
     table: Option<Arc<ResultTable>>,
+    /// The reference table whose changelog the stream carries, if it is one.
+    reference: Option<Arc<ReferenceTable>>,
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ChangeBatch>>>,
     sinks: Mutex<Vec<SyncSender<EgressMessage>>>,
     rows: AtomicU64,
@@ -87,6 +90,7 @@ impl StreamOutlet {
             schema,
             workers,
             table,
+            reference: None,
             subscribers: Mutex::new(Vec::new()),
             sinks: Mutex::new(Vec::new()),
             rows: AtomicU64::new(0),
@@ -119,6 +123,17 @@ impl StreamOutlet {
     /// The materialized view's stored rows, if the stream is one.
     pub fn table(&self) -> Option<Arc<ResultTable>> {
         self.table.clone()
+    }
+
+    /// Marks the stream as carrying the changelog of `table`.
+    pub(crate) fn with_reference_table(mut self, table: Arc<ReferenceTable>) -> Self {
+        self.reference = Some(table);
+        self
+    }
+
+    /// The reference table whose changelog the stream carries, if it is one.
+    pub fn reference_table(&self) -> Option<Arc<ReferenceTable>> {
+        self.reference.clone()
     }
 
     /// Rows that left through this outlet.

@@ -70,8 +70,7 @@ impl Builder<'_> {
         let left = self.add_keyed(&join.left, keys.left, keys.fields.clone(), (node, 0))?;
         let right = self.add_keyed(&join.right, keys.right, keys.fields, (node, 1))?;
         if self.check_table_sides(join, left)? {
-            let seed = self.lookup_seed(&join.right)?;
-            let operator = LookupJoinOperator::new(spec, seed).map_err(|e| self.plan_error(&e))?;
+            let operator = LookupJoinOperator::new(spec).map_err(|e| self.plan_error(&e))?;
             self.nodes[node].operator = Box::new(operator);
             // Stream columns come first, unchanged, and each row is emitted on arrival.
             return Ok(Produced {

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use laminar_core::ReferenceTable;
 
 use datafusion::common::JoinType;
@@ -24,7 +23,7 @@ pub struct TableInfo {
     pub key: Vec<usize>,
     /// The time column its versions are stamped with (its `WATERMARK FOR` column).
     pub time_column: Option<String>,
-    /// The table's current rows, which a new lookup join starts from.
+    /// The table (for its schema).
     pub rows: Arc<ReferenceTable>,
 }
 
@@ -121,30 +120,6 @@ impl Builder<'_> {
             names(&equated),
             names(&info.key)
         )))
-    }
-
-    /// The current rows of the table `plan` reads, in `plan`'s columns.
-    pub(super) fn lookup_seed(&self, plan: &LogicalPlan) -> Result<Option<RecordBatch>> {
-        let Some((name, columns)) = table_columns(plan, self.inputs.tables) else {
-            return Ok(None);
-        };
-        let rows = self.inputs.tables[&name]
-            .rows
-            .snapshot()
-            .map_err(|e| self.plan_error(&e))?;
-        let projected = columns
-            .iter()
-            .map(|column| column.map(|c| Arc::clone(rows.column(c))))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                self.unsupported(&format!(
-                    "a lookup join with computed columns of table {name}; compute them after \
-                     the join"
-                ))
-            })?;
-        let seed = RecordBatch::try_new(Arc::clone(plan.schema().inner()), projected)
-            .map_err(|e| self.plan_error(&e.into()))?;
-        Ok(Some(seed))
     }
 
     /// Refuses a join reading a table that is neither a lookup join (stream first, table
