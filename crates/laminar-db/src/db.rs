@@ -264,12 +264,14 @@ impl LaminarDB {
             Statement::CreateStream {
                 name,
                 if_not_exists,
+                options,
                 query,
                 emit,
             } => {
                 let sql = Statement::CreateStream {
                     name: name.clone(),
                     if_not_exists: false,
+                    options: options.clone(),
                     query: query.clone(),
                     emit,
                 }
@@ -280,6 +282,7 @@ impl LaminarDB {
                     if_not_exists,
                     &query,
                     None,
+                    &options,
                     emit,
                     sql,
                     persist,
@@ -288,12 +291,14 @@ impl LaminarDB {
             Statement::CreateMaterializedView {
                 name,
                 if_not_exists,
+                options,
                 query,
                 emit,
             } => {
                 let sql = Statement::CreateMaterializedView {
                     name: name.clone(),
                     if_not_exists: false,
+                    options: options.clone(),
                     query: query.clone(),
                     emit,
                 }
@@ -304,6 +309,7 @@ impl LaminarDB {
                     if_not_exists,
                     &query,
                     None,
+                    &options,
                     emit,
                     sql,
                     persist,
@@ -320,6 +326,7 @@ impl LaminarDB {
                     sink.if_not_exists,
                     &query,
                     Some(&sink.connector),
+                    &sink.options,
                     Emit::Default,
                     sql,
                     persist,

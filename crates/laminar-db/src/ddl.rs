@@ -338,6 +338,7 @@ impl LaminarDB {
         if_not_exists: bool,
         query: &Query,
         sink: Option<&ConnectorSpec>,
+        options: &[(String, String)],
         emit: Emit,
         sql: String,
         persist: bool,
@@ -350,7 +351,11 @@ impl LaminarDB {
         }
         Self::check_absent(&catalog, name)?;
         let context = format!("{} {name}", kind.noun());
-        let planned = self.inner.planner.plan_query(query, &context, emit)?;
+        let state_ttl = query_state_ttl(options, &context)?;
+        let planned = self
+            .inner
+            .planner
+            .plan_query(query, &context, emit, state_ttl)?;
         let schema = planned.schema.clone();
         Self::check_changelog_use(&catalog, &self.inner.planner, &planned, &context)?;
         let changes = if planned.graph.changelog {
@@ -797,25 +802,53 @@ fn source_idle_timeout(
 /// The `idle_timeout` of a source without a connector, from its `WITH` options (the only
 /// one they have).
 fn push_source_idle_timeout(create: &CreateSource, context: &str) -> Result<Option<Duration>> {
+    check_option_keys(&create.options, &PUSH_SOURCE_OPTIONS, context)?;
+    with_duration(&create.options, "idle_timeout", context)
+}
+
+/// The options a continuous query (stream, view or sink) takes in `WITH (...)`.
+const QUERY_OPTIONS: [&str; 1] = ["state_ttl"];
+
+/// The `state_ttl` of a continuous query, from its `WITH` options (the only one they have).
+pub(crate) fn query_state_ttl(
+    options: &[(String, String)],
+    context: &str,
+) -> Result<Option<Duration>> {
+    check_option_keys(options, &QUERY_OPTIONS, context)?;
+    with_duration(options, "state_ttl", context)
+}
+
+/// Refuses a `WITH` option not among `known`, listing those.
+fn check_option_keys(options: &[(String, String)], known: &[&str], context: &str) -> Result<()> {
+    match options
+        .iter()
+        .find(|(key, _)| !known.contains(&key.as_str()))
+    {
+        Some((key, _)) => Err(DbError::Sql(SqlError::Invalid {
+            context: context.to_string(),
+            message: format!(
+                "unknown option '{key}' in WITH; known options: {}",
+                known.join(", ")
+            ),
+        })),
+        None => Ok(()),
+    }
+}
+
+/// The duration option `key` among `WITH` options (`'500ms'`, `'5s'`, `'1m'`, `'1h'`).
+fn with_duration(
+    options: &[(String, String)],
+    key: &str,
+    context: &str,
+) -> Result<Option<Duration>> {
     let invalid = |message: String| {
         DbError::Sql(SqlError::Invalid {
             context: context.to_string(),
             message,
         })
     };
-    if let Some((key, _)) = create
-        .options
-        .iter()
-        .find(|(key, _)| !PUSH_SOURCE_OPTIONS.contains(&key.as_str()))
-    {
-        return Err(invalid(format!(
-            "unknown option '{key}' in WITH; known options: {}",
-            PUSH_SOURCE_OPTIONS.join(", ")
-        )));
-    }
-    let options = ConnectorOptions::new(create.options.iter().cloned());
-    options
-        .duration(context, "idle_timeout")
+    ConnectorOptions::new(options.iter().cloned())
+        .duration(context, key)
         .map_err(|error| match error {
             laminar_connectors::ConnectorError::InvalidOption {
                 option,

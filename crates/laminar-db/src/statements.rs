@@ -252,16 +252,25 @@ impl LaminarDB {
     }
 
     pub(crate) fn explain(&self, inner: &Statement) -> Result<ExecuteResult> {
-        let (name, query, emit) = match inner {
+        let (name, query, options, emit) = match inner {
             Statement::CreateStream {
-                name, query, emit, ..
+                name,
+                query,
+                options,
+                emit,
+                ..
             }
             | Statement::CreateMaterializedView {
-                name, query, emit, ..
-            } => (name.clone(), query.clone(), *emit),
+                name,
+                query,
+                options,
+                emit,
+                ..
+            } => (name.clone(), query.clone(), options, *emit),
             Statement::CreateSink(sink) => (
                 sink.name.clone(),
                 crate::ddl::sink_query(&sink.input)?,
+                &sink.options,
                 laminar_sql::Emit::Default,
             ),
             Statement::Query(query) => {
@@ -275,10 +284,12 @@ impl LaminarDB {
                 }))
             }
         };
-        let planned =
-            self.inner
-                .planner
-                .plan_query(&query, &format!("EXPLAIN {}", inner.label()), emit)?;
+        let context = format!("EXPLAIN {}", inner.label());
+        let state_ttl = crate::ddl::query_state_ttl(options, &context)?;
+        let planned = self
+            .inner
+            .planner
+            .plan_query(&query, &context, emit, state_ttl)?;
         let text = planned.graph.explain(&name, self.workers());
         let rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
         text_batch(&["dataflow"], &rows)

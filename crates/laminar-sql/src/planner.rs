@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
@@ -251,8 +252,16 @@ impl StreamPlanner {
         self.ctx.state()
     }
 
-    /// Plans `query` as the continuous query of `context` (e.g. `materialized view hot`).
-    pub fn plan_query(&self, query: &Query, context: &str, emit: Emit) -> Result<PlannedQuery> {
+    /// Plans `query` as the continuous query of `context` (e.g. `materialized view hot`);
+    /// with a `state_ttl`, its regular joins forget keys idle for that long (an error if it
+    /// has none).
+    pub fn plan_query(
+        &self,
+        query: &Query,
+        context: &str,
+        emit: Emit,
+        state_ttl: Option<Duration>,
+    ) -> Result<PlannedQuery> {
         let mut query = query.clone();
         let tables = self
             .tables
@@ -320,7 +329,7 @@ impl StreamPlanner {
             keyed: &keyed,
             tables: &tables,
         };
-        let graph = translate(chosen, &state, context, &inputs, emit)?;
+        let graph = translate(chosen, &state, context, &inputs, emit, state_ttl)?;
         let schema = graph.schema.clone();
         let inputs = graph.inputs();
         Ok(PlannedQuery {

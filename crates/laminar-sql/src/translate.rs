@@ -6,6 +6,7 @@ mod asof;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -80,12 +81,15 @@ pub(crate) fn translate(
     context: &str,
     inputs: &KnownInputs<'_>,
     emit: Emit,
+    state_ttl: Option<Duration>,
 ) -> Result<QueryGraph> {
     let mut builder = Builder {
         state,
         context,
         inputs,
         emit,
+        state_ttl,
+        regular_joins: 0,
         windowed: false,
         aggregates_changelog: false,
         joins_changelog: false,
@@ -110,6 +114,14 @@ pub(crate) fn translate(
         return Err(SqlError::Unsupported {
             construct: "an ASOF join condition outside the ON clause of an ASOF JOIN".into(),
             context: context.to_string(),
+        });
+    }
+    if state_ttl.is_some() && builder.regular_joins == 0 {
+        return Err(SqlError::Invalid {
+            context: context.to_string(),
+            message: "option state_ttl applies only to a regular join (one whose inputs' rows \
+                      are all kept), and this query has none"
+                .into(),
         });
     }
     if matches!(emit, Emit::OnWindowClose { .. }) && !builder.windowed {
@@ -270,6 +282,10 @@ struct Builder<'a> {
     context: &'a str,
     inputs: &'a KnownInputs<'a>,
     emit: Emit,
+    /// `WITH (state_ttl = ..)`: regular joins forget keys idle for this long.
+    state_ttl: Option<Duration>,
+    /// Regular joins planned so far (those `state_ttl` bounds).
+    regular_joins: usize,
     /// An operator of this query (aggregate or top-N) emits on window close.
     windowed: bool,
     /// A stateful operator of this query (aggregate or top-N) reads a changelog.

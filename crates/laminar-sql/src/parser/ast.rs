@@ -158,6 +158,8 @@ pub struct CreateSink {
     pub if_not_exists: bool,
     /// `INTO connector (...)`.
     pub connector: ConnectorSpec,
+    /// `WITH (key = 'value', ...)` after the connector: the query's options (`state_ttl`).
+    pub options: Vec<(String, String)>,
     /// The rows written.
     pub input: SinkInput,
 }
@@ -175,6 +177,9 @@ pub enum Statement {
         name: String,
         /// `IF NOT EXISTS` was given.
         if_not_exists: bool,
+        /// `WITH (key = 'value', ...)` before `AS`: the query's options (`state_ttl`). Keys
+        /// lower case, in the order written.
+        options: Vec<(String, String)>,
         /// The continuous query.
         query: Box<Query>,
         /// The `EMIT` clause.
@@ -186,6 +191,9 @@ pub enum Statement {
         name: String,
         /// `IF NOT EXISTS` was given.
         if_not_exists: bool,
+        /// `WITH (key = 'value', ...)` before `AS`: the query's options (`state_ttl`). Keys
+        /// lower case, in the order written.
+        options: Vec<(String, String)>,
         /// The continuous query.
         query: Box<Query>,
         /// The `EMIT` clause.
@@ -260,6 +268,16 @@ fn emit_clause(emit: Emit) -> String {
     }
 }
 
+/// ` WITH (key = 'value', ...)`, or nothing without options.
+fn with_options(f: &mut fmt::Formatter<'_>, options: &[(String, String)]) -> fmt::Result {
+    if options.is_empty() {
+        return Ok(());
+    }
+    f.write_str(" WITH (")?;
+    write_options(f, options)?;
+    f.write_str(")")
+}
+
 fn if_not_exists(f: &mut fmt::Formatter<'_>, yes: bool) -> fmt::Result {
     if yes {
         f.write_str("IF NOT EXISTS ")?;
@@ -308,11 +326,7 @@ impl fmt::Display for Statement {
                 if let Some(connector) = &source.connector {
                     write!(f, " FROM {connector}")?;
                 }
-                if !source.options.is_empty() {
-                    f.write_str(" WITH (")?;
-                    write_options(f, &source.options)?;
-                    f.write_str(")")?;
-                }
+                with_options(f, &source.options)?;
                 if let Some(late) = &source.late_data_to {
                     write!(f, " LATE DATA TO {}", quote_ident(late))?;
                 }
@@ -321,27 +335,33 @@ impl fmt::Display for Statement {
             Self::CreateStream {
                 name,
                 if_not_exists: ine,
+                options,
                 query,
                 emit,
-            } => {
-                f.write_str("CREATE STREAM ")?;
-                if_not_exists(f, *ine)?;
-                write!(f, "{} AS {query}{}", quote_ident(name), emit_clause(*emit))
             }
-            Self::CreateMaterializedView {
+            | Self::CreateMaterializedView {
                 name,
                 if_not_exists: ine,
+                options,
                 query,
                 emit,
             } => {
-                f.write_str("CREATE MATERIALIZED VIEW ")?;
+                let kind = if matches!(self, Self::CreateStream { .. }) {
+                    "STREAM"
+                } else {
+                    "MATERIALIZED VIEW"
+                };
+                write!(f, "CREATE {kind} ")?;
                 if_not_exists(f, *ine)?;
-                write!(f, "{} AS {query}{}", quote_ident(name), emit_clause(*emit))
+                f.write_str(&quote_ident(name))?;
+                with_options(f, options)?;
+                write!(f, " AS {query}{}", emit_clause(*emit))
             }
             Self::CreateSink(sink) => {
                 f.write_str("CREATE SINK ")?;
                 if_not_exists(f, sink.if_not_exists)?;
                 write!(f, "{} INTO {}", quote_ident(&sink.name), sink.connector)?;
+                with_options(f, &sink.options)?;
                 match &sink.input {
                     SinkInput::Query(q) => write!(f, " AS {q}"),
                     SinkInput::From(name) => write!(f, " FROM {}", quote_ident(name)),

@@ -115,11 +115,13 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
         advance(parser, 2);
         let if_not_exists = if_not_exists(parser);
         let name = object_name(parser)?;
+        let options = parse_query_options(parser, &format!("CREATE STREAM {name}"))?;
         parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
         let (query, emit) = parse_query_and_emit(parser)?;
         return Ok(Statement::CreateStream {
             name,
             if_not_exists,
+            options,
             query,
             emit,
         });
@@ -128,11 +130,13 @@ fn parse_create(parser: &mut Parser<'_>) -> Result<Statement> {
         advance(parser, 3);
         let if_not_exists = if_not_exists(parser);
         let name = object_name(parser)?;
+        let options = parse_query_options(parser, &format!("CREATE MATERIALIZED VIEW {name}"))?;
         parser.expect_keyword_is(Keyword::AS).map_err(syntax)?;
         let (query, emit) = parse_query_and_emit(parser)?;
         return Ok(Statement::CreateMaterializedView {
             name,
             if_not_exists,
+            options,
             query,
             emit,
         });
@@ -464,6 +468,7 @@ fn parse_create_sink(parser: &mut Parser<'_>) -> Result<Statement> {
     let name = object_name(parser)?;
     parser.expect_keyword_is(Keyword::INTO).map_err(syntax)?;
     let connector = parse_connector(parser)?;
+    let options = parse_query_options(parser, &format!("CREATE SINK {name}"))?;
     let input = if parser.parse_keyword(Keyword::AS) {
         SinkInput::Query(parser.parse_query().map_err(syntax)?)
     } else if parser.parse_keyword(Keyword::FROM) {
@@ -479,8 +484,18 @@ fn parse_create_sink(parser: &mut Parser<'_>) -> Result<Statement> {
         name,
         if_not_exists,
         connector,
+        options,
         input,
     }))
+}
+
+/// The optional `WITH (key = 'value', ...)` of a continuous query, before its `AS`.
+fn parse_query_options(parser: &mut Parser<'_>, context: &str) -> Result<Vec<(String, String)>> {
+    if parser.parse_keyword(Keyword::WITH) {
+        parse_options(parser, context)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// `NAME ( key = value, ... )`; keys may be dotted (`format.delimiter`).

@@ -109,8 +109,12 @@ impl Builder<'_> {
                             | JoinType::LeftAnti
                             | JoinType::RightAnti
                     );
-                    let operator = RegularJoinOperator::new(spec, changelog_inputs)
+                    let mut operator = RegularJoinOperator::new(spec, changelog_inputs)
                         .map_err(|e| self.plan_error(&e))?;
+                    if let Some(ttl) = self.state_ttl {
+                        operator = operator.with_state_ttl(ttl);
+                    }
+                    self.regular_joins += 1;
                     let produced = Produced {
                         changelog: changelog_inputs || retracts,
                         window_end: None,

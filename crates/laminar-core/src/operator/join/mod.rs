@@ -8,6 +8,7 @@
 
 mod interval;
 mod regular;
+mod state_ttl;
 #[cfg(test)]
 mod tests;
 

@@ -3,13 +3,17 @@
 //! A change on one input joins the other input's matching rows (weights multiply); outer,
 //! semi and anti joins also keep, per stored row, how many rows of the other input match it,
 //! so the null-padded (or lone) row is emitted while that count is zero (or positive) and
-//! retracted when it changes.
+//! retracted when it changes. With a `state_ttl`, a key whose rows (on either input) were
+//! not read or written for that long is forgotten without emitting anything, which bounds
+//! the state and changes the answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use super::state_ttl::KeyExpiry;
 use super::{split, Candidate, JoinCore, JoinSpec, Pieces};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Operator;
@@ -64,6 +68,13 @@ impl Side {
         }
     }
 
+    /// Drops every row of `key`.
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(group) = self.groups.remove(key) {
+            self.rows -= group.len() as u64;
+        }
+    }
+
     fn bytes(&self) -> u64 {
         self.groups
             .iter()
@@ -84,6 +95,8 @@ pub struct RegularJoinOperator {
     /// The output carries retractions (an input does, or an unmatched row can be retracted).
     changelog: bool,
     sides: [Side; 2],
+    /// With a `state_ttl`: when each key was last read or written.
+    expiry: Option<KeyExpiry>,
     /// Retractions of rows the join never received, ignored.
     unmatched_retractions: u64,
     /// Stored rows that may match the batch being processed, and their encodings.
@@ -104,14 +117,22 @@ impl RegularJoinOperator {
     pub fn new(spec: JoinSpec, changelog_inputs: bool) -> DfResult<Self> {
         let core = JoinCore::new(Arc::new(spec))?;
         let changelog = changelog_inputs || core.layout.retracts();
-        Ok(Self::with_core(core, changelog))
+        Ok(Self::with_core(core, changelog, None))
     }
 
-    fn with_core(core: JoinCore, changelog: bool) -> Self {
+    /// The join forgets a key's rows once they have not been read or written for `ttl`.
+    #[must_use]
+    pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
+        self.expiry = Some(KeyExpiry::new(ttl));
+        self
+    }
+
+    fn with_core(core: JoinCore, changelog: bool, state_ttl: Option<Duration>) -> Self {
         Self {
             core,
             changelog,
             sides: [Side::default(), Side::default()],
+            expiry: state_ttl.map(KeyExpiry::new),
             unmatched_retractions: 0,
             candidates: Vec::new(),
             candidate_counts: Vec::new(),
@@ -150,47 +171,27 @@ impl RegularJoinOperator {
         }
         ranges
     }
-}
 
-impl Operator for RegularJoinOperator {
-    fn name(&self) -> &'static str {
-        "RegularJoin"
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "RegularJoin {} {} ({}; keeps every row of both inputs)",
-            self.core.spec.join_type,
-            self.core.spec.describe_condition(),
-            if self.changelog {
-                "changelog"
-            } else {
-                "append-only"
+    /// Forgets the keys not read or written for the TTL as of `now`; emits nothing.
+    pub(super) fn expire(&mut self, now: Instant) {
+        let Some(expiry) = &mut self.expiry else {
+            return;
+        };
+        for key in expiry.expire(now) {
+            for side in &mut self.sides {
+                side.forget(&key);
             }
-        )
+        }
     }
 
-    fn fork(&self) -> Box<dyn Operator> {
-        // The prototype's encoders were built from this very spec, so building them again
-        // cannot fail.
-        let core = JoinCore::new(Arc::clone(&self.core.spec))
-            .expect("join encoders were accepted when the prototype was built");
-        Box::new(Self::with_core(core, self.changelog))
-    }
-
-    fn state_entries(&self) -> u64 {
-        self.sides.iter().map(|side| side.rows).sum()
-    }
-
-    fn state_bytes(&self) -> u64 {
-        self.sides.iter().map(Side::bytes).sum()
-    }
-
-    fn process(
+    /// `process` with the batch's arrival time given, so expiry can be tested with explicit
+    /// times.
+    pub(super) fn process_at(
         &mut self,
         port: usize,
-        input: ChangeBatch,
+        input: &ChangeBatch,
         out: &mut Vec<ChangeBatch>,
+        now: Instant,
     ) -> DfResult<()> {
         if port > 1 {
             return Err(DataFusionError::Internal(format!("join input port {port}")));
@@ -259,11 +260,85 @@ impl Operator for RegularJoinOperator {
                 pieces.push(Some(index as u32), None, weight);
             }
             own.apply(key.as_ref(), row.as_ref(), weight, matches);
+            if let Some(expiry) = &mut self.expiry {
+                record_access(expiry, key.as_ref(), [&*own, &*other], now);
+            }
         }
         let emitted = self
             .core
             .assemble(probe, Some(batch), &stored, pieces, self.changelog)?;
         out.extend(emitted);
         Ok(())
+    }
+}
+
+/// Files `key` under `now` while either input holds rows of it; forgets it once neither does.
+fn record_access(expiry: &mut KeyExpiry, key: &[u8], sides: [&Side; 2], now: Instant) {
+    if sides.iter().any(|side| side.groups.contains_key(key)) {
+        expiry.touch(key, now);
+    } else {
+        expiry.forget(key);
+    }
+}
+
+impl Operator for RegularJoinOperator {
+    fn name(&self) -> &'static str {
+        "RegularJoin"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "RegularJoin {} {} ({}; {})",
+            self.core.spec.join_type,
+            self.core.spec.describe_condition(),
+            if self.changelog {
+                "changelog"
+            } else {
+                "append-only"
+            },
+            self.expiry.as_ref().map_or_else(
+                || "keeps every row of both inputs".to_string(),
+                |expiry| format!(
+                    "forgets a key idle for state_ttl {}ms",
+                    expiry.ttl().as_millis()
+                )
+            )
+        )
+    }
+
+    fn fork(&self) -> Box<dyn Operator> {
+        // The prototype's encoders were built from this very spec, so building them again
+        // cannot fail.
+        let core = JoinCore::new(Arc::clone(&self.core.spec))
+            .expect("join encoders were accepted when the prototype was built");
+        let state_ttl = self.expiry.as_ref().map(KeyExpiry::ttl);
+        Box::new(Self::with_core(core, self.changelog, state_ttl))
+    }
+
+    fn state_entries(&self) -> u64 {
+        self.sides.iter().map(|side| side.rows).sum()
+    }
+
+    fn state_bytes(&self) -> u64 {
+        let index = self.expiry.as_ref().map_or(0, KeyExpiry::bytes);
+        self.sides.iter().map(Side::bytes).sum::<u64>() + index
+    }
+
+    fn timer_interval(&self) -> Option<Duration> {
+        self.expiry.as_ref().map(KeyExpiry::check_interval)
+    }
+
+    fn on_timer(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        self.expire(Instant::now());
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        port: usize,
+        input: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> DfResult<()> {
+        self.process_at(port, &input, out, Instant::now())
     }
 }

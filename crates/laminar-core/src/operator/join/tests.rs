@@ -340,3 +340,41 @@ fn interval_semi_and_anti_joins_emit_each_left_row_once() {
     assert!(watermark(&mut semi, WATERMARK_END_MS).is_empty());
     assert_eq!(watermark(&mut anti, WATERMARK_END_MS), ["2 2 100 +1"]);
 }
+
+#[test]
+fn state_ttl_forgets_keys_idle_for_the_ttl_and_keeps_recent_ones() {
+    let ttl = std::time::Duration::from_secs(10);
+    let mut join = RegularJoinOperator::new(spec(JoinType::Inner, false), false)
+        .expect("join")
+        .with_state_ttl(ttl);
+    let start = std::time::Instant::now();
+    let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+    let mut out = Vec::new();
+    join.process_at(0, &inserts(&[(1, 10, 0), (2, 20, 0)]), &mut out, at(0))
+        .expect("process");
+    // Key 2 is read (a right row probes it) and written at 6 s; key 1 is left alone.
+    join.process_at(1, &inserts(&[(2, 5, 0)]), &mut out, at(6))
+        .expect("process");
+    assert_eq!(text(&out), ["2 20 0 | 2 5 0 +1"]);
+    assert_eq!(join.state_entries(), 3);
+    // Nothing is idle for 10 s yet.
+    join.expire(at(9));
+    assert_eq!(join.state_entries(), 3);
+    // Key 1 is: its row goes, silently; key 2's rows (both inputs) stay.
+    join.expire(at(12));
+    assert_eq!(join.state_entries(), 2);
+    let mut out = Vec::new();
+    join.process_at(1, &inserts(&[(1, 7, 0), (2, 8, 0)]), &mut out, at(13))
+        .expect("process");
+    assert_eq!(
+        text(&out),
+        ["2 20 0 | 2 8 0 +1"],
+        "key 1's left row was forgotten"
+    );
+    // Key 1 now holds its new right row; key 2 was touched at 13 s: all stay until 23 s.
+    join.expire(at(22));
+    assert_eq!(join.state_entries(), 4);
+    join.expire(at(23));
+    assert_eq!(join.state_entries(), 0);
+    assert!(join.describe().contains("state_ttl 10000ms"));
+}
