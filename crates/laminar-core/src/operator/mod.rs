@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, Int8Array};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -91,6 +91,24 @@ pub(crate) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
             })
         })
         .collect())
+}
+
+/// An aggregate's output batch of `schema` from `columns`: aggregate results may be typed
+/// more loosely than the planned schema (e.g. a nullable count), whose types are
+/// authoritative, so a column of another type is cast.
+pub(crate) fn batch_of_schema(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column)
+            } else {
+                datafusion::arrow::compute::cast(&column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// A message on a stream: rows, event-time progress, or the end of the stream.

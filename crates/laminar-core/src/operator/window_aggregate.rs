@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -137,20 +137,7 @@ impl WindowAggregateOperator {
             for accumulator in &mut window.accumulators {
                 columns.push(accumulator.evaluate(EmitTo::All)?);
             }
-            // Aggregate results may be typed more loosely than the planned schema (e.g. a
-            // nullable count); the schema's types are authoritative.
-            let columns = columns
-                .into_iter()
-                .zip(self.schema.fields())
-                .map(|(column, field)| {
-                    if column.data_type() == field.data_type() {
-                        Ok(column)
-                    } else {
-                        datafusion::arrow::compute::cast(&column, field.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+            let batch = super::batch_of_schema(&self.schema, columns)?;
             if batch.num_rows() > 0 {
                 out.push(ChangeBatch::insert_only(batch));
             }

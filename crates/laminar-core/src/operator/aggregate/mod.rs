@@ -593,20 +593,7 @@ impl AggregateOperator {
             let values = all.iter().map(|(_, values)| values[call].clone());
             columns.push(ScalarValue::iter_to_array(values)?);
         }
-        // Aggregate results may be typed more loosely than the planned schema (e.g. a
-        // nullable count); the schema's types are authoritative.
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    datafusion::arrow::compute::cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let batch = super::batch_of_schema(&self.schema, columns)?;
         let weights = Int64Array::from_iter_values(
             std::iter::repeat_n(-1, retracted.len()).chain(std::iter::repeat_n(1, inserted.len())),
         );
