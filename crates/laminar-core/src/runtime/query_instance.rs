@@ -54,9 +54,9 @@ pub(crate) struct QueryInstance {
     /// Operators with a processing-time timer.
     timers: Vec<Timer>,
     /// The operators' state bytes when last measured, the entries they held then, and when
-    /// that was.
+    /// the next measurement is due.
     state_bytes: (u64, u64),
-    state_bytes_measured: Option<Instant>,
+    state_bytes_due: Option<Instant>,
 }
 
 /// How often a query's state bytes are measured at most.
@@ -134,7 +134,7 @@ impl QueryInstance {
             leaves,
             timers,
             state_bytes: (0, 0),
-            state_bytes_measured: None,
+            state_bytes_due: None,
         }
     }
 
@@ -194,7 +194,8 @@ impl QueryInstance {
 
     /// State and late rows summed over the operators. State bytes can cost time
     /// proportional to the state, so they are measured at most every
-    /// [`STATE_BYTES_REFRESH`] (and whenever the state is empty).
+    /// [`STATE_BYTES_REFRESH`], and at most 1% of the time: after a measurement that took
+    /// `t`, the next waits at least `100 t` (a state of millions of rows is measured rarely).
     pub(crate) fn operator_stats(&mut self) -> OperatorStats {
         let (state_entries, late_rows) = self.nodes.iter().fold((0, 0), |(state, late), node| {
             (
@@ -203,16 +204,15 @@ impl QueryInstance {
             )
         });
         let now = Instant::now();
-        let stale = self
-            .state_bytes_measured
-            .is_none_or(|at| now.duration_since(at) >= STATE_BYTES_REFRESH);
+        let due = self.state_bytes_due.is_none_or(|due| now >= due);
         if state_entries == 0 {
             // Nothing held: no need to ask, and no reason to delay the next measurement.
             self.state_bytes = (0, 0);
-        } else if stale {
+        } else if due {
             let bytes = self.nodes.iter().map(|n| n.operator.state_bytes()).sum();
             self.state_bytes = (bytes, state_entries);
-            self.state_bytes_measured = Some(now);
+            let cost = now.elapsed();
+            self.state_bytes_due = Some(now + STATE_BYTES_REFRESH.max(cost * 100));
         }
         OperatorStats {
             state_entries,
