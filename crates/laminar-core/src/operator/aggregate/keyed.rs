@@ -18,7 +18,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::AggregateOperator;
 use crate::change_batch::ChangeBatch;
-use crate::watermark::WATERMARK_MIN_MS;
+use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
 
 /// How an aggregate reads keyed watermarks off its input.
 #[derive(Debug, Clone)]
@@ -236,6 +236,16 @@ impl KeyedWatermarks {
         self.keys
             .get_mut(key.as_ref())
             .expect("the key was inserted above if it was missing")
+    }
+}
+
+/// The watermark a keyed-watermark aggregate passes on: none until the end of input, since a
+/// key it has not seen yet can still bring rows for any window; otherwise its input's.
+pub(crate) fn keyed_output_watermark(keyed: bool, input_watermark_ms: i64) -> i64 {
+    if keyed && input_watermark_ms < WATERMARK_END_MS {
+        WATERMARK_MIN_MS
+    } else {
+        input_watermark_ms
     }
 }
 

@@ -25,7 +25,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::multiset_accumulator::MultisetAggregate;
 use super::Operator;
 use crate::change_batch::ChangeBatch;
-use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
+use crate::watermark::WATERMARK_END_MS;
+pub(crate) use keyed::keyed_output_watermark;
 use keyed::KeyedWatermarks;
 
 mod keyed;
@@ -288,11 +289,7 @@ impl Operator for AggregateOperator {
     }
 
     fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
-        if self.keyed.is_some() && input_watermark_ms < WATERMARK_END_MS {
-            WATERMARK_MIN_MS
-        } else {
-            input_watermark_ms
-        }
+        keyed_output_watermark(self.keyed.is_some(), input_watermark_ms)
     }
 
     fn process(

@@ -20,11 +20,12 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::aggregate::keyed_output_watermark;
 use super::aggregate::{call_arguments, select, CallArguments};
 use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
-use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
+use crate::watermark::WATERMARK_END_MS;
 use keyed::KeyedSessions;
 
 mod keyed;
@@ -505,11 +506,7 @@ impl Operator for SessionAggregateOperator {
     }
 
     fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
-        if self.keyed.is_some() && input_watermark_ms < WATERMARK_END_MS {
-            WATERMARK_MIN_MS
-        } else {
-            input_watermark_ms
-        }
+        keyed_output_watermark(self.keyed.is_some(), input_watermark_ms)
     }
 
     fn process(
