@@ -14,6 +14,7 @@ mod partition_watermarks;
 pub mod reference_table;
 pub mod result_table;
 pub mod runtime;
+pub mod state;
 pub mod watermark;
 
 pub use change_batch::ChangeBatch;

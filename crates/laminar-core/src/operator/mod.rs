@@ -43,6 +43,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
 
 /// Evaluates every expression over `batch`, as full columns.
 pub(crate) fn evaluate_columns<'a>(
@@ -198,5 +199,32 @@ pub trait Operator: Send {
     /// Called every `timer_interval` while the query runs; may emit rows.
     fn on_timer(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
+    }
+
+    /// The operator's state for a checkpoint, taken between messages at a consistent cut:
+    /// with `full`, the whole state; otherwise what changed since the previous call (an
+    /// operator may always answer with a full snapshot). `None` when it holds no state.
+    ///
+    /// A call resets what counts as changed, so if the checkpoint it was for fails, the
+    /// runtime asks for a full snapshot next time.
+    fn snapshot(&mut self, _full: bool) -> DfResult<Option<OperatorState>> {
+        Ok(None)
+    }
+
+    /// Replaces the state of a freshly forked operator with `parts` (the latest entry per
+    /// key over its snapshots), before it sees any message. Restoring state into an
+    /// operator that holds none is an error.
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        if parts
+            .iter()
+            .all(|p| p.batches.iter().all(|b| b.num_rows() == 0))
+        {
+            Ok(())
+        } else {
+            Err(DataFusionError::Internal(format!(
+                "operator {} keeps no state, but a checkpoint holds state for it",
+                self.name()
+            )))
+        }
     }
 }
