@@ -70,6 +70,23 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Every open partition's watermark, for a checkpoint.
+    pub fn watermarks(&self) -> Vec<(u32, i64)> {
+        self.partitions
+            .iter()
+            .map(|(partition, state)| (*partition, state.watermark_ms))
+            .collect()
+    }
+
+    /// Opens `partition` with the watermark a checkpoint recorded for it (raising it if
+    /// the partition is already further).
+    pub fn restore(&mut self, partition: u32, watermark_ms: i64, now: Instant) {
+        self.open(partition, now);
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.watermark_ms = state.watermark_ms.max(watermark_ms);
+        }
+    }
+
     /// `partition` produced its last row: it no longer holds the watermark back.
     pub fn end(&mut self, partition: u32) {
         self.partitions.remove(&partition);

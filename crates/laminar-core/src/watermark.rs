@@ -61,6 +61,11 @@ impl WatermarkGenerator {
         self.current_ms
     }
 
+    /// Sets the watermark a checkpoint recorded (it never moves back).
+    pub fn restore(&mut self, watermark_ms: i64) {
+        self.current_ms = self.current_ms.max(watermark_ms);
+    }
+
     /// The watermark a batch would allow (the expression's maximum over it), without
     /// advancing; `None` for an empty or all-NULL batch.
     pub fn batch_max(&self, batch: &RecordBatch) -> Result<Option<i64>> {

@@ -131,6 +131,15 @@ pub enum SourceFeed {
 }
 
 /// The watermark a handle computes over the rows pushed through it.
+/// A source's watermark state at a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceWatermarkState {
+    /// The source's watermark (epoch milliseconds).
+    pub watermark_ms: i64,
+    /// Each open partition's watermark.
+    pub partitions: Vec<(u32, i64)>,
+}
+
 struct SourceWatermark {
     /// The `WATERMARK FOR` expression and the source's watermark, which never moves back.
     generator: WatermarkGenerator,
@@ -302,6 +311,39 @@ impl IngressHandle {
         state.partitions.expire(now);
         self.publish(&mut state)?;
         self.wake_clock(could_expire, &state);
+        Ok(())
+    }
+
+    /// The source's watermark and its partitions', for a checkpoint (`None` for a source
+    /// without a watermark). Read while pushes are held, it belongs to the cut.
+    pub fn watermark_state(&self) -> Option<SourceWatermarkState> {
+        let state = self
+            .watermark
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(SourceWatermarkState {
+            watermark_ms: state.generator.current_ms(),
+            partitions: state.partitions.watermarks(),
+        })
+    }
+
+    /// Restores the watermark state a checkpoint recorded, before any row is pushed, and
+    /// tells the workers the source's watermark.
+    pub fn restore_watermark_state(&self, saved: &SourceWatermarkState) -> Result<()> {
+        let Some(watermark) = &self.watermark else {
+            return Ok(());
+        };
+        let mut state = watermark.lock().unwrap_or_else(PoisonError::into_inner);
+        state.generator.restore(saved.watermark_ms);
+        let now = Instant::now();
+        for &(partition, ms) in &saved.partitions {
+            state.partitions.restore(partition, ms, now);
+        }
+        let current = state.generator.current_ms();
+        if current > crate::watermark::WATERMARK_MIN_MS && self.late.sends_watermarks() {
+            self.broadcast(&IngressMessage::Watermark(current))?;
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! its own share of the input, fed by bounded SPSC rings. With one worker it is the single
 //! reactor; the same code runs either way.
 
+mod checkpoint;
 mod exchange;
 mod idle_clock;
 mod ingress;
@@ -11,9 +12,12 @@ mod progress;
 mod query_instance;
 mod worker;
 
+pub use checkpoint::{
+    CheckpointCut, FullSnapshotRule, NodeRestore, NodeSnapshot, QueryRestore, QuerySnapshot,
+};
 pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
 use ingress::TABLE_CHANGES_RING;
-pub use ingress::{IngressHandle, SourceFeed, INGRESS_RING_CAPACITY_BATCHES};
+pub use ingress::{IngressHandle, SourceFeed, SourceWatermarkState, INGRESS_RING_CAPACITY_BATCHES};
 pub use late::LatePolicy;
 pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
 pub use progress::Progress;
@@ -347,6 +351,31 @@ impl Runtime {
         bindings: &HashMap<String, StreamId>,
         output: StreamId,
     ) -> Result<()> {
+        self.install_query(name, graph, bindings, output, None)
+    }
+
+    /// Starts query `name` as `add_query` does, from the state a checkpoint holds for it
+    /// (`restore`) instead of from its inputs' current rows: those rows are already
+    /// reflected in the restored state.
+    pub fn add_restored_query(
+        &self,
+        name: &str,
+        graph: &QueryGraph,
+        bindings: &HashMap<String, StreamId>,
+        output: StreamId,
+        restore: &QueryRestore,
+    ) -> Result<()> {
+        self.install_query(name, graph, bindings, output, Some(restore))
+    }
+
+    fn install_query(
+        &self,
+        name: &str,
+        graph: &QueryGraph,
+        bindings: &HashMap<String, StreamId>,
+        output: StreamId,
+        restore: Option<&QueryRestore>,
+    ) -> Result<()> {
         let outlet = self
             .outlet(output)
             .ok_or_else(|| CoreError::Internal(format!("query {name}: unknown output stream")))?;
@@ -359,6 +388,13 @@ impl Runtime {
             .iter()
             .filter_map(|s| self.outlet(*s).map(|o| (*s, o)))
             .collect();
+        // A restored query's state already reflects its inputs' rows: nothing to backfill.
+        let backfilled = if restore.is_some() {
+            Vec::new()
+        } else {
+            inputs.clone()
+        };
+        let inputs = backfilled;
         let references: Vec<Arc<ReferenceTable>> = inputs
             .iter()
             .filter_map(|(_, o)| o.reference_table())
@@ -382,7 +418,7 @@ impl Runtime {
             .backfill_rows(name, &inputs, &held)
             .and_then(|snapshots| {
                 self.send_add_query(
-                    name, graph, bindings, output, &outlet, id, &snapshots, paused,
+                    name, graph, bindings, output, &outlet, id, &snapshots, paused, restore,
                 )
             });
         if paused {
@@ -452,10 +488,18 @@ impl Runtime {
         id: u64,
         snapshots: &HashMap<(StreamId, usize), Vec<RecordBatch>>,
         wait_started: bool,
+        restore: Option<&QueryRestore>,
     ) -> Result<()> {
         let started = Arc::new(AtomicUsize::new(0));
+        let mut instances = Vec::with_capacity(self.workers.len());
         for worker in &self.workers {
-            let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
+            let mut instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
+            if let Some(restore) = restore {
+                instance.restore(restore)?;
+            }
+            instances.push(instance);
+        }
+        for (worker, instance) in self.workers.iter().zip(instances) {
             let mut leaf_bindings = Vec::new();
             let mut backfill = Vec::new();
             for (input, leaf) in instance.leaves() {

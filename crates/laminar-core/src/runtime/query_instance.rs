@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result as DfResult;
 
+use super::checkpoint::{NodeSnapshot, QueryRestore};
 use crate::change_batch::ChangeBatch;
 use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
@@ -220,6 +221,55 @@ impl QueryInstance {
             state_bytes_entries: self.state_bytes.1,
             late_rows,
         }
+    }
+
+    /// Every node's watermarks and operator state, for a checkpoint; `full(node)` says
+    /// whether that node's operator must give its whole state.
+    pub(crate) fn snapshot(&mut self, full: &dyn Fn(usize) -> bool) -> Result<Vec<NodeSnapshot>> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for index in 0..self.nodes.len() {
+            let result = self.nodes[index].operator.snapshot(full(index));
+            let state = self.check(index, result)?;
+            let node = &self.nodes[index];
+            nodes.push(NodeSnapshot {
+                node: index,
+                operator: node.operator.name(),
+                watermark_ms: node.watermark_ms,
+                output_watermark_ms: node.output_watermark_ms,
+                state,
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// Restores the nodes' watermarks and operator state from a checkpoint, before the
+    /// query sees any message. A node whose operator differs from the checkpoint's (the
+    /// query was planned differently) is an error: its state would be misread.
+    pub(crate) fn restore(&mut self, restored: &QueryRestore) -> Result<()> {
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let Some(saved) = restored.nodes.get(&(self.worker, index)) else {
+                continue;
+            };
+            if saved.operator != node.operator.name() {
+                return Err(CoreError::Internal(format!(
+                    "query {}: node {index} is a {} but the checkpoint holds a {} there; \
+                     the query was planned differently than when the checkpoint was taken",
+                    self.name,
+                    node.operator.name(),
+                    saved.operator
+                )));
+            }
+            node.watermark_ms = saved.watermark_ms;
+            node.output_watermark_ms = saved.output_watermark_ms;
+            node.operator
+                .restore(saved.parts.clone())
+                .map_err(|source| CoreError::Operator {
+                    query: self.name.clone(),
+                    operator: node.operator.name().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn leaves(&self) -> &[(String, usize)] {

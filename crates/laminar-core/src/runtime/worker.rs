@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::checkpoint::{QuerySnapshot, SnapshotRequest};
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
 use super::outlet::{StreamId, StreamOutlet};
@@ -85,6 +86,8 @@ pub(crate) struct WorkerShared {
 pub(crate) struct PauseGate {
     pub(crate) requested: AtomicBool,
     pub(crate) paused_workers: AtomicUsize,
+    /// A checkpoint's snapshot, served by each paused worker once.
+    pub(crate) snapshot: Mutex<Option<Arc<SnapshotRequest>>>,
 }
 
 impl WorkerShared {
@@ -183,6 +186,8 @@ pub(crate) struct Worker {
     overflow: VecDeque<(usize, ExchangeMessage)>,
     /// The earliest processing-time timer of any query here.
     next_timer: Option<Instant>,
+    /// The last checkpoint snapshot request served.
+    snapshot_generation: u64,
 }
 
 impl Worker {
@@ -204,6 +209,7 @@ impl Worker {
             exchange_in,
             overflow: VecDeque::new(),
             next_timer: None,
+            snapshot_generation: 0,
             ingress: Vec::new(),
             queries: HashMap::new(),
             readers: HashMap::new(),
@@ -283,14 +289,64 @@ impl Worker {
         self.shared.queued_messages.store(queued, Ordering::Relaxed);
     }
 
-    /// Stands still between messages until the pause is lifted.
-    fn wait_while_paused(&self) {
+    /// Stands still between messages until the pause is lifted, serving a checkpoint's
+    /// snapshot meanwhile if one is asked.
+    fn wait_while_paused(&mut self) {
         self.pause.paused_workers.fetch_add(1, Ordering::SeqCst);
         while self.pause.requested.load(Ordering::SeqCst) && !self.shutdown.load(Ordering::Acquire)
         {
-            std::thread::sleep(Duration::from_micros(50));
+            let request = self
+                .pause
+                .snapshot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            match request {
+                Some(request) if request.generation > self.snapshot_generation => {
+                    self.snapshot_generation = request.generation;
+                    let settled = self.is_settled();
+                    let result = self.snapshot_queries(&request);
+                    request.answer(result, settled);
+                }
+                _ => std::thread::sleep(Duration::from_micros(50)),
+            }
         }
         self.pause.paused_workers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Nothing waits in this worker's input rings or overflow: a snapshot taken now is a
+    /// cut with nothing in flight.
+    fn is_settled(&self) -> bool {
+        self.overflow.is_empty()
+            && self.work.is_empty()
+            && self
+                .ingress
+                .iter()
+                .all(|slot| slot.done || (slot.consumer.slots() == 0 && slot.carry.is_empty()))
+            && self
+                .exchange_in
+                .iter()
+                .all(|inbound| inbound.consumer.slots() == 0)
+    }
+
+    /// Snapshots every running query on this worker.
+    fn snapshot_queries(
+        &mut self,
+        request: &SnapshotRequest,
+    ) -> std::result::Result<Vec<QuerySnapshot>, String> {
+        let worker = self.shared.index;
+        let mut snapshots = Vec::with_capacity(self.queries.len());
+        for query in self.queries.values_mut() {
+            let name = query.instance.name().to_string();
+            let full = |node: usize| (request.full)(&name, worker, node);
+            let nodes = query.instance.snapshot(&full).map_err(|e| e.to_string())?;
+            snapshots.push(QuerySnapshot {
+                query: name,
+                worker,
+                nodes,
+            });
+        }
+        Ok(snapshots)
     }
 
     fn has_pending(&self) -> bool {
