@@ -18,39 +18,63 @@ pub(crate) enum Step {
     End,
 }
 
-/// Runs `steps` through `op`; its output rendered by `render`, sorted (workers and hash
-/// maps order rows differently; the multiset of rows is the answer).
+/// Runs `steps` through `op`: each step's output rendered by `render` and sorted (workers
+/// and hash maps order rows differently; the multiset of rows is the answer), prefixed by
+/// the step's number, and after each watermark the watermark the operator passes on.
 pub(crate) fn run(
     op: &mut dyn Operator,
     steps: &[Step],
     render: fn(&[ChangeBatch]) -> Vec<String>,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    for step in steps {
+    let mut lines = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let mut out = Vec::new();
         match step {
             Step::Data(port, batch) => op.process(*port, batch.clone(), &mut out),
             Step::Watermark(ms) => op.on_watermark(*ms, &mut out),
             Step::End => op.on_end(&mut out),
         }
         .expect("the script runs");
+        let mut rendered = render(&out);
+        rendered.sort();
+        lines.extend(
+            rendered
+                .into_iter()
+                .map(|line| format!("{index:03}: {line}")),
+        );
+        if let Step::Watermark(ms) = step {
+            let passed = op.output_watermark(*ms);
+            lines.push(format!("{index:03}: watermark {passed}"));
+        }
     }
-    let mut lines = render(&out);
-    lines.sort();
     lines
+}
+
+/// The rows of `run`'s lines, without step numbers and watermarks, sorted.
+fn rows_of(lines: &[String]) -> Vec<String> {
+    let mut rows: Vec<String> = lines
+        .iter()
+        .filter(|line| !line.contains(": watermark "))
+        .filter_map(|line| line.split_once(": ").map(|(_, row)| row.to_string()))
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// What a round trip saw.
 pub(crate) struct RoundTrip {
     /// The snapshots taken, after each part of the first half.
     pub(crate) snapshots: Vec<OperatorState>,
-    /// The original's (and the restored copy's) answer to the second half, sorted.
+    /// The original's (and the restored copy's) answer to the second half: its rows,
+    /// sorted.
     pub(crate) output: Vec<String>,
 }
 
 /// Runs each of `first` through a fork of `prototype`, snapshotting after each (full after
 /// the first, deltas after the others); restores the chain into another fork; runs `second`
-/// through both and asserts equal answers, late-row counts and state sizes, and that a fork
-/// without the state answers `second` otherwise.
+/// through both and asserts equal answers (step by step, with the watermarks passed on),
+/// late-row counts and state sizes, and that a fork without the state answers `second`
+/// otherwise.
 pub(crate) fn assert_round_trip(
     prototype: &dyn Operator,
     first: &[&[Step]],
@@ -73,6 +97,12 @@ pub(crate) fn assert_round_trip(
         .expect("restore");
     assert_eq!(restored.state_entries(), original.state_entries());
     assert_eq!(restored.late_rows(), original.late_rows());
+    // What the operator holds back of its input watermark (e.g. for waiting rows).
+    let probe_ms = i64::MAX - 1;
+    assert_eq!(
+        restored.output_watermark(probe_ms),
+        original.output_watermark(probe_ms)
+    );
     let output = run(original.as_mut(), second, render);
     assert_eq!(run(restored.as_mut(), second, render), output);
     assert_eq!(restored.late_rows(), original.late_rows());
@@ -83,5 +113,8 @@ pub(crate) fn assert_round_trip(
         output,
         "the second half must depend on the state of the first"
     );
-    RoundTrip { snapshots, output }
+    RoundTrip {
+        snapshots,
+        output: rows_of(&output),
+    }
 }
