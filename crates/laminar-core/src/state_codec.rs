@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::state::{state_keys, RestoredPart, STATE_KEY_COLUMN};
@@ -34,6 +34,31 @@ pub(crate) fn state_batch(
         arrays.push(values);
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// A state batch holding a table's `rows` behind `keys`: the table's columns named by
+/// position (`c0`, `c1`, ...), since a table may name one of its own columns `key`.
+pub(crate) fn keyed_rows_batch(keys: BinaryArray, rows: &RecordBatch) -> DfResult<RecordBatch> {
+    let mut fields = Vec::with_capacity(rows.num_columns() + 1);
+    fields.push(Arc::new(Field::new(
+        STATE_KEY_COLUMN,
+        datafusion::arrow::datatypes::DataType::Binary,
+        false,
+    )));
+    fields.extend(
+        rows.schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Arc::new(f.as_ref().clone().with_name(format!("c{index}")))),
+    );
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(rows.num_columns() + 1);
+    columns.push(Arc::new(keys));
+    columns.extend(rows.columns().iter().cloned());
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Reads the restored entries of one part of one operator's (or table's) state.
@@ -93,6 +118,24 @@ impl<'a> PartReader<'a> {
         Ok(column)
     }
 
+    /// The table rows of a batch [`keyed_rows_batch`] wrote, as a batch of `schema`.
+    pub(crate) fn keyed_rows(
+        &self,
+        batch: &RecordBatch,
+        schema: &SchemaRef,
+    ) -> DfResult<RecordBatch> {
+        let columns = batch.columns().get(1..).unwrap_or_default().to_vec();
+        if columns.len() != schema.fields().len() {
+            return Err(self.error(format_args!(
+                "rows of {} columns, the table has {}",
+                columns.len(),
+                schema.fields().len()
+            )));
+        }
+        RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| self.error(format_args!("rows do not fit the table: {e}")))
+    }
+
     /// The only entry's row of a part that holds one entry (counters, progress).
     pub(crate) fn single<'b>(&self, part: &'b RestoredPart) -> DfResult<Option<&'b RecordBatch>> {
         let mut batches = part.batches.iter().filter(|b| b.num_rows() > 0);
@@ -119,6 +162,11 @@ pub(crate) fn check_part_names(
         ))),
         None => Ok(()),
     }
+}
+
+/// An 8-byte entry key for a sequence number.
+pub(crate) fn sequence_key(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
 }
 
 /// A 16-byte entry key for an event time and a number unique among equal times.
