@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::state::{state_keys, RestoredPart, STATE_KEY_COLUMN};
@@ -23,11 +23,7 @@ pub(crate) fn state_batch(
 ) -> DfResult<RecordBatch> {
     let mut fields = Vec::with_capacity(columns.len() + 1);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
-    fields.push(Field::new(
-        STATE_KEY_COLUMN,
-        datafusion::arrow::datatypes::DataType::Binary,
-        false,
-    ));
+    fields.push(Field::new(STATE_KEY_COLUMN, DataType::Binary, false));
     arrays.push(Arc::new(keys));
     for (name, values, nullable) in columns {
         fields.push(Field::new(name, values.data_type().clone(), nullable));
@@ -42,7 +38,7 @@ pub(crate) fn keyed_rows_batch(keys: BinaryArray, rows: &RecordBatch) -> DfResul
     let mut fields = Vec::with_capacity(rows.num_columns() + 1);
     fields.push(Arc::new(Field::new(
         STATE_KEY_COLUMN,
-        datafusion::arrow::datatypes::DataType::Binary,
+        DataType::Binary,
         false,
     )));
     fields.extend(
@@ -65,9 +61,9 @@ pub(crate) fn keyed_rows_batch(keys: BinaryArray, rows: &RecordBatch) -> DfResul
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PartReader<'a> {
     /// What the state belongs to, for errors (e.g. `RegularJoin`).
-    pub(crate) owner: &'a str,
+    owner: &'a str,
     /// The part's name.
-    pub(crate) part: &'a str,
+    part: &'a str,
 }
 
 impl<'a> PartReader<'a> {

@@ -216,3 +216,19 @@ fn a_restored_interval_join_answers_like_the_original() {
     let chain = assert_round_trip(&prototype, &[&first, &second], &rest, text);
     assert_eq!(chain.output, trip.output);
 }
+
+#[test]
+fn a_checkpoint_of_another_operator_is_refused_with_an_error() {
+    let mut interval = interval(JoinType::Inner);
+    let mut out = Vec::new();
+    interval
+        .process(0, inserts(&[(1, 1, 100)]), &mut out)
+        .expect("process");
+    let state = interval.snapshot(true).expect("snapshot").expect("state");
+    let mut regular = full_join().fork();
+    let error = regular
+        .restore(merge_states(&[state]).expect("merge"))
+        .expect_err("another operator's state");
+    assert!(error.to_string().contains("RegularJoin"), "{error}");
+    assert!(error.to_string().contains("progress"), "{error}");
+}
