@@ -15,6 +15,7 @@ pub mod reference_table;
 pub mod result_table;
 pub mod runtime;
 pub mod state;
+mod state_codec;
 pub mod watermark;
 
 pub use change_batch::ChangeBatch;

@@ -1,9 +1,12 @@
 //! `ReferenceTable`: the current rows of a `CREATE TABLE`, one per primary key. Writes are
 //! upserts: a row whose key is already present replaces the old one, and every write is
 //! turned into the changelog (the old row retracted, the new one inserted) that the queries
-//! reading the table consume. Snapshot reads copy the current rows out.
+//! reading the table consume. Snapshot reads copy the current rows out. For checkpoints the
+//! rows are snapshotted incrementally by key (see `snapshot`).
 
-use std::collections::HashMap;
+mod snapshot;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
@@ -31,6 +34,8 @@ struct State {
     converter: RowConverter,
     /// Each key's current row, as a one-row batch.
     rows: HashMap<OwnedRow, RecordBatch>,
+    /// Once snapshots are taken: the keys written since the last one.
+    changed: Option<HashSet<OwnedRow>>,
 }
 
 impl ReferenceTable {
@@ -50,6 +55,7 @@ impl ReferenceTable {
             state: Mutex::new(State {
                 converter: RowConverter::new(fields)?,
                 rows: HashMap::new(),
+                changed: None,
             }),
             schema,
             key,
@@ -124,6 +130,9 @@ impl ReferenceTable {
             .collect();
         publish(ChangeBatch::with_weights(changes, weights)).map_err(UpsertError::Publish)?;
         for (key, index) in order.into_iter().zip(inserted) {
+            if let Some(changed) = &mut state.changed {
+                changed.insert(key.clone());
+            }
             state.rows.insert(key, batch.slice(index as usize, 1));
         }
         Ok(())
@@ -255,6 +264,83 @@ mod tests {
         let table = ReferenceTable::new("rates", first.schema(), vec![0]).expect("a key");
         let outcome = table.upsert(&first, |_| Err("queue closed"));
         assert!(matches!(outcome, Err(UpsertError::Publish("queue closed"))));
+        assert!(table.is_empty());
+    }
+
+    fn lines(batch: &RecordBatch) -> Vec<String> {
+        let currency = batch.column(0).as_any().downcast_ref::<StringArray>();
+        let rate = batch.column(1).as_any().downcast_ref::<Float64Array>();
+        let (Some(currency), Some(rate)) = (currency, rate) else {
+            return vec!["unexpected batch".into()];
+        };
+        let mut lines: Vec<String> = (0..batch.num_rows())
+            .map(|i| format!("{} {}", currency.value(i), rate.value(i)))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn a_restored_table_holds_the_rows_of_a_snapshot_chain() {
+        use crate::state::{merge_states, StateKind};
+
+        let first = rates(&[("EUR", 1.1), ("GBP", 1.3)]);
+        let table = ReferenceTable::new("rates", first.schema(), vec![0]).expect("a key");
+        let ignore = |_: ChangeBatch| Ok::<_, ()>(());
+        table.upsert(&first, ignore).expect("upsert");
+        let full = table.snapshot_state(false).expect("snapshot");
+        assert_eq!(full.kind, StateKind::Full, "the first snapshot is whole");
+        table
+            .upsert(
+                &rates(&[("EUR", 1.2), ("EUR", 1.25), ("JPY", 0.01)]),
+                ignore,
+            )
+            .expect("upsert");
+        let delta = table.snapshot_state(false).expect("snapshot");
+        assert_eq!(delta.kind, StateKind::Delta);
+        assert_eq!(delta.parts[0].upsert_rows(), 2, "EUR and JPY, not GBP");
+        assert!(table
+            .snapshot_state(false)
+            .expect("snapshot")
+            .parts
+            .is_empty());
+
+        let restored = ReferenceTable::new("rates", first.schema(), vec![0]).expect("a key");
+        restored
+            .restore_state(merge_states(&[full, delta]).expect("merge"))
+            .expect("restore");
+        let rows = lines(&restored.snapshot().expect("rows"));
+        assert_eq!(rows, lines(&table.snapshot().expect("rows")));
+        assert_eq!(rows, ["EUR 1.25", "GBP 1.3", "JPY 0.01"]);
+        // The restored rows are the table's: the next upsert of a key replaces its row.
+        let mut published = Vec::new();
+        restored
+            .upsert(&rates(&[("GBP", 1.4)]), |change| {
+                published.push(describe(&change));
+                Ok::<_, ()>(())
+            })
+            .expect("upsert");
+        assert_eq!(published[0], ["-1 GBP 1.3", "+1 GBP 1.4"]);
+        let after = restored.snapshot_state(false).expect("snapshot");
+        assert_eq!(after.parts[0].upsert_rows(), 1);
+    }
+
+    #[test]
+    fn a_row_stored_under_another_key_is_refused() {
+        use crate::state::{merge_states, StatePart};
+        use crate::state_codec::keyed_rows_batch;
+
+        let row = rates(&[("EUR", 1.1)]);
+        let table = ReferenceTable::new("rates", row.schema(), vec![0]).expect("a key");
+        let keys = datafusion::arrow::array::BinaryArray::from_vec(vec![b"not the key"]);
+        let state = crate::state::OperatorState::full(vec![StatePart::new(
+            "rows",
+            vec![keyed_rows_batch(keys, &row).expect("batch")],
+        )]);
+        let error = table
+            .restore_state(merge_states(&[state]).expect("merge"))
+            .expect_err("a wrong key");
+        assert!(error.to_string().contains("table rates"), "{error}");
         assert!(table.is_empty());
     }
 }

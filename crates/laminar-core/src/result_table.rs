@@ -3,9 +3,15 @@
 //! aggregation) keeps a multiset of rows, folding each change in by its weight, so a
 //! retraction removes exactly the row it names. Rows are kept per producing worker, so a
 //! query created later can start, on each worker, from the rows that worker produced: the
-//! later changes to those rows come from the same worker, in order.
+//! later changes to those rows come from the same worker, in order. Each worker's rows are
+//! snapshotted for checkpoints incrementally (see `snapshot`).
 
-use std::collections::HashMap;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -17,12 +23,36 @@ use crate::change_batch::ChangeBatch;
 
 enum Rows {
     /// Batches per producing worker.
-    Append(Vec<Vec<RecordBatch>>),
+    Append(Vec<AppendRows>),
     /// Row multiplicities per producing worker.
     Changelog {
         converter: RowConverter,
-        counts: Vec<HashMap<OwnedRow, i64>>,
+        workers: Vec<CountedRows>,
     },
+}
+
+/// One worker's batches of an append-only view.
+#[derive(Debug, Default, Clone)]
+struct AppendRows {
+    batches: Vec<RecordBatch>,
+    /// Once snapshots are taken: what they hold so far.
+    snapshotted: Option<Snapshotted>,
+}
+
+/// The prefix of a worker's batches that its snapshots hold.
+#[derive(Debug, Clone, Copy)]
+struct Snapshotted {
+    batches: usize,
+    /// Rows in those batches, and the sequence number of the next row.
+    rows: u64,
+}
+
+/// One worker's row multiplicities of a changelog view.
+#[derive(Debug, Default, Clone)]
+struct CountedRows {
+    counts: HashMap<OwnedRow, i64>,
+    /// Once snapshots are taken: the rows whose multiplicity changed since the last one.
+    changed: Option<HashSet<OwnedRow>>,
 }
 
 /// The rows of a materialized view.
@@ -44,7 +74,7 @@ impl ResultTable {
     pub fn new(schema: SchemaRef, workers: usize) -> Self {
         Self {
             schema,
-            rows: RwLock::new(Rows::Append(vec![Vec::new(); workers.max(1)])),
+            rows: RwLock::new(Rows::Append(vec![AppendRows::default(); workers.max(1)])),
         }
     }
 
@@ -58,7 +88,7 @@ impl ResultTable {
         Ok(Self {
             rows: RwLock::new(Rows::Changelog {
                 converter: RowConverter::new(fields)?,
-                counts: vec![HashMap::new(); workers.max(1)],
+                workers: vec![CountedRows::default(); workers.max(1)],
             }),
             schema,
         })
@@ -77,24 +107,34 @@ impl ResultTable {
         // A poisoned lock means a reader panicked mid-clone; the data itself is intact.
         let mut rows = self.rows.write().unwrap_or_else(PoisonError::into_inner);
         match &mut *rows {
-            Rows::Append(batches) => {
+            Rows::Append(workers) => {
                 debug_assert!(
                     change.is_insert_only(),
                     "retraction into an append-only view"
                 );
-                let slot = worker % batches.len();
-                batches[slot].push(change.batch().clone());
+                let slot = worker % workers.len();
+                workers[slot].batches.push(change.batch().clone());
             }
-            Rows::Changelog { converter, counts } => {
-                let slot = worker % counts.len();
-                let counts = &mut counts[slot];
+            Rows::Changelog { converter, workers } => {
+                let slot = worker % workers.len();
+                let CountedRows { counts, changed } = &mut workers[slot];
                 let converted = converter.convert_columns(change.batch().columns())?;
                 for (index, row) in converted.iter().enumerate() {
                     let weight = change.weights().map_or(1, |w| w.value(index));
-                    let count = counts.entry(row.owned()).or_insert(0);
-                    *count += weight;
-                    if *count == 0 {
-                        counts.remove(&row.owned());
+                    match counts.entry(row.owned()) {
+                        Entry::Occupied(mut entry) => {
+                            note_change(changed, entry.key());
+                            *entry.get_mut() += weight;
+                            if *entry.get() == 0 {
+                                entry.remove();
+                            }
+                        }
+                        Entry::Vacant(entry) => {
+                            if weight != 0 {
+                                note_change(changed, entry.key());
+                                entry.insert(weight);
+                            }
+                        }
                     }
                 }
             }
@@ -116,15 +156,18 @@ impl ResultTable {
     fn rows_of(&self, worker: Option<usize>) -> Result<Vec<RecordBatch>, ArrowError> {
         let rows = self.rows.read().unwrap_or_else(PoisonError::into_inner);
         match &*rows {
-            Rows::Append(batches) => Ok(match worker {
-                Some(worker) => batches.get(worker).cloned().unwrap_or_default(),
-                None => batches.iter().flatten().cloned().collect(),
+            Rows::Append(workers) => Ok(match worker {
+                Some(worker) => workers
+                    .get(worker)
+                    .map(|w| w.batches.clone())
+                    .unwrap_or_default(),
+                None => workers.iter().flat_map(|w| w.batches.clone()).collect(),
             }),
-            Rows::Changelog { converter, counts } => {
+            Rows::Changelog { converter, workers } => {
                 let mut merged: HashMap<&OwnedRow, i64> = HashMap::new();
                 let chosen: Vec<&HashMap<OwnedRow, i64>> = match worker {
-                    Some(worker) => counts.get(worker).into_iter().collect(),
-                    None => counts.iter().collect(),
+                    Some(worker) => workers.get(worker).map(|w| &w.counts).into_iter().collect(),
+                    None => workers.iter().map(|w| &w.counts).collect(),
                 };
                 for per_worker in chosen {
                     for (row, count) in per_worker {
@@ -138,6 +181,15 @@ impl ResultTable {
                 let columns: Vec<ArrayRef> = converter.convert_rows(live)?;
                 Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
             }
+        }
+    }
+}
+
+/// Lists `row` among the changed rows, once snapshots are taken (and once per interval).
+fn note_change(changed: &mut Option<HashSet<OwnedRow>>, row: &OwnedRow) {
+    if let Some(changed) = changed {
+        if !changed.contains(row) {
+            changed.insert(row.clone());
         }
     }
 }

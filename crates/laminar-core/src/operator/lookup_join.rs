@@ -4,8 +4,11 @@
 //! applies to stream rows arriving after it and never revisits rows already emitted. Both
 //! inputs are routed by the key, so each worker holds its shard of the table; the table's
 //! input holds no watermark back (a table without one would stall every window downstream).
+//! Snapshots of the table copy are incremental by key (see `snapshot`).
 
-use std::collections::HashMap;
+mod snapshot;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, UInt32Array};
@@ -17,6 +20,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::{evaluate_columns, JoinSpec, Operator};
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
 
 /// Joins stream rows with the table rows current when they arrive.
 pub struct LookupJoinOperator {
@@ -25,6 +29,8 @@ pub struct LookupJoinOperator {
     table_rows: RowConverter,
     /// This worker's shard of the table: each key's current row.
     table: HashMap<OwnedRow, OwnedRow>,
+    /// Once snapshots are taken: the keys written or removed since the last one.
+    changed: Option<HashSet<OwnedRow>>,
 }
 
 impl std::fmt::Debug for LookupJoinOperator {
@@ -57,6 +63,7 @@ impl LookupJoinOperator {
             keys: RowConverter::new(spec.key_fields.clone())?,
             table_rows: RowConverter::new(table_fields)?,
             table: HashMap::new(),
+            changed: None,
             spec,
         })
     }
@@ -70,6 +77,7 @@ impl LookupJoinOperator {
             let weight = changes.weights().map_or(1, |w| w.value(index));
             let key = keys.row(index).owned();
             if weight > 0 {
+                note_change(&mut self.changed, &key);
                 self.table.insert(key, rows.row(index).owned());
             } else if self
                 .table
@@ -78,6 +86,7 @@ impl LookupJoinOperator {
             {
                 // Only the row retracted goes: a retraction arriving after the replacing
                 // insert's (which one ring per table rules out) must not remove the new row.
+                note_change(&mut self.changed, &key);
                 self.table.remove(&key);
             }
         }
@@ -191,6 +200,15 @@ impl LookupJoinOperator {
     }
 }
 
+/// Lists `key` among the changed keys, once snapshots are taken (and once per interval).
+fn note_change(changed: &mut Option<HashSet<OwnedRow>>, key: &OwnedRow) {
+    if let Some(changed) = changed {
+        if !changed.contains(key) {
+            changed.insert(key.clone());
+        }
+    }
+}
+
 impl Operator for LookupJoinOperator {
     fn name(&self) -> &'static str {
         "LookupJoin"
@@ -248,6 +266,14 @@ impl Operator for LookupJoinOperator {
             .iter()
             .map(|(key, row)| (key.row().as_ref().len() + row.row().as_ref().len()) as u64)
             .sum()
+    }
+
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_table(full).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_table(&parts)
     }
 }
 
@@ -379,5 +405,47 @@ mod tests {
         op.process(0, orders(&[(1, Some("GBP")), (2, Some("EUR"))]), &mut out)
             .expect("probe");
         assert_eq!(render(&out), ["2 -> 1.1"]);
+    }
+
+    #[test]
+    fn a_restored_lookup_join_probes_the_table_as_the_original_held_it() {
+        use crate::operator::snapshot_harness::{assert_round_trip, Step};
+        use crate::state::StateKind;
+
+        let first = [
+            Step::Data(
+                1,
+                rates(&[("EUR", 1.1, 1), ("GBP", 1.3, 1), ("CHF", 1.05, 1)]),
+            ),
+            Step::Data(0, orders(&[(1, Some("EUR"))])),
+        ];
+        let second = [
+            Step::Data(
+                1,
+                rates(&[("EUR", 1.1, -1), ("EUR", 1.2, 1), ("GBP", 1.3, -1)]),
+            ),
+            Step::Data(0, orders(&[(2, Some("GBP"))])),
+        ];
+        let rest = [
+            Step::Data(
+                0,
+                orders(&[(3, Some("EUR")), (4, Some("GBP")), (5, Some("CHF"))]),
+            ),
+            Step::End,
+        ];
+        let prototype = join(JoinType::Left);
+        let trip = assert_round_trip(&prototype, &[&first, &second], &rest, render);
+        assert_eq!(trip.output, ["3 -> 1.2", "4 -> NULL", "5 -> 1.05"]);
+        let [full, delta] = &trip.snapshots[..] else {
+            panic!("two snapshots");
+        };
+        assert_eq!(full.kind, StateKind::Full);
+        assert_eq!(full.parts[0].upsert_rows(), 3);
+        // EUR rewritten, GBP deleted, CHF untouched.
+        assert_eq!(delta.kind, StateKind::Delta);
+        assert_eq!(
+            (delta.parts[0].upsert_rows(), delta.parts[0].deletes.len()),
+            (1, 1)
+        );
     }
 }

@@ -14,6 +14,8 @@ mod periodic_emit;
 mod project;
 mod scan;
 mod session_aggregate;
+#[cfg(test)]
+mod snapshot_harness;
 mod top_n;
 mod union;
 mod window_aggregate;

@@ -5,7 +5,8 @@
 //! arrive (or, with early emission, on arrival, corrected by retraction), and rows behind
 //! the watermark are late. Right rows are pruned behind the watermark, and the output
 //! watermark is held at the oldest waiting left row so rows emitted later are not late
-//! downstream.
+//! downstream. Snapshots are whole (see `snapshot`).
+mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use self::state::{best, horizon, settled, InsertedRight, KeyState, Matching, Pending};
 use super::Operator;
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
+use crate::state_codec::holds_no_entries;
 use crate::watermark::WATERMARK_END_MS;
 
 /// Which right row a left row matches.
@@ -612,5 +615,16 @@ impl Operator for AsofJoinOperator {
 
     fn late_rows(&self) -> u64 {
         self.late_rows
+    }
+
+    fn snapshot(&mut self, _full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_parts().map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        if holds_no_entries(&parts) {
+            return Ok(());
+        }
+        self.restore_parts(&parts)
     }
 }

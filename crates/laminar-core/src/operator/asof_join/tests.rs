@@ -2,6 +2,8 @@
 //! `(k, ts, price)`, times BIGINT milliseconds; each output row reads
 //! `id@ts -> price@ts` (`-> NULL` when unmatched), with `-` before a retraction.
 
+mod snapshot;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampMicrosecondArray};

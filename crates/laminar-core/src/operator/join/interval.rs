@@ -5,7 +5,10 @@
 //! then leaves the state, emitted null-padded first if an outer join never matched it. Pairs
 //! are emitted as they are found, so the output is append-only. A row whose event time is
 //! behind the join's watermark on arrival is late: its matches may already have left the
-//! state, so it is dropped and counted rather than joined with what is left.
+//! state, so it is dropped and counted rather than joined with what is left. Snapshots are
+//! whole (see `snapshot`).
+
+mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,6 +19,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use super::{split, Candidate, JoinCore, JoinSpec, Pieces, Single};
 use crate::change_batch::ChangeBatch;
 use crate::operator::{epoch_ms, Operator};
+use crate::state::{OperatorState, RestoredPart};
+use crate::state_codec::holds_no_entries;
 use crate::watermark::WATERMARK_END_MS;
 
 /// How the two inputs' event times relate in every matching pair.
@@ -417,5 +422,16 @@ impl Operator for IntervalJoinOperator {
         self.watermark_ms = watermark_ms;
         self.expire(0, out)?;
         self.expire(1, out)
+    }
+
+    fn snapshot(&mut self, _full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_parts().map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        if holds_no_entries(&parts) {
+            return Ok(());
+        }
+        self.restore_parts(&parts)
     }
 }

@@ -5,7 +5,9 @@
 //! so the null-padded (or lone) row is emitted while that count is zero (or positive) and
 //! retracted when it changes. With a `state_ttl`, a key whose rows (on either input) were
 //! not read or written for that long is forgotten without emitting anything, which bounds
-//! the state and changes the answer.
+//! the state and changes the answer. Snapshots are incremental by key (see `snapshot`).
+
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use super::state_ttl::KeyExpiry;
 use super::{split, Candidate, JoinCore, JoinSpec, Pieces};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Operator;
+use crate::state::{OperatorState, RestoredPart};
+pub(super) use snapshot::WallClock;
 
 /// A distinct stored row: its multiplicity and how many rows of the other input match it.
 #[derive(Debug, Clone, Copy)]
@@ -25,21 +29,44 @@ struct Stored {
     matches: i64,
 }
 
-/// One input's rows: key encoding to row encoding to counts.
 /// One key's distinct rows.
 type KeyRows = HashMap<Box<[u8]>, Stored>;
 
+/// One key's rows on one input, and whether they changed since the last snapshot.
+#[derive(Default)]
+struct Group {
+    rows: KeyRows,
+    changed: bool,
+}
+
+/// One input's rows: key encoding to row encoding to counts.
 #[derive(Default)]
 struct Side {
-    groups: HashMap<Box<[u8]>, KeyRows>,
+    groups: HashMap<Box<[u8]>, Group>,
     rows: u64,
+    /// Once snapshots are taken: the keys whose rows changed or went since the last one,
+    /// each listed when its group is first changed in the interval (so the hot path
+    /// allocates once per key and interval, not per row), or again if its group went and
+    /// came back; the snapshot removes duplicates.
+    changed: Option<Vec<Box<[u8]>>>,
+}
+
+/// Lists `key` among the changed keys (once snapshots are taken) unless its group is
+/// already listed.
+fn note_change(changed: &mut Option<Vec<Box<[u8]>>>, group: &mut Group, key: &[u8]) {
+    if let Some(changed) = changed {
+        if !group.changed {
+            group.changed = true;
+            changed.push(key.into());
+        }
+    }
 }
 
 impl Side {
     fn count(&self, key: &[u8], row: &[u8]) -> i64 {
         self.groups
             .get(key)
-            .and_then(|group| group.get(row))
+            .and_then(|group| group.rows.get(row))
             .map_or(0, |stored| stored.count)
     }
 
@@ -49,20 +76,22 @@ impl Side {
             Some(group) => group,
             None => self.groups.entry(key.into()).or_default(),
         };
-        let stored = if let Some(stored) = group.get_mut(row) {
+        note_change(&mut self.changed, group, key);
+        let stored = if let Some(stored) = group.rows.get_mut(row) {
             stored
         } else {
             self.rows += 1;
             group
+                .rows
                 .entry(row.into())
                 .or_insert(Stored { count: 0, matches })
         };
         stored.count += weight;
         stored.matches = matches;
         if stored.count == 0 {
-            group.remove(row);
+            group.rows.remove(row);
             self.rows -= 1;
-            if group.is_empty() {
+            if group.rows.is_empty() {
                 self.groups.remove(key);
             }
         }
@@ -70,8 +99,13 @@ impl Side {
 
     /// Drops every row of `key`.
     fn forget(&mut self, key: &[u8]) {
-        if let Some(group) = self.groups.remove(key) {
-            self.rows -= group.len() as u64;
+        if let Some((key, group)) = self.groups.remove_entry(key) {
+            self.rows -= group.rows.len() as u64;
+            if let Some(changed) = &mut self.changed {
+                if !group.changed {
+                    changed.push(key);
+                }
+            }
         }
     }
 
@@ -80,10 +114,11 @@ impl Side {
             .iter()
             .map(|(key, group)| {
                 let rows: usize = group
+                    .rows
                     .keys()
                     .map(|row| row.len() + std::mem::size_of::<(Box<[u8]>, Stored)>())
                     .sum();
-                key.len() + std::mem::size_of::<(Box<[u8]>, KeyRows)>() + rows
+                key.len() + std::mem::size_of::<(Box<[u8]>, Group)>() + rows
             })
             .sum::<usize>() as u64
     }
@@ -157,7 +192,7 @@ impl RegularJoinOperator {
             let group = matchable
                 .then(|| other.groups.get(encoded.keys.row(index).as_ref()))
                 .flatten();
-            for (row, stored) in group.into_iter().flatten() {
+            for (row, stored) in group.into_iter().flat_map(|group| &group.rows) {
                 let begin = self.arena.len();
                 self.arena.extend_from_slice(row);
                 self.candidates.push(Candidate {
@@ -241,13 +276,14 @@ impl RegularJoinOperator {
                     continue;
                 };
                 let range = &self.candidates[candidate];
-                let stored = other
-                    .groups
-                    .get_mut(key.as_ref())
-                    .and_then(|group| group.get_mut(&self.arena[range.start..range.end]))
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("a join candidate left the state".into())
-                    })?;
+                let left_state =
+                    || DataFusionError::Internal("a join candidate left the state".into());
+                let group = other.groups.get_mut(key.as_ref()).ok_or_else(left_state)?;
+                note_change(&mut other.changed, group, key.as_ref());
+                let stored = group
+                    .rows
+                    .get_mut(&self.arena[range.start..range.end])
+                    .ok_or_else(left_state)?;
                 let before = when.holds(stored.matches);
                 stored.matches += weight;
                 match (before, when.holds(stored.matches)) {
@@ -340,5 +376,13 @@ impl Operator for RegularJoinOperator {
         out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
         self.process_at(port, &input, out, Instant::now())
+    }
+
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_at(full, WallClock::now()).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_at(&parts, WallClock::now())
     }
 }

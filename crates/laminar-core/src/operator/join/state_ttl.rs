@@ -77,6 +77,16 @@ impl KeyExpiry {
         expired
     }
 
+    /// When `key` was last read or written, if it is indexed.
+    pub(super) fn last_access(&self, key: &[u8]) -> Option<Instant> {
+        self.last_access.get(key).copied()
+    }
+
+    /// Every indexed key with its last access.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&[u8], Instant)> {
+        self.last_access.iter().map(|(key, at)| (&**key, *at))
+    }
+
     /// Approximate bytes held by the index.
     pub(super) fn bytes(&self) -> u64 {
         let per_key = 2 * (std::mem::size_of::<(Box<[u8]>, Instant)>());

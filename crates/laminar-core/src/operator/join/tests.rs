@@ -2,6 +2,8 @@
 //! `ts` is epoch milliseconds); each output row reads `left | right ±weight`, a missing
 //! side as `-`.
 
+mod snapshot;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
