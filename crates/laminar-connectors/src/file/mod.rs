@@ -12,8 +12,10 @@ mod part_dir;
 mod part_sink;
 mod parts;
 mod paths;
+mod resume;
 mod sink;
 mod source;
+mod source_reader;
 mod text_columns;
 
 use std::path::Path;
@@ -137,5 +139,7 @@ fn parse_delimiter(raw: &str) -> Option<u8> {
 
 #[cfg(test)]
 mod commit_tests;
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;
