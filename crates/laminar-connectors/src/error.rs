@@ -150,6 +150,54 @@ pub enum ConnectorError {
         message: String,
     },
 
+    /// The connector cannot do what the engine asked (resume a source, commit a sink's
+    /// output exactly once).
+    #[error("connector {connector} does not support {feature}")]
+    Unsupported {
+        /// Connector asked, e.g. `FILE sink`.
+        connector: String,
+        /// What it cannot do, and what to do instead when there is an alternative.
+        feature: String,
+    },
+
+    /// A source cannot resume from a checkpoint's position because its input changed.
+    #[error("cannot resume {connector} '{origin}' from its checkpoint: {partition}: {reason}")]
+    ResumeImpossible {
+        /// Connector resuming, e.g. `FILE source`.
+        connector: String,
+        /// The source's `path` (files) or generated table (generators).
+        origin: String,
+        /// The partition the position no longer fits: a file path, or `partition 3`.
+        partition: String,
+        /// What changed, e.g. `the file is gone`.
+        reason: String,
+    },
+
+    /// A sink's pre-committed output cannot be made visible.
+    #[error("{}: cannot commit epoch {epoch}: {reason}", path.display())]
+    CommitFailed {
+        /// The sink's output path.
+        path: PathBuf,
+        /// The epoch being committed.
+        epoch: u64,
+        /// What is missing or does not match the pre-commit's record.
+        reason: String,
+    },
+
+    /// A sink whose durable state became uncertain (a failed fsync, rename or commit)
+    /// refuses all further work, rather than risk losing or duplicating output silently.
+    #[error(
+        "{}: the sink stopped accepting output after an earlier failure ({cause}); reopen the \
+         database to recover it",
+        path.display()
+    )]
+    SinkPoisoned {
+        /// The sink's output path.
+        path: PathBuf,
+        /// The first failure.
+        cause: String,
+    },
+
     /// A condition the connector code believes impossible; reaching it is a bug.
     #[error("internal error in connector {connector} (this is a bug): {message}")]
     Internal {

@@ -1,8 +1,9 @@
 //! The source half of the connector SDK: the [`SourceConnector`] / [`SourceReader`] traits the
-//! engine drives, the [`SourceEvent`]s a reader produces (rows, and its partitions opening and
-//! ending, which the engine's per-partition watermarks follow), the shared [`SourceMetrics`]
-//! it displays, and [`create_source`], the one entry point that maps a connector name to its
-//! implementation and reads the options every source takes.
+//! engine drives (opening from the start, or resuming at a [`SourcePosition`]), the
+//! [`SourceEvent`]s a reader produces (rows, and its partitions opening and ending, which the
+//! engine's per-partition watermarks follow), the shared [`SourceMetrics`] it displays, and
+//! [`create_source`], the one entry point that maps a connector name to its implementation
+//! and reads the options every source takes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +16,7 @@ use crate::datagen::DatagenSource;
 use crate::error::{ConnectorError, Result};
 use crate::file::FileSource;
 use crate::options::ConnectorOptions;
+use crate::position::SourcePosition;
 
 /// Names accepted by [`create_source`], for error messages.
 const SOURCE_CONNECTORS: &str = "datagen, file";
@@ -33,6 +35,32 @@ pub trait SourceConnector: Send + Sync + std::fmt::Debug {
     fn is_bounded(&self) -> bool;
     /// Opens a reader yielding batches of at most `batch_rows_max` rows.
     fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>>;
+
+    /// Opens a reader that continues after `position`, which the engine built by observing
+    /// an earlier reader of this source ([`SourcePosition::observe`]): in every partition it
+    /// skips exactly the rows the position says were taken.
+    ///
+    /// What the engine's per-partition watermarks see: the reader reports `PartitionOpened`
+    /// for each partition it will read, and a partition the position lists keeps its
+    /// number, so the engine can restore its watermark; a partition the position lists as
+    /// ended is never reported again (it stays ended and holds no watermark back). New
+    /// partitions (files that appeared since) get numbers after every listed one.
+    ///
+    /// An error names the source and the partition when the input changed so that the
+    /// position no longer fits it (a file is gone, or has fewer rows than were taken).
+    /// Connectors that cannot resume return [`ConnectorError::Unsupported`].
+    fn open_at(
+        &self,
+        batch_rows_max: usize,
+        position: &SourcePosition,
+    ) -> Result<Box<dyn SourceReader>> {
+        let _ = (batch_rows_max, position);
+        let name = std::any::type_name::<Self>();
+        Err(ConnectorError::Unsupported {
+            connector: name.rsplit("::").next().unwrap_or(name).to_owned(),
+            feature: "resuming from a checkpoint's position".to_owned(),
+        })
+    }
     /// How long a partition may produce no row (processing time) before it is idle: the
     /// `idle_timeout` option; `None` when not given (partitions are never idle).
     fn idle_timeout(&self) -> Option<Duration> {
@@ -48,6 +76,12 @@ pub trait SourceReader: Send {
     /// After an `Err` the reader is finished: the engine should not poll it again, and one
     /// that is polled anyway returns `Ok(None)`.
     fn next_event(&mut self) -> Result<Option<SourceEvent>>;
+
+    /// What `partition` reads, for a [`SourcePosition`]: a file's path, so that resuming
+    /// detects a changed input. Defaults to the partition's number.
+    fn partition_id(&self, partition: u32) -> String {
+        partition.to_string()
+    }
 }
 
 /// What a reader produces.
@@ -187,6 +221,19 @@ impl SourceConnector for Metered {
         }))
     }
 
+    fn open_at(
+        &self,
+        batch_rows_max: usize,
+        position: &SourcePosition,
+    ) -> Result<Box<dyn SourceReader>> {
+        let inner = self.inner.open_at(batch_rows_max.max(1), position)?;
+        Ok(Box::new(MeteredReader {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+            finished: false,
+        }))
+    }
+
     fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
@@ -216,6 +263,10 @@ impl SourceReader for MeteredReader {
                 other
             }
         }
+    }
+
+    fn partition_id(&self, partition: u32) -> String {
+        self.inner.partition_id(partition)
     }
 }
 

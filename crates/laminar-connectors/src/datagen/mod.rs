@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef, TimeUnit};
 
 use crate::error::{ConnectorError, Result};
 use crate::options::ConnectorOptions;
+use crate::position::SourcePosition;
 use crate::source::{SourceConnector, SourceReader, IDLE_TIMEOUT_OPTION};
 use crate::timestamp::parse_timestamp;
 use event_time::EventClock;
@@ -278,6 +279,30 @@ impl SourceConnector for DatagenSource {
     }
 
     fn open(&self, batch_rows_max: usize) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(self.reader(batch_rows_max)))
+    }
+
+    /// Resumes after the rows of `position`: generation is deterministic, so the generator
+    /// continues from the event after the last row taken (the trades price walk is replayed
+    /// up to there).
+    fn open_at(
+        &self,
+        batch_rows_max: usize,
+        position: &SourcePosition,
+    ) -> Result<Box<dyn SourceReader>> {
+        let origin = match self.kind {
+            Kind::Nexmark(config) => format!("nexmark table {}", config.table.name()),
+            Kind::Trades { .. } => "trades".to_owned(),
+        };
+        Ok(Box::new(
+            self.reader(batch_rows_max).resume(position, &origin)?,
+        ))
+    }
+}
+
+impl DatagenSource {
+    /// A reader from the first event.
+    fn reader(&self, batch_rows_max: usize) -> GeneratorReader {
         let projection = self.projection.clone();
         let generator: Box<dyn BatchGenerator> = match self.kind {
             Kind::Nexmark(config) => Box::new(NexmarkGenerator::new(
@@ -287,19 +312,18 @@ impl SourceConnector for DatagenSource {
                 self.seed, self.clock, symbols, projection,
             )),
         };
-        Ok(Box::new(GeneratorReader {
+        GeneratorReader::new(
             generator,
-            schema: self.schema.clone(),
-            events_total: self.events,
-            throttle: Throttle::new(self.rate),
-            partitions: self.partitions,
-            batch_rows_max: batch_rows_max.max(1),
-            next_event: 0,
-            batches: 0,
-            partitions_opened: 0,
-        }))
+            self.schema.clone(),
+            self.events,
+            Throttle::new(self.rate),
+            self.partitions,
+            batch_rows_max,
+        )
     }
 }
 
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;

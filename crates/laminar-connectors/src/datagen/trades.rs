@@ -1,7 +1,7 @@
 //! The `trades` generator: a stream of stock trades (symbol, price, volume, ts) over a fixed
 //! set of symbols, each price following its own random walk. Unlike Nexmark ids, a price
-//! depends on the symbol's earlier trades, so the walk is carried in the reader; it is still
-//! deterministic for a seed.
+//! depends on the symbol's earlier trades, so the walk is carried in the reader (and replayed
+//! to resume after a number of trades); it is still deterministic for a seed.
 
 use super::columns::{table_schema, ColumnType, Columns};
 use super::event_time::EventClock;
@@ -78,21 +78,41 @@ fn round_cents(price: f64) -> f64 {
     (price * 100.0).round() / 100.0
 }
 
+/// The part of trade `n` that moves its symbol's price.
+struct Step {
+    symbol: usize,
+    ts: i64,
+    /// The event's generator, at the draws that follow (the volume).
+    rng: SplitMix64,
+}
+
+impl TradesGenerator {
+    /// Draws trade `n`'s symbol and price move and applies the move.
+    fn step(&mut self, n: u64) -> Step {
+        let mut rng = SplitMix64::for_event(self.seed, n);
+        let ts = self.clock.timestamp_ms(n, &mut rng);
+        let symbol = rng.below(self.symbols.len() as u64) as usize;
+        let step = (rng.unit_f64() * 2.0 - 1.0) * STEP_MAX;
+        let price = &mut self.prices[symbol];
+        *price = (*price * (1.0 + step)).max(PRICE_MIN);
+        Step { symbol, ts, rng }
+    }
+}
+
 impl BatchGenerator for TradesGenerator {
     fn generate(&mut self, first_event: u64, events_max: u64, rows_max: usize) -> Generated {
         let types: Vec<ColumnType> = TRADE_COLUMNS.iter().map(|(_, t)| *t).collect();
         let rows = usize::try_from(events_max).map_or(rows_max, |e| e.min(rows_max));
         let mut columns = Columns::new(&types, &self.projection, rows);
         for n in first_event..first_event.saturating_add(rows as u64) {
-            let mut rng = SplitMix64::for_event(self.seed, n);
-            let ts = self.clock.timestamp_ms(n, &mut rng);
-            let symbol = rng.below(self.symbols.len() as u64) as usize;
-            let step = (rng.unit_f64() * 2.0 - 1.0) * STEP_MAX;
-            let price = &mut self.prices[symbol];
-            *price = (*price * (1.0 + step)).max(PRICE_MIN);
+            let Step {
+                symbol,
+                ts,
+                mut rng,
+            } = self.step(n);
             let volume = 1 + rng.below(VOLUME_MAX) as i64;
             columns.utf8(0, &self.symbols[symbol]);
-            columns.float64(1, round_cents(*price));
+            columns.float64(1, round_cents(self.prices[symbol]));
             columns.int64(2, volume);
             columns.timestamp_ms(3, ts);
         }
@@ -101,5 +121,18 @@ impl BatchGenerator for TradesGenerator {
             rows,
             events: rows as u64,
         }
+    }
+
+    fn rows_in(&self, events: u64) -> u64 {
+        events
+    }
+
+    /// Replays the price walk of the first `rows` trades (every event is a trade), one
+    /// draw sequence per trade and no rows built: linear in `rows`, but cheap per trade.
+    fn resume_after(&mut self, rows: u64) -> Option<u64> {
+        for n in 0..rows {
+            self.step(n);
+        }
+        Some(rows)
     }
 }

@@ -1,14 +1,21 @@
 //! The FILE connector: a source reading CSV, newline-delimited JSON or Parquet files (one path
-//! or a glob), and a sink writing one output file. This module holds the option vocabulary the
-//! two share; the reading and writing live in the submodules.
+//! or a glob), and a sink writing one output file or a directory of part files committed per
+//! checkpoint. This module holds the option vocabulary the two share; the reading and
+//! writing live in the submodules.
 
 mod csv_reader;
+mod encoder;
 mod json_reader;
 mod malformed;
 mod parquet_reader;
+mod part_dir;
+mod part_sink;
+mod parts;
 mod paths;
+mod resume;
 mod sink;
 mod source;
+mod source_reader;
 mod text_columns;
 
 use std::path::Path;
@@ -130,5 +137,9 @@ fn parse_delimiter(raw: &str) -> Option<u8> {
     }
 }
 
+#[cfg(test)]
+mod commit_tests;
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;

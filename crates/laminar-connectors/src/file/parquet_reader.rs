@@ -30,13 +30,22 @@ pub(crate) struct ParquetFileReader {
     schema: SchemaRef,
     /// For each output column: its index in the projected file batch, and the cast to apply.
     plan: Vec<(usize, Option<DataType>)>,
+    /// Rows in the file, from its footer.
+    rows_total: u64,
 }
 
 impl ParquetFileReader {
-    pub(crate) fn open(path: &Path, schema: SchemaRef, batch_rows_max: usize) -> Result<Self> {
+    /// Opens `path` to read its rows after the first `skip_rows` (which are not decoded).
+    pub(crate) fn open(
+        path: &Path,
+        schema: SchemaRef,
+        batch_rows_max: usize,
+        skip_rows: u64,
+    ) -> Result<Self> {
         let file = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format(path, &e))?;
+        let rows_total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let path_text = path.display().to_string();
         let file_schema = Arc::clone(builder.schema());
         let mut file_indices = Vec::with_capacity(schema.fields().len());
@@ -79,17 +88,25 @@ impl ParquetFileReader {
             })
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), selected);
-        let reader = builder
+        let mut builder = builder
             .with_projection(mask)
-            .with_batch_size(batch_rows_max)
-            .build()
-            .map_err(|e| format(path, &e))?;
+            .with_batch_size(batch_rows_max);
+        if skip_rows > 0 {
+            builder = builder.with_offset(usize::try_from(skip_rows).unwrap_or(usize::MAX));
+        }
+        let reader = builder.build().map_err(|e| format(path, &e))?;
         Ok(Self {
             reader,
             path: path_text,
             schema,
             plan,
+            rows_total,
         })
+    }
+
+    /// Rows in the file, skipped ones included.
+    pub(crate) fn rows_total(&self) -> u64 {
+        self.rows_total
     }
 
     /// The next batch, `Ok(None)` at end of file.

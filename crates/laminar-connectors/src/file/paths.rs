@@ -15,6 +15,17 @@ pub(crate) fn validate_pattern(connector: &str, pattern: &str) -> Result<()> {
 
 /// Regular files matching `pattern`, sorted by path; an error naming the pattern when none.
 pub(crate) fn expand(connector: &str, pattern: &str) -> Result<Vec<PathBuf>> {
+    let files = expand_any(connector, pattern)?;
+    if files.is_empty() {
+        return Err(ConnectorError::NoFilesMatched {
+            pattern: pattern.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
+/// Regular files matching `pattern`, sorted by path; possibly none.
+pub(crate) fn expand_any(connector: &str, pattern: &str) -> Result<Vec<PathBuf>> {
     let entries = glob::glob(pattern)
         .map_err(|e| ConnectorError::invalid_option(connector, "path", pattern, e.to_string()))?;
     let mut files = Vec::new();
@@ -26,11 +37,6 @@ pub(crate) fn expand(connector: &str, pattern: &str) -> Result<Vec<PathBuf>> {
         if path.is_file() {
             files.push(path);
         }
-    }
-    if files.is_empty() {
-        return Err(ConnectorError::NoFilesMatched {
-            pattern: pattern.to_owned(),
-        });
     }
     files.sort();
     Ok(files)

@@ -1,20 +1,25 @@
-//! The FILE sink connector: writes every batch to one output file at `path` as CSV,
-//! newline-delimited JSON or Parquet; a changelog's rows get the `op` column (see
-//! `changelog`). The file (and its parent directories) is created on the first write, not at
-//! CREATE time, so validating a sink never truncates an existing output; `close` finalizes it
-//! (parquet footer) and creates it if nothing was written.
+//! The FILE sink connector: writes result rows as CSV, newline-delimited JSON or Parquet; a
+//! changelog's rows get the `op` column (see `changelog`). Two outputs:
+//!
+//! - a **directory** (`path` ends with `/`): one part file per committed epoch
+//!   (`part_sink`), exactly once across checkpoints and crashes. The option's text alone
+//!   decides, not what exists on disk, so a sink's meaning never changes between runs;
+//! - a **single file**: rows are written as they come and the file is finalized on close.
+//!   It cannot be committed per epoch (a Parquet file cannot be appended to, and rolling a
+//!   text file back would need a log of its committed lengths), so a transactional database
+//!   gets an error asking for a directory.
+//!
+//! Nothing is created at CREATE time, so validating a sink never truncates an existing
+//! output: the file or directory is created on the first write, or on close.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{PathBuf, MAIN_SEPARATOR};
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
+use super::encoder::Encoder;
+use super::part_sink::PartSink;
 use super::{CsvDialect, FileFormat};
 use crate::changelog::{changelog_rows, changelog_schema, ChangeMode};
 use crate::error::{ConnectorError, Result};
@@ -26,11 +31,15 @@ const CONNECTOR: &str = "FILE sink";
 /// Options the FILE sink accepts.
 const OPTIONS: [&str; 4] = ["path", "format", "header", "delimiter"];
 
-/// The open encoder of the output file.
-enum Writer {
-    Csv(Box<arrow_csv::Writer<BufWriter<File>>>),
-    Json(arrow_json::LineDelimitedWriter<BufWriter<File>>),
-    Parquet(Box<ArrowWriter<BufWriter<File>>>),
+/// Where the rows go.
+enum Output {
+    /// One file, and its encoder once the first batch arrived.
+    File {
+        encoder: Option<Encoder>,
+        closed: bool,
+    },
+    /// A directory of part files.
+    Directory(PartSink),
 }
 
 /// A FILE sink; see the module documentation.
@@ -41,25 +50,34 @@ pub(crate) struct FileSink {
     /// The columns written: the result's, then `op` for a changelog.
     schema: SchemaRef,
     changes: ChangeMode,
-    writer: Option<Writer>,
-    closed: bool,
+    output: Output,
 }
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let output = match &self.output {
+            Output::File { encoder, closed } => {
+                format!("file (open: {}, closed: {closed})", encoder.is_some())
+            }
+            Output::Directory(parts) => format!("directory ({})", parts.describe()),
+        };
         f.debug_struct("FileSink")
             .field("path", &self.path)
             .field("format", &self.format)
             .field("dialect", &self.dialect)
             .field("changes", &self.changes)
-            .field("open", &self.writer.is_some())
-            .field("closed", &self.closed)
+            .field("output", &output)
             .finish_non_exhaustive()
     }
 }
 
+/// Whether the sink `path` names a directory: it ends with a path separator.
+fn is_directory(path: &str) -> bool {
+    path.ends_with('/') || path.ends_with(MAIN_SEPARATOR)
+}
+
 impl FileSink {
-    /// Validates options and schema without touching the file system.
+    /// Validates options and schema without creating anything.
     pub(crate) fn create(
         options: &ConnectorOptions,
         schema: SchemaRef,
@@ -82,117 +100,130 @@ impl FileSink {
             ChangeMode::AppendOnly => schema,
             ChangeMode::Changelog => changelog_schema(CONNECTOR, &schema)?,
         };
+        let output = if is_directory(path) {
+            Output::Directory(PartSink::new(
+                PathBuf::from(path),
+                format,
+                dialect,
+                schema.clone(),
+            ))
+        } else {
+            Output::File {
+                encoder: None,
+                closed: false,
+            }
+        };
         Ok(Self {
             path: PathBuf::from(path),
             format,
             dialect,
             schema,
             changes,
-            writer: None,
-            closed: false,
+            output,
         })
     }
 
-    fn open(&self) -> Result<Writer> {
-        if let Some(parent) = self.path.parent() {
-            if !parent.as_os_str().is_empty() {
-                fs::create_dir_all(parent).map_err(|e| ConnectorError::io(parent, e))?;
+    /// The directory output, or the error telling a transactional database to use one.
+    fn parts(&mut self) -> Result<&mut PartSink> {
+        match &mut self.output {
+            Output::Directory(parts) => Ok(parts),
+            Output::File { .. } => {
+                let path = self.path.display();
+                Err(ConnectorError::Unsupported {
+                    connector: CONNECTOR.to_owned(),
+                    feature: format!(
+                        "exactly-once output to the single file '{path}', which a database \
+                         with a data directory needs; give a directory path ending in '/' \
+                         (e.g. '{path}/') to write one part file per checkpoint"
+                    ),
+                })
             }
-        }
-        let file = File::create(&self.path).map_err(|e| ConnectorError::io(&self.path, e))?;
-        let out = BufWriter::new(file);
-        Ok(match self.format {
-            FileFormat::Csv => Writer::Csv(Box::new(
-                arrow_csv::WriterBuilder::new()
-                    .with_header(self.dialect.header)
-                    .with_delimiter(self.dialect.delimiter)
-                    .build(out),
-            )),
-            FileFormat::Json => Writer::Json(arrow_json::LineDelimitedWriter::new(out)),
-            FileFormat::Parquet => {
-                let properties = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
-                let writer = ArrowWriter::try_new(out, self.schema.clone(), Some(properties))
-                    .map_err(|e| self.format_error(&e))?;
-                Writer::Parquet(Box::new(writer))
-            }
-        })
-    }
-
-    fn format_error(&self, error: &dyn std::fmt::Display) -> ConnectorError {
-        ConnectorError::Format {
-            path: self.path.clone(),
-            message: format!("cannot write {}: {error}", self.format.name()),
         }
     }
 
-    fn flush(&self, mut out: BufWriter<File>) -> Result<()> {
-        out.flush().map_err(|e| ConnectorError::io(&self.path, e))
+    /// `batch` as the rows the output holds: with `op` for a changelog.
+    fn output_rows(
+        &self,
+        batch: &RecordBatch,
+        weights: Option<&Int64Array>,
+    ) -> Result<Option<RecordBatch>> {
+        match (self.changes, weights) {
+            (ChangeMode::Changelog, _) => {
+                changelog_rows(CONNECTOR, &self.schema, batch, weights).map(Some)
+            }
+            (ChangeMode::AppendOnly, None) => Ok(None),
+            (ChangeMode::AppendOnly, Some(_)) => Err(ConnectorError::Internal {
+                connector: CONNECTOR.to_owned(),
+                message: format!(
+                    "retractions reached {}, created for append-only rows",
+                    self.path.display()
+                ),
+            }),
+        }
     }
 }
 
 impl SinkConnector for FileSink {
     fn write(&mut self, batch: &RecordBatch, weights: Option<&Int64Array>) -> Result<()> {
-        let bug = |message: String| ConnectorError::Internal {
-            connector: CONNECTOR.to_owned(),
-            message,
-        };
-        if self.closed {
-            return Err(bug(format!("write to {} after close", self.path.display())));
-        }
-        let changelog;
-        let batch = match (self.changes, weights) {
-            (ChangeMode::Changelog, _) => {
-                changelog = changelog_rows(CONNECTOR, &self.schema, batch, weights)?;
-                &changelog
+        let converted = self.output_rows(batch, weights)?;
+        let batch = converted.as_ref().unwrap_or(batch);
+        match &mut self.output {
+            Output::Directory(parts) => parts.write(batch),
+            Output::File { closed: true, .. } => Err(ConnectorError::Internal {
+                connector: CONNECTOR.to_owned(),
+                message: format!("write to {} after close", self.path.display()),
+            }),
+            Output::File { encoder, .. } => {
+                if encoder.is_none() {
+                    *encoder = Some(Encoder::create(
+                        &self.path,
+                        self.format,
+                        self.dialect,
+                        self.schema.clone(),
+                    )?);
+                }
+                match encoder.as_mut() {
+                    Some(encoder) => encoder.write(batch),
+                    None => Ok(()),
+                }
             }
-            (ChangeMode::AppendOnly, None) => batch,
-            (ChangeMode::AppendOnly, Some(_)) => {
-                return Err(bug(format!(
-                    "retractions reached {}, created for append-only rows",
-                    self.path.display()
-                )));
-            }
-        };
-        if self.writer.is_none() {
-            self.writer = Some(self.open()?);
         }
-        let result = match self.writer.as_mut() {
-            Some(Writer::Csv(writer)) => writer.write(batch),
-            Some(Writer::Json(writer)) => writer.write(batch),
-            Some(Writer::Parquet(writer)) => writer.write(batch).map_err(Into::into),
-            None => Ok(()),
-        };
-        result.map_err(|e| self.format_error(&e))
     }
 
     fn close(&mut self) -> Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        self.closed = true;
-        let writer = if let Some(writer) = self.writer.take() {
-            writer
-        } else {
-            let mut writer = self.open()?;
-            if let Writer::Csv(csv) = &mut writer {
-                // An empty batch writes just the header, so an empty result is a valid CSV.
-                csv.write(&RecordBatch::new_empty(self.schema.clone()))
-                    .map_err(|e| self.format_error(&e))?;
-            }
-            writer
-        };
-        match writer {
-            Writer::Csv(writer) => self.flush(writer.into_inner()),
-            Writer::Json(mut writer) => {
-                writer.finish().map_err(|e| self.format_error(&e))?;
-                self.flush(writer.into_inner())
-            }
-            Writer::Parquet(writer) => {
-                let out = writer.into_inner().map_err(|e| self.format_error(&e))?;
-                self.flush(out)
+        match &mut self.output {
+            Output::Directory(parts) => parts.close(),
+            Output::File { closed: true, .. } => Ok(()),
+            Output::File { encoder, closed } => {
+                *closed = true;
+                let encoder = match encoder.take() {
+                    Some(encoder) => encoder,
+                    None => {
+                        Encoder::create(&self.path, self.format, self.dialect, self.schema.clone())?
+                    }
+                };
+                encoder.finish().map(drop)
             }
         }
+    }
+
+    fn begin_epoch(&mut self, epoch: u64) -> Result<()> {
+        self.parts()?.begin_epoch(epoch)
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<serde_json::Value> {
+        self.parts()?.pre_commit(epoch)
+    }
+
+    fn commit(&mut self, epoch: u64, handle: &serde_json::Value) -> Result<()> {
+        self.parts()?.commit(epoch, handle)
+    }
+
+    fn abort(&mut self, epoch: u64) -> Result<()> {
+        self.parts()?.abort(epoch)
+    }
+
+    fn recover(&mut self, committed: Option<(u64, &serde_json::Value)>) -> Result<()> {
+        self.parts()?.recover(committed)
     }
 }

@@ -11,7 +11,7 @@ use datafusion::arrow::compute::{can_cast_types, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::source::FILES_OPEN_MAX;
+use super::source_reader::FILES_OPEN_MAX;
 use crate::{
     create_sink, create_source, ChangeMode, ConnectorError, ConnectorOptions, SourceBatch,
     SourceConnector, SourceEvent, SourceMetrics,

@@ -236,4 +236,13 @@ impl BatchGenerator for NexmarkGenerator {
             events: n - first_event,
         }
     }
+
+    fn rows_in(&self, events: u64) -> u64 {
+        ids::events_of_kind(self.config.table.event_kind(), events)
+    }
+
+    fn resume_after(&mut self, rows: u64) -> Option<u64> {
+        // Every event is generated from its number alone: nothing to replay.
+        ids::event_after(self.config.table.event_kind(), rows)
+    }
 }

@@ -108,6 +108,36 @@ pub(crate) fn hot_seller(n: u64) -> u64 {
     last_person(n) / HOT_BLOCK * HOT_BLOCK
 }
 
+/// Where the events of `kind` sit in each run of [`PROPORTION_DENOMINATOR`] events: the
+/// offset of the first, and how many there are.
+fn span(kind: EventKind) -> (u64, u64) {
+    match kind {
+        EventKind::Person => (0, PERSON_PROPORTION),
+        EventKind::Auction => (PERSON_PROPORTION, AUCTION_PROPORTION),
+        EventKind::Bid => (PERSON_PROPORTION + AUCTION_PROPORTION, BID_PROPORTION),
+    }
+}
+
+/// How many of events `0..events` are of `kind`.
+pub(crate) fn events_of_kind(kind: EventKind, events: u64) -> u64 {
+    let (first, count) = span(kind);
+    let runs = events / PROPORTION_DENOMINATOR;
+    let offset = events % PROPORTION_DENOMINATOR;
+    runs * count + offset.saturating_sub(first).min(count)
+}
+
+/// The event after the first `rows` events of `kind`: where generating that table resumes.
+/// `None` when it lies beyond the last event number.
+pub(crate) fn event_after(kind: EventKind, rows: u64) -> Option<u64> {
+    let Some(last) = rows.checked_sub(1) else {
+        return Some(0);
+    };
+    let (first, count) = span(kind);
+    (last / count)
+        .checked_mul(PROPORTION_DENOMINATOR)?
+        .checked_add(first + last % count + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +159,22 @@ mod tests {
         assert_eq!(last_auction(10), Some(2));
         assert_eq!(last_auction(50), Some(2));
         assert_eq!(last_auction(51), Some(3));
+    }
+
+    #[test]
+    fn rows_of_a_kind_map_to_events_and_back() {
+        for kind in [EventKind::Person, EventKind::Auction, EventKind::Bid] {
+            let mut rows = 0;
+            for events in 0..=520 {
+                assert_eq!(events_of_kind(kind, events), rows, "{kind:?} {events}");
+                if events < 520 && super::kind(events) == kind {
+                    rows += 1;
+                    // The event after the row just counted.
+                    assert_eq!(event_after(kind, rows), Some(events + 1), "{kind:?} {rows}");
+                }
+            }
+            assert_eq!(event_after(kind, 0), Some(0));
+        }
+        assert_eq!(event_after(EventKind::Bid, u64::MAX), None);
     }
 }
