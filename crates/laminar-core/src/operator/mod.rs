@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod asof_join;
+mod change_tracker;
 mod exchange;
 mod filter;
 mod join;
@@ -14,6 +15,9 @@ mod periodic_emit;
 mod project;
 mod scan;
 mod session_aggregate;
+mod state_codec;
+#[cfg(test)]
+mod test_support;
 mod top_n;
 mod union;
 mod window_aggregate;
