@@ -13,11 +13,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
-    UInt32Array,
+    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, LargeListArray,
+    RecordBatch, UInt32Array,
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::utils::SingleRowListArrayBuilder;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Accumulator;
@@ -60,7 +61,7 @@ pub(crate) enum StateError {
         /// The column.
         column: String,
         /// The type the operator writes.
-        expected: &'static str,
+        expected: String,
     },
     /// A value breaks a rule of the operator's encoding.
     #[error("checkpoint state of operator {operator}, part `{part}`: {problem}")]
@@ -92,6 +93,11 @@ pub(crate) fn state_batch(
         arrays.push(array);
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// `array` as the one value of a one-row list column, without copying it.
+pub(crate) fn single_row_list(array: ArrayRef) -> ArrayRef {
+    Arc::new(SingleRowListArrayBuilder::new(array).build_large_list_array())
 }
 
 /// The one-row part of an operator's counters, as named `Int64` columns.
@@ -196,18 +202,19 @@ impl<'a> PartReader<'a> {
         self.batch.column_by_name(name)
     }
 
-    fn typed<T: Array + 'static>(&self, name: &str, expected: &'static str) -> DfResult<&'a T> {
+    fn typed<T: Array + 'static>(&self, name: &str, expected: &str) -> DfResult<&'a T> {
         self.column(name)
             .and_then(|c| c.as_any().downcast_ref::<T>())
             .ok_or_else(|| self.column_error(name, expected))
     }
 
-    fn column_error(&self, name: &str, expected: &'static str) -> DataFusionError {
+    /// An error about the column `name`, which should be of type `expected`.
+    pub(crate) fn column_error(&self, name: &str, expected: &str) -> DataFusionError {
         StateError::Column {
             operator: self.operator,
             part: self.part.to_string(),
             column: name.to_string(),
-            expected,
+            expected: expected.to_string(),
         }
         .into()
     }
@@ -230,6 +237,33 @@ impl<'a> PartReader<'a> {
         Ok(column)
     }
 
+    /// The values of row `row` of a required list column (written by [`single_row_list`]),
+    /// of type `values_type`.
+    pub(crate) fn list_value(
+        &self,
+        name: &str,
+        row: usize,
+        values_type: &DataType,
+    ) -> DfResult<ArrayRef> {
+        let expected = || format!("LargeList of {values_type} (no NULL)");
+        let column = self.typed::<LargeListArray>(name, &expected())?;
+        if column.is_null(row) || column.value_type() != *values_type {
+            return Err(self.column_error(name, &expected()));
+        }
+        Ok(column.value(row))
+    }
+
+    /// A required column of type `data_type`.
+    pub(crate) fn column_of_type(
+        &self,
+        name: &str,
+        data_type: &DataType,
+    ) -> DfResult<&'a ArrayRef> {
+        self.column(name)
+            .filter(|c| c.data_type() == data_type)
+            .ok_or_else(|| self.column_error(name, &data_type.to_string()))
+    }
+
     /// An error about this part.
     pub(crate) fn malformed(&self, problem: impl Into<String>) -> DataFusionError {
         StateError::Malformed {
@@ -242,7 +276,7 @@ impl<'a> PartReader<'a> {
 }
 
 /// Name of the column of field `field` of the state of aggregate call `call`.
-fn state_column(call: usize, field: usize) -> String {
+pub(crate) fn state_column(call: usize, field: usize) -> String {
     format!("state_{call}_{field}")
 }
 
@@ -310,6 +344,24 @@ impl AccumulatorStates {
     }
 }
 
+/// The types of the state fields of `accumulators` (`[call][field]`): fresh ones tell what
+/// every state of theirs holds, so a restore checks a state before merging it (DataFusion's
+/// merges trust their input's shape).
+pub(crate) fn state_types(
+    accumulators: &mut [Box<dyn Accumulator>],
+) -> DfResult<Vec<Vec<DataType>>> {
+    accumulators
+        .iter_mut()
+        .map(|accumulator| {
+            Ok(accumulator
+                .state()?
+                .iter()
+                .map(ScalarValue::data_type)
+                .collect())
+        })
+        .collect()
+}
+
 /// Accumulator states as columns, one row per entry: what a snapshot wrote or a restore
 /// read.
 pub(crate) struct StateColumns {
@@ -318,19 +370,23 @@ pub(crate) struct StateColumns {
 }
 
 impl StateColumns {
-    /// The state columns of `calls` aggregate calls in a restored batch.
-    pub(crate) fn read(reader: &PartReader<'_>, calls: usize) -> DfResult<Self> {
-        let mut columns = Vec::with_capacity(calls);
-        for call in 0..calls {
-            let fields: Vec<ArrayRef> = (0..)
-                .map_while(|field| reader.column(&state_column(call, field)).cloned())
-                .collect();
-            if fields.is_empty() {
-                return Err(reader.column_error(&state_column(call, 0), "accumulator state"));
-            }
-            columns.push(fields);
+    /// The state columns in a restored batch of accumulators whose states have `types`
+    /// (`[call][field]`, see [`state_types`]).
+    pub(crate) fn read(reader: &PartReader<'_>, types: &[Vec<DataType>]) -> DfResult<Self> {
+        let mut calls = Vec::with_capacity(types.len());
+        for (call, fields) in types.iter().enumerate() {
+            let columns = fields
+                .iter()
+                .enumerate()
+                .map(|(field, data_type)| {
+                    reader
+                        .column_of_type(&state_column(call, field), data_type)
+                        .cloned()
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            calls.push(columns);
         }
-        Ok(Self { calls: columns })
+        Ok(Self { calls })
     }
 
     /// Fresh `accumulators` (one per call) merged with the states of entry `row`.

@@ -16,8 +16,8 @@ use super::keyed::KEY_WATERMARKS_PART;
 use super::AggregateOperator;
 use crate::operator::change_tracker::EntryFlags;
 use crate::operator::state_codec::{
-    check_parts, counters_part, state_batch, AccumulatorStates, Counters, EmittedColumns,
-    EmittedRows, PartReader, StateColumns, COUNTERS_PART,
+    check_parts, counters_part, state_batch, state_types, AccumulatorStates, Counters,
+    EmittedColumns, EmittedRows, PartReader, StateColumns, COUNTERS_PART,
 };
 use crate::state::{restored_part, OperatorState, RestoredPart, StateKind, StatePart};
 
@@ -155,7 +155,8 @@ impl AggregateOperator {
         let window_ends = reader.int64("window_end_ms")?;
         let rows = reader.int64("rows")?;
         let emitted = EmittedColumns::read(reader, calls)?;
-        let states = StateColumns::read(reader, calls)?;
+        let types = state_types(&mut self.accumulators()?)?;
+        let states = StateColumns::read(reader, &types)?;
         let parser = self.converter.parser();
         for row in 0..reader.rows() {
             // The one group of a global aggregate has no key columns to parse.

@@ -5,144 +5,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::row::SortField;
-use datafusion::functions_aggregate::{
-    approx_distinct::approx_distinct_udaf,
-    array_agg::array_agg_udaf,
-    average::avg_udaf,
-    bool_and_or::{bool_and_udaf, bool_or_udaf},
-    count::count_udaf,
-    first_last::{first_value_udaf, last_value_udaf},
-    median::median_udaf,
-    min_max::{max_udaf, min_udaf},
-    stddev::stddev_udaf,
-    string_agg::string_agg_udaf,
-    sum::sum_udaf,
-    variance::var_pop_udaf,
-};
-use datafusion::physical_expr::expressions::{cast, col, lit};
-use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use super::{AggregateCall, AggregateOperator, KeyedWatermark};
-use crate::change_batch::ChangeBatch;
-use crate::operator::test_support::{call, round_trip, Step};
+use crate::operator::test_support::{
+    bytes, column, count_and_sum, every_kind_of_call, input_schema, inserts, part, round_trip,
+    rows, Step,
+};
 use crate::operator::Operator;
-use crate::state::{OperatorState, StateKind, StatePart};
-
-fn input_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, false),
-        Field::new("v", DataType::Int64, true),
-        Field::new("s", DataType::Utf8, true),
-        Field::new("b", DataType::Boolean, true),
-        Field::new("ts", DataType::Int64, false),
-        Field::new("end", DataType::Int64, false),
-    ]))
-}
-
-fn column(name: &str) -> Arc<dyn PhysicalExpr> {
-    col(name, &input_schema()).expect("column")
-}
-
-/// Rows `(k, v, ts, weight)`: `s` is `s<v>`, `b` whether `v` is even, `end` the end of the
-/// one-second window of `ts`.
-fn rows(rows: &[(&str, Option<i64>, i64, i64)]) -> Step {
-    let keys: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)));
-    let values: ArrayRef = Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>());
-    let strings: ArrayRef = Arc::new(
-        rows.iter()
-            .map(|r| r.1.map(|v| format!("s{v}")))
-            .collect::<StringArray>(),
-    );
-    let even: ArrayRef = Arc::new(
-        rows.iter()
-            .map(|r| r.1.map(|v| v % 2 == 0))
-            .collect::<BooleanArray>(),
-    );
-    let times: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2)));
-    let ends: ArrayRef = Arc::new(Int64Array::from_iter_values(
-        rows.iter().map(|r| (r.2.div_euclid(1000) + 1) * 1000),
-    ));
-    let batch = RecordBatch::try_new(
-        input_schema(),
-        vec![keys, values, strings, even, times, ends],
-    )
-    .expect("batch");
-    if rows.iter().all(|r| r.3 == 1) {
-        Step::Rows(ChangeBatch::insert_only(batch))
-    } else {
-        let weights = Int64Array::from_iter_values(rows.iter().map(|r| r.3));
-        Step::Rows(ChangeBatch::with_weights(batch, weights))
-    }
-}
-
-/// Inserted rows `(k, v, ts)`.
-fn inserts(values: &[(&str, i64, i64)]) -> Step {
-    let rows_with_weights: Vec<_> = values
-        .iter()
-        .map(|&(k, v, ts)| (k, Some(v), ts, 1))
-        .collect();
-    rows(&rows_with_weights)
-}
-
-fn by_ts() -> Vec<PhysicalSortExpr> {
-    vec![PhysicalSortExpr {
-        expr: column("ts"),
-        options: SortOptions::default(),
-    }]
-}
-
-/// One call of every kind the engine runs: order-independent (retracted natively over a
-/// changelog), extremes, order-sensitive, DISTINCT, sketches, lists and strings.
-fn every_kind_of_call() -> Vec<AggregateCall> {
-    let schema = input_schema();
-    let v = || vec![column("v")];
-    // As the planner coerces them: AVG, STDDEV and VAR take DOUBLE.
-    let double = || vec![cast(column("v"), &schema, DataType::Float64).expect("cast to DOUBLE")];
-    vec![
-        call(count_udaf(), v(), vec![], false, &schema),
-        call(sum_udaf(), v(), vec![], false, &schema),
-        call(avg_udaf(), double(), vec![], false, &schema),
-        call(min_udaf(), v(), vec![], false, &schema),
-        call(max_udaf(), v(), vec![], false, &schema),
-        call(stddev_udaf(), double(), vec![], false, &schema),
-        call(var_pop_udaf(), double(), vec![], false, &schema),
-        call(approx_distinct_udaf(), v(), vec![], false, &schema),
-        call(first_value_udaf(), v(), by_ts(), false, &schema),
-        call(
-            last_value_udaf(),
-            vec![column("s")],
-            by_ts(),
-            false,
-            &schema,
-        ),
-        call(array_agg_udaf(), v(), vec![], false, &schema),
-        call(array_agg_udaf(), v(), by_ts(), false, &schema),
-        call(bool_and_udaf(), vec![column("b")], vec![], false, &schema),
-        call(bool_or_udaf(), vec![column("b")], vec![], false, &schema),
-        call(count_udaf(), v(), vec![], true, &schema),
-        call(sum_udaf(), v(), vec![], true, &schema),
-        call(
-            string_agg_udaf(),
-            vec![column("s"), lit(",")],
-            vec![],
-            false,
-            &schema,
-        ),
-        call(median_udaf(), v(), vec![], false, &schema),
-    ]
-}
-
-fn count_and_sum() -> Vec<AggregateCall> {
-    let schema = input_schema();
-    vec![
-        call(count_udaf(), vec![column("v")], vec![], false, &schema),
-        call(sum_udaf(), vec![column("v")], vec![], false, &schema),
-    ]
-}
+use crate::state::StateKind;
 
 /// `SELECT <keys>, <calls> .. GROUP BY <keys>`.
 fn aggregate(keys: &[&str], calls: Vec<AggregateCall>) -> AggregateOperator {
@@ -159,15 +31,6 @@ fn aggregate(keys: &[&str], calls: Vec<AggregateCall>) -> AggregateOperator {
     let keys = keys.iter().map(|k| column(k)).collect();
     AggregateOperator::new(keys, calls, key_fields, Arc::new(Schema::new(fields)))
         .expect("aggregate")
-}
-
-/// The part `name` of `state`.
-fn part<'a>(state: &'a OperatorState, name: &str) -> &'a StatePart {
-    state
-        .parts
-        .iter()
-        .find(|p| p.name == name)
-        .expect("the part is written")
 }
 
 #[test]
@@ -284,22 +147,6 @@ fn a_global_aggregate_continues_after_restore() {
     let a2 = [inserts(&[("c", 3, 300)])];
     let b = [inserts(&[("d", 4, 400)]), Step::End];
     round_trip(&prototype, &a1, &a2, &b);
-}
-
-/// Bytes of the upserted batches and deleted keys of `state`.
-fn bytes(state: &OperatorState) -> usize {
-    state
-        .parts
-        .iter()
-        .map(|p| {
-            let upserts: usize = p
-                .upserts
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum();
-            upserts + p.deletes.iter().map(Vec::len).sum::<usize>()
-        })
-        .sum()
 }
 
 #[test]
