@@ -237,6 +237,15 @@ impl<'a> PartReader<'a> {
         Ok(column)
     }
 
+    /// A required `Binary` column without NULLs.
+    pub(crate) fn binary(&self, name: &str) -> DfResult<&'a BinaryArray> {
+        let column = self.typed::<BinaryArray>(name, "Binary (no NULL)")?;
+        if column.null_count() > 0 {
+            return Err(self.column_error(name, "Binary (no NULL)"));
+        }
+        Ok(column)
+    }
+
     /// The values of row `row` of a required list column (written by [`single_row_list`]),
     /// of type `values_type`.
     pub(crate) fn list_value(
