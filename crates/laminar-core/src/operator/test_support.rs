@@ -37,6 +37,8 @@ use crate::watermark::WATERMARK_END_MS;
 pub(crate) enum Step {
     Rows(ChangeBatch),
     Watermark(i64),
+    /// A tick of the operator's processing-time timer.
+    Timer,
     /// The final watermark, then the end of input.
     End,
 }
@@ -68,6 +70,7 @@ pub(crate) fn run(operator: &mut dyn Operator, steps: &[Step]) -> Vec<String> {
         match step {
             Step::Rows(batch) => operator.process(0, batch.clone(), &mut out),
             Step::Watermark(ms) => operator.on_watermark(*ms, &mut out),
+            Step::Timer => operator.on_timer(&mut out),
             Step::End => operator
                 .on_watermark(WATERMARK_END_MS, &mut out)
                 .and_then(|()| operator.on_end(&mut out)),
