@@ -9,14 +9,21 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::functions_aggregate::{
+    any_value::any_value_udaf,
     approx_distinct::approx_distinct_udaf,
+    approx_median::approx_median_udaf,
+    approx_percentile_cont::approx_percentile_cont_udaf,
     array_agg::array_agg_udaf,
     average::avg_udaf,
+    bit_and_or_xor::{bit_and_udaf, bit_xor_udaf},
     bool_and_or::{bool_and_udaf, bool_or_udaf},
+    correlation::corr_udaf,
     count::count_udaf,
+    covariance::covar_pop_udaf,
     first_last::{first_value_udaf, last_value_udaf},
     median::median_udaf,
     min_max::{max_udaf, min_udaf},
+    nth_value::nth_value_udaf,
     stddev::stddev_udaf,
     string_agg::string_agg_udaf,
     sum::sum_udaf,
@@ -279,6 +286,7 @@ pub(crate) fn every_kind_of_call() -> Vec<AggregateCall> {
     let v = || vec![column("v")];
     // As the planner coerces them: AVG, STDDEV and VAR take DOUBLE.
     let double = || vec![cast(column("v"), &schema, DataType::Float64).expect("cast to DOUBLE")];
+    let ts_double = || cast(column("ts"), &schema, DataType::Float64).expect("cast to DOUBLE");
     vec![
         call(count_udaf(), v(), vec![], false, &schema),
         call(sum_udaf(), v(), vec![], false, &schema),
@@ -310,6 +318,38 @@ pub(crate) fn every_kind_of_call() -> Vec<AggregateCall> {
             &schema,
         ),
         call(median_udaf(), v(), vec![], false, &schema),
+        call(any_value_udaf(), v(), vec![], false, &schema),
+        call(approx_median_udaf(), double(), vec![], false, &schema),
+        call(
+            approx_percentile_cont_udaf(),
+            vec![double()[0].clone(), lit(0.5_f64)],
+            vec![],
+            false,
+            &schema,
+        ),
+        call(bit_and_udaf(), v(), vec![], false, &schema),
+        call(bit_xor_udaf(), v(), vec![], false, &schema),
+        call(
+            corr_udaf(),
+            vec![double()[0].clone(), ts_double()],
+            vec![],
+            false,
+            &schema,
+        ),
+        call(
+            covar_pop_udaf(),
+            vec![double()[0].clone(), ts_double()],
+            vec![],
+            false,
+            &schema,
+        ),
+        call(
+            nth_value_udaf(),
+            vec![column("v"), lit(2_i64)],
+            by_ts(),
+            false,
+            &schema,
+        ),
     ]
 }
 
