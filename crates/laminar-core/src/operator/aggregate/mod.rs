@@ -5,7 +5,7 @@
 //! changelog always holds one row per live group. The runtime routes rows by group key, so
 //! each worker owns a disjoint set of groups. With `EMIT ON WINDOW CLOSE` over a source with
 //! keyed watermarks, each group fires by the watermark of its key instead
-//! ([`keyed`]).
+//! ([`keyed`]). Snapshots are incremental by group ([`state`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -7,7 +7,9 @@
 //! group is written whole, so a delta's size follows the number of groups touched, not the
 //! number of groups held.
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int64Array};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::OwnedRow;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -67,11 +69,7 @@ impl AggregateOperator {
 
     /// The state batch of the groups `keys` (those still held and, unless `all`, still
     /// dirty: a key may be listed twice); rebuilds their accumulators from what it wrote.
-    fn write_groups(
-        &mut self,
-        keys: Vec<OwnedRow>,
-        all: bool,
-    ) -> DfResult<Vec<datafusion::arrow::array::RecordBatch>> {
+    fn write_groups(&mut self, keys: Vec<OwnedRow>, all: bool) -> DfResult<Vec<RecordBatch>> {
         let calls = self.calls.len();
         let mut key_bytes = BinaryBuilder::new();
         let mut window_ends = Vec::new();
@@ -106,9 +104,9 @@ impl AggregateOperator {
         let mut columns: Vec<(String, ArrayRef)> = vec![
             (
                 "window_end_ms".into(),
-                std::sync::Arc::new(Int64Array::from(window_ends)),
+                Arc::new(Int64Array::from(window_ends)),
             ),
-            ("rows".into(), std::sync::Arc::new(Int64Array::from(rows))),
+            ("rows".into(), Arc::new(Int64Array::from(rows))),
         ];
         columns.extend(emitted.finish(&result_types)?);
         columns.extend(state_columns);

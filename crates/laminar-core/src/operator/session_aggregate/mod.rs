@@ -8,6 +8,7 @@
 //! its state is freed (after the allowed lateness); otherwise the output is a changelog that
 //! retracts a session's previous row whenever it grows or merges. Over a source with keyed
 //! watermarks, sessions close by their partition's watermark instead ([`keyed`]).
+//! Snapshots are incremental by session ([`state`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
