@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod asof_join;
+mod change_tracker;
 mod exchange;
 mod filter;
 mod join;
@@ -16,6 +17,9 @@ mod scan;
 mod session_aggregate;
 #[cfg(test)]
 mod snapshot_harness;
+mod state_codec;
+#[cfg(test)]
+mod test_support;
 mod top_n;
 mod union;
 mod window_aggregate;

@@ -5,11 +5,16 @@
 //! ordering columns, row-encoded) as a multiset that shrinks as rows are retracted: MIN and
 //! MAX read its first or last value, COUNT(DISTINCT x) counts its keys, and every other
 //! aggregate replays it into a fresh DataFusion accumulator.
+//!
+//! Its state (for checkpoints) is the multiset itself: the encoded rows and their counts, as
+//! two lists; merging states adds the counts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, UInt64Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, BinaryArray, LargeListArray, UInt64Array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -17,6 +22,11 @@ use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+/// `values` as the one value of a one-row list.
+fn single_row_list(values: ArrayRef) -> LargeListArray {
+    datafusion::common::utils::SingleRowListArrayBuilder::new(values).build_large_list_array()
+}
 
 /// How a call's result is read from its multiset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,20 +226,59 @@ impl Accumulator for MultisetAccumulator {
             + self.rows.len() * (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<u64>())
     }
 
+    /// The multiset: its encoded rows and their counts, as two one-row lists.
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        Err(DataFusionError::Internal(
-            "a changelog aggregate was asked for a partial state; its groups live on one \
-             worker and are never merged (a bug in LaminarDB)"
-                .into(),
-        ))
+        let rows = BinaryArray::from_iter_values(self.rows.keys());
+        let counts = UInt64Array::from_iter_values(self.rows.values().copied());
+        Ok(vec![
+            ScalarValue::LargeList(Arc::new(single_row_list(Arc::new(rows)))),
+            ScalarValue::LargeList(Arc::new(single_row_list(Arc::new(counts)))),
+        ])
     }
 
-    fn merge_batch(&mut self, _states: &[ArrayRef]) -> DfResult<()> {
-        Err(DataFusionError::Internal(
-            "a changelog aggregate was asked to merge partial states; its groups live on one \
-             worker and are never merged (a bug in LaminarDB)"
-                .into(),
-        ))
+    /// Adds the rows of each state (as [`Self::state`] wrote them) to the multiset.
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let list = |index: usize| {
+            states
+                .get(index)
+                .and_then(|s| s.as_any().downcast_ref::<LargeListArray>())
+                .ok_or_else(|| {
+                    DataFusionError::Internal(
+                        "a multiset state is a list of rows and a list of counts".into(),
+                    )
+                })
+        };
+        let (rows, counts) = (list(0)?, list(1)?);
+        for state in 0..rows.len().min(counts.len()) {
+            let (row_values, count_values) = (rows.value(state), counts.value(state));
+            let row_values = row_values.as_any().downcast_ref::<BinaryArray>();
+            let count_values = count_values.as_any().downcast_ref::<UInt64Array>();
+            let (Some(row_values), Some(count_values)) = (row_values, count_values) else {
+                return Err(DataFusionError::Internal(
+                    "a multiset state holds Binary rows and UInt64 counts".into(),
+                ));
+            };
+            if row_values.len() != count_values.len() {
+                return Err(DataFusionError::Internal(
+                    "a multiset state has as many counts as rows".into(),
+                ));
+            }
+            for (row, count) in row_values.iter().zip(count_values.iter()) {
+                let (Some(row), Some(count)) = (row, count) else {
+                    continue;
+                };
+                if count == 0 {
+                    continue;
+                }
+                if let Some(held) = self.rows.get_mut(row) {
+                    *held += count;
+                } else {
+                    self.row_bytes += row.len();
+                    self.rows.insert(row.into(), count);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn supports_retract_batch(&self) -> bool {
@@ -436,6 +485,50 @@ mod tests {
             (value(&mut first), value(&mut latest)),
             ("c".into(), "a".into())
         );
+    }
+
+    /// `accumulator`'s state as the arrays a merge takes.
+    fn state_arrays(accumulator: &mut Box<dyn Accumulator>) -> Vec<ArrayRef> {
+        accumulator
+            .state()
+            .expect("state")
+            .iter()
+            .map(|value| value.to_array().expect("array"))
+            .collect()
+    }
+
+    #[test]
+    fn a_merged_state_keeps_every_copy_so_retractions_still_apply() {
+        let min = aggregate(min_udaf(), vec![column("x")], None, false);
+        let mut original = min.accumulator();
+        original
+            .update_batch(&ints(&[Some(5), Some(1), Some(1), None, Some(9)]))
+            .expect("update");
+        let mut other = min.accumulator();
+        other
+            .update_batch(&ints(&[Some(1), Some(0)]))
+            .expect("update");
+        let mut restored = min.accumulator();
+        restored
+            .merge_batch(&state_arrays(&mut original))
+            .expect("merge");
+        assert_eq!(restored.size(), original.size());
+        // The state leaves the accumulator as it was.
+        assert_eq!(
+            (value(&mut original), value(&mut restored)),
+            ("1".into(), "1".into())
+        );
+        restored
+            .merge_batch(&state_arrays(&mut other))
+            .expect("merge");
+        assert_eq!(value(&mut restored), "0");
+        // Three 1s are held now: two retractions leave one.
+        restored
+            .retract_batch(&ints(&[Some(0), Some(1), Some(1)]))
+            .expect("retract");
+        assert_eq!(value(&mut restored), "1");
+        restored.retract_batch(&ints(&[Some(1)])).expect("retract");
+        assert_eq!(value(&mut restored), "5");
     }
 
     #[test]

@@ -11,13 +11,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::AggregateOperator;
 use crate::change_batch::ChangeBatch;
+use crate::operator::change_tracker::{ChangeTracker, EntryFlags};
+use crate::operator::state_codec::{state_batch, PartReader};
+use crate::state::{RestoredPart, StatePart};
 use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
 
 /// How an aggregate reads keyed watermarks off its input.
@@ -37,6 +40,8 @@ struct KeyState {
     watermark_ms: i64,
     /// `(window end, group key)` of every group of this key the aggregate still holds.
     groups: Vec<(i64, OwnedRow)>,
+    /// The watermark changed since the previous snapshot, or is in one.
+    flags: EntryFlags,
 }
 
 /// A group whose key's watermark reached its window end.
@@ -70,6 +75,8 @@ pub(super) struct KeyedWatermarks {
     /// One entry per key seen: keys are never forgotten before the end of input, since a
     /// forgotten key's late rows would look on time.
     keys: HashMap<Box<[u8]>, KeyState>,
+    /// Keys whose watermark moved since the previous snapshot.
+    changes: ChangeTracker<Box<[u8]>>,
 }
 
 impl KeyedWatermarks {
@@ -97,6 +104,7 @@ impl KeyedWatermarks {
             fields,
             spec,
             keys: HashMap::new(),
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -109,6 +117,7 @@ impl KeyedWatermarks {
             converter: RowConverter::new(self.fields.clone())
                 .expect("key types were accepted when the prototype was built"),
             keys: HashMap::new(),
+            changes: ChangeTracker::default(),
         }
     }
 
@@ -180,7 +189,10 @@ impl KeyedWatermarks {
 
     /// Remembers a new group of `key`, closing at `window_end_ms`.
     fn track(&mut self, key: Row<'_>, window_end_ms: i64, group: OwnedRow) {
-        self.state_of(key).groups.push((window_end_ms, group));
+        let state = state_of(&mut self.keys, key);
+        state.groups.push((window_end_ms, group));
+        // A key first seen is written too, so a restored aggregate knows every key.
+        self.changes.touch(&mut state.flags, || key.as_ref().into());
     }
 
     /// Advances the watermarks of the batch's keys by its event times; returns the groups
@@ -202,8 +214,9 @@ impl KeyedWatermarks {
         advanced.sort_unstable();
         let mut due = Vec::new();
         for (key, watermark_ms) in advanced {
-            let state = self.state_of(key);
+            let state = state_of(&mut self.keys, key);
             state.watermark_ms = watermark_ms;
+            self.changes.touch(&mut state.flags, || key.as_ref().into());
             state.groups.retain(|(end_ms, group)| {
                 if *end_ms > watermark_ms {
                     return true;
@@ -222,20 +235,123 @@ impl KeyedWatermarks {
     /// Forgets every key (at the end of input, when every group fires).
     pub(super) fn clear(&mut self) {
         self.keys.clear();
+        self.changes.lost_track();
+    }
+}
+
+/// The state of `key` among `keys`, created with the lowest watermark if missing.
+fn state_of<'a>(keys: &'a mut HashMap<Box<[u8]>, KeyState>, key: Row<'_>) -> &'a mut KeyState {
+    // Looked up before inserting: the key's bytes are copied only for a new key.
+    if !keys.contains_key(key.as_ref()) {
+        let state = KeyState {
+            watermark_ms: WATERMARK_MIN_MS,
+            groups: Vec::new(),
+            flags: EntryFlags::default(),
+        };
+        keys.insert(key.as_ref().into(), state);
+    }
+    keys.get_mut(key.as_ref())
+        .expect("the key was inserted above if it was missing")
+}
+
+/// Name of the state part holding each key's watermark.
+pub(super) const KEY_WATERMARKS_PART: &str = "key_watermarks";
+
+impl KeyedWatermarks {
+    /// A delta cannot describe the keys' changes (none was taken, or every key went).
+    pub(super) fn needs_full(&self) -> bool {
+        self.changes.needs_full()
     }
 
-    fn state_of(&mut self, key: Row<'_>) -> &mut KeyState {
-        // Looked up before inserting: the key's bytes are copied only for a new key.
-        if !self.keys.contains_key(key.as_ref()) {
-            let state = KeyState {
-                watermark_ms: WATERMARK_MIN_MS,
-                groups: Vec::new(),
-            };
-            self.keys.insert(key.as_ref().into(), state);
+    /// The keys' watermarks for a snapshot: all of them, or those that moved since the
+    /// previous one. A key's groups are not written: restoring the groups tracks them again.
+    pub(super) fn snapshot(&mut self, full: bool) -> DfResult<StatePart> {
+        let (moved, _) = self.changes.take();
+        let mut keys = BinaryBuilder::new();
+        let mut watermarks = Vec::new();
+        let mut write = |key: &[u8], state: &mut KeyState| {
+            state.flags.written();
+            keys.append_value(key);
+            watermarks.push(state.watermark_ms);
+        };
+        if full {
+            for (key, state) in &mut self.keys {
+                write(key, state);
+            }
+        } else {
+            for key in moved {
+                if let Some(state) = self.keys.get_mut(&key) {
+                    if state.flags.is_dirty() {
+                        write(&key, state);
+                    }
+                }
+            }
         }
-        self.keys
-            .get_mut(key.as_ref())
-            .expect("the key was inserted above if it was missing")
+        let upserts = if watermarks.is_empty() {
+            Vec::new()
+        } else {
+            let column: ArrayRef = Arc::new(Int64Array::from(watermarks));
+            vec![state_batch(
+                keys.finish(),
+                vec![("watermark_ms".into(), column)],
+            )?]
+        };
+        Ok(StatePart::new(KEY_WATERMARKS_PART, upserts))
+    }
+
+    /// Restores the keys' watermarks written by [`Self::snapshot`].
+    fn restore_watermarks(&mut self, part: &RestoredPart) -> DfResult<()> {
+        for batch in &part.batches {
+            let reader = PartReader::new("Aggregate", KEY_WATERMARKS_PART, batch);
+            let keys = reader.keys()?;
+            let watermarks = reader.int64("watermark_ms")?;
+            for row in 0..reader.rows() {
+                let state = KeyState {
+                    watermark_ms: watermarks.value(row),
+                    groups: Vec::new(),
+                    flags: EntryFlags::restored(),
+                };
+                self.keys.insert(keys.value(row).into(), state);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AggregateOperator {
+    /// With keyed watermarks, after the groups were restored: restores the keys'
+    /// watermarks from `part` and tracks every group under its key again.
+    pub(super) fn restore_keyed(&mut self, part: Option<&RestoredPart>) -> DfResult<()> {
+        let Some(keyed) = &mut self.keyed else {
+            return Ok(());
+        };
+        if let Some(part) = part {
+            keyed.restore_watermarks(part)?;
+        }
+        // Every group held is tracked: the aggregate forgets a group's tracking only when
+        // it frees the group.
+        let groups: Vec<(&OwnedRow, i64)> = self
+            .groups
+            .iter()
+            .map(|(key, group)| (key, group.window_end_ms))
+            .collect();
+        if !groups.is_empty() {
+            let columns = self
+                .converter
+                .convert_rows(groups.iter().map(|(key, _)| key.row()))?;
+            let key_columns: Vec<ArrayRef> = keyed
+                .spec
+                .key_positions
+                .iter()
+                .map(|&position| Arc::clone(&columns[position]))
+                .collect();
+            let keys = keyed.converter.convert_columns(&key_columns)?;
+            for (row, (group, window_end_ms)) in groups.into_iter().enumerate() {
+                keyed.track(keys.row(row), window_end_ms, group.clone());
+            }
+        }
+        keyed.changes.restored();
+        Ok(())
     }
 }
 
@@ -317,10 +433,13 @@ impl AggregateOperator {
                     .map(|a| a.evaluate())
                     .collect::<DfResult<Vec<_>>>()?;
                 group.emitted = Some(values.clone());
+                self.changes.touch(&mut group.flags, || key.clone());
                 rows.push((key.clone(), values));
             }
             if expired {
-                self.groups.remove(&key);
+                if let Some(group) = self.groups.remove(&key) {
+                    self.changes.remove(group.flags, || key.clone());
+                }
             }
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,7 +5,7 @@
 //! changelog always holds one row per live group. The runtime routes rows by group key, so
 //! each worker owns a disjoint set of groups. With `EMIT ON WINDOW CLOSE` over a source with
 //! keyed watermarks, each group fires by the watermark of its key instead
-//! ([`keyed`]).
+//! ([`keyed`]). Snapshots are incremental by group ([`state`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,14 +22,19 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::change_tracker::{ChangeTracker, EntryFlags};
 use super::multiset_accumulator::MultisetAggregate;
 use super::Operator;
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
 use crate::watermark::WATERMARK_END_MS;
 pub(crate) use keyed::keyed_output_watermark;
 use keyed::KeyedWatermarks;
 
 mod keyed;
+mod state;
+#[cfg(test)]
+mod tests;
 
 pub use keyed::KeyedWatermark;
 
@@ -59,6 +64,8 @@ struct Group {
     rows: i64,
     /// The result row last emitted for the group, to retract when it changes.
     emitted: Option<Vec<ScalarValue>>,
+    /// Changed since the previous snapshot, or in one.
+    flags: EntryFlags,
 }
 
 /// Groups rows and maintains aggregates, emitting retract/insert pairs.
@@ -85,6 +92,8 @@ pub struct AggregateOperator {
     late_rows: u64,
     /// With `EMIT ON WINDOW CLOSE`: the watermark of each key, when groups fire per key.
     keyed: Option<Box<KeyedWatermarks>>,
+    /// Groups changed and removed since the previous snapshot.
+    changes: ChangeTracker<OwnedRow>,
 }
 
 impl std::fmt::Debug for AggregateOperator {
@@ -123,6 +132,7 @@ impl AggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             keyed: None,
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -247,6 +257,7 @@ impl Operator for AggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             keyed: self.keyed.as_ref().map(|keyed| Box::new(keyed.fork())),
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -290,6 +301,14 @@ impl Operator for AggregateOperator {
 
     fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
         keyed_output_watermark(self.keyed.is_some(), input_watermark_ms)
+    }
+
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_state(full).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_state(&parts)
     }
 
     fn process(
@@ -352,6 +371,7 @@ impl Operator for AggregateOperator {
                     window_end_ms,
                     rows: 0,
                     emitted: None,
+                    flags: EntryFlags::default(),
                 };
                 self.groups.insert(key.clone(), group);
                 self.track_group(batch_keys.as_ref(), &members, window_end_ms, &key);
@@ -359,6 +379,7 @@ impl Operator for AggregateOperator {
             let Some(group) = self.groups.get_mut(&key) else {
                 continue;
             };
+            self.changes.touch(&mut group.flags, || key.clone());
             for (accumulator, arguments) in group.accumulators.iter_mut().zip(&arguments) {
                 if !inserts.is_empty() {
                     accumulator.update_batch(&select(arguments, &inserts)?)?;
@@ -372,6 +393,7 @@ impl Operator for AggregateOperator {
             if group.rows <= 0 && self.global_key.is_none() {
                 // Every row of the group was retracted: the group is gone.
                 if let Some(group) = self.groups.remove(&key) {
+                    self.changes.remove(group.flags, || key.clone());
                     if let Some(previous) = group.emitted {
                         retracted.push((key, previous));
                     }
@@ -554,15 +576,22 @@ impl AggregateOperator {
                 .collect::<DfResult<Vec<_>>>()?;
             if keep {
                 group.emitted = Some(values.clone());
-            } else {
-                self.groups.remove(&key);
+                self.changes.touch(&mut group.flags, || key.clone());
+            } else if let Some(group) = self.groups.remove(&key) {
+                self.changes.remove(group.flags, || key.clone());
             }
             rows.push((key, values));
         }
         // Windows whose allowed lateness passed are final: their state goes.
         let lateness = self.allowed_lateness_ms;
-        self.groups
-            .retain(|_, group| group.window_end_ms.saturating_add(lateness) > watermark_ms);
+        let changes = &mut self.changes;
+        self.groups.retain(|key, group| {
+            let open = group.window_end_ms.saturating_add(lateness) > watermark_ms;
+            if !open {
+                changes.remove(group.flags, || key.clone());
+            }
+            open
+        });
         // Closed windows in key order, so output does not depend on hash order.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(self

@@ -17,13 +17,17 @@ use datafusion::error::Result as DfResult;
 
 use super::SessionAggregateOperator;
 use crate::change_batch::ChangeBatch;
+use crate::operator::change_tracker::{ChangeTracker, EntryFlags};
 use crate::watermark::WATERMARK_MIN_MS;
 
 /// The watermark of every session partition seen.
 #[derive(Debug)]
 pub(super) struct KeyedSessions {
     delay_ms: i64,
-    watermarks: HashMap<OwnedRow, i64>,
+    /// Each partition's watermark, and whether it moved since the previous snapshot.
+    pub(super) watermarks: HashMap<OwnedRow, (i64, EntryFlags)>,
+    /// Partitions whose watermark moved since the previous snapshot.
+    pub(super) changes: ChangeTracker<OwnedRow>,
 }
 
 impl KeyedSessions {
@@ -32,6 +36,7 @@ impl KeyedSessions {
         Self {
             delay_ms,
             watermarks: HashMap::new(),
+            changes: ChangeTracker::default(),
         }
     }
 
@@ -67,8 +72,7 @@ impl SessionAggregateOperator {
             Some(keyed) => keyed
                 .watermarks
                 .get(partition)
-                .copied()
-                .unwrap_or(WATERMARK_MIN_MS),
+                .map_or(WATERMARK_MIN_MS, |(watermark_ms, _)| *watermark_ms),
             None => self.watermark_ms,
         }
     }
@@ -110,14 +114,15 @@ impl SessionAggregateOperator {
         let mut due: Vec<(OwnedRow, i64, i64, i64)> = Vec::new();
         for (partition, start_ms) in latest {
             let watermark_ms = start_ms.saturating_sub(keyed.delay_ms);
-            let current = keyed
+            let (current, flags) = keyed
                 .watermarks
                 .entry(partition.clone())
-                .or_insert(WATERMARK_MIN_MS);
+                .or_insert((WATERMARK_MIN_MS, EntryFlags::default()));
             if watermark_ms <= *current {
                 continue;
             }
             *current = watermark_ms;
+            keyed.changes.touch(flags, || partition.clone());
             // A partition's sessions are disjoint: ordered by start, their ends increase.
             let sessions = self.partitions.get(&partition).into_iter().flatten();
             for (start, session) in sessions.take_while(|(_, s)| s.end_ms <= watermark_ms) {
@@ -148,6 +153,7 @@ impl SessionAggregateOperator {
     pub(super) fn end_keyed(&mut self) {
         if let Some(keyed) = &mut self.keyed {
             keyed.watermarks.clear();
+            keyed.changes.lost_track();
             self.by_end = self
                 .partitions
                 .iter()

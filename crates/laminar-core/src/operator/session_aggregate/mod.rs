@@ -8,6 +8,7 @@
 //! its state is freed (after the allowed lateness); otherwise the output is a changelog that
 //! retracts a session's previous row whenever it grows or merges. Over a source with keyed
 //! watermarks, sessions close by their partition's watermark instead ([`keyed`]).
+//! Snapshots are incremental by session ([`state`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,19 +23,26 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::aggregate::keyed_output_watermark;
 use super::aggregate::{call_arguments, select, CallArguments};
+use super::change_tracker::{ChangeTracker, EntryFlags};
 use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
 use crate::watermark::WATERMARK_END_MS;
 use keyed::KeyedSessions;
 
 mod keyed;
+mod state;
+#[cfg(test)]
+mod tests;
 
 struct Session {
     end_ms: i64,
     accumulators: Vec<Box<dyn Accumulator>>,
     /// The row last emitted for the session, to retract when it changes.
     emitted: Option<Vec<ScalarValue>>,
+    /// Changed since the previous snapshot, or in one.
+    flags: EntryFlags,
 }
 
 /// A session's identity in the output: its partition and bounds.
@@ -67,6 +75,8 @@ pub struct SessionAggregateOperator {
     late_rows: u64,
     /// With `EMIT ON WINDOW CLOSE`: each partition's watermark, when sessions close per key.
     keyed: Option<KeyedSessions>,
+    /// Sessions (partition, start) changed and removed since the previous snapshot.
+    changes: ChangeTracker<(OwnedRow, i64)>,
 }
 
 impl std::fmt::Debug for SessionAggregateOperator {
@@ -111,6 +121,7 @@ impl SessionAggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             keyed: None,
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -243,6 +254,8 @@ impl SessionAggregateOperator {
             };
             self.by_end
                 .remove(&(old.end_ms, partition.clone(), old_start));
+            self.changes
+                .remove(old.flags, || (partition.clone(), old_start));
             if let Some(previous) = old.emitted.take() {
                 retracted.push((partition.clone(), old_start, old.end_ms, previous));
             }
@@ -257,12 +270,16 @@ impl SessionAggregateOperator {
         for (accumulator, arguments) in accumulators.iter_mut().zip(arguments) {
             accumulator.update_batch(&select(arguments, &run.rows)?)?;
         }
+        let mut flags = EntryFlags::default();
+        self.changes
+            .touch(&mut flags, || (partition.clone(), start_ms));
         sessions.insert(
             start_ms,
             Session {
                 end_ms,
                 accumulators,
                 emitted: None,
+                flags,
             },
         );
         // Keyed sessions fire from their partition's sessions, not from the common index.
@@ -287,13 +304,18 @@ impl SessionAggregateOperator {
             .map(|a| a.evaluate())
             .collect::<DfResult<Vec<_>>>()?;
         session.emitted = Some(values.clone());
+        self.changes
+            .touch(&mut session.flags, || (partition.clone(), start_ms));
         Ok(Some((partition.clone(), start_ms, session.end_ms, values)))
     }
 
     /// Removes a session's state.
     fn free(&mut self, partition: &OwnedRow, start_ms: i64) {
         if let Some(sessions) = self.partitions.get_mut(partition) {
-            sessions.remove(&start_ms);
+            if let Some(session) = sessions.remove(&start_ms) {
+                self.changes
+                    .remove(session.flags, || (partition.clone(), start_ms));
+            }
             if sessions.is_empty() {
                 self.partitions.remove(partition);
             }
@@ -450,6 +472,7 @@ impl Operator for SessionAggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             keyed: self.keyed.as_ref().map(KeyedSessions::fork),
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -507,6 +530,14 @@ impl Operator for SessionAggregateOperator {
 
     fn output_watermark(&self, input_watermark_ms: i64) -> i64 {
         keyed_output_watermark(self.keyed.is_some(), input_watermark_ms)
+    }
+
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_state(full).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_state(&parts)
     }
 
     fn process(

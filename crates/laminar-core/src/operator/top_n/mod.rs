@@ -6,8 +6,10 @@
 //! after each batch, every partition the batch touched retracts the rows that left its top N
 //! (or changed rank) and inserts those that entered. Ties in the ORDER BY are broken by the
 //! whole row, so the answer does not depend on arrival order or on the number of workers.
+//! Snapshots are incremental by partition ([`state`]).
 
 mod partition;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -22,8 +24,10 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use self::partition::{Numbered, Partition};
+use super::change_tracker::ChangeTracker;
 use super::Operator;
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
 
 /// When results leave the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +87,8 @@ pub struct TopNOperator {
     rows_held: u64,
     watermark_ms: i64,
     late_rows: u64,
+    /// Partitions changed and removed since the previous snapshot.
+    changes: ChangeTracker<OwnedRow>,
 }
 
 impl std::fmt::Debug for TopNOperator {
@@ -154,6 +160,7 @@ impl TopNOperator {
             rows_held: 0,
             watermark_ms: i64::MIN,
             late_rows: 0,
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -250,7 +257,9 @@ impl TopNOperator {
                 &mut inserted,
             );
             if partition.is_empty() {
-                self.partitions.remove(&key);
+                if let Some(partition) = self.partitions.remove(&key) {
+                    self.changes.remove(partition.flags, || key.clone());
+                }
             }
         }
         self.changes(&retracted, &inserted)
@@ -269,6 +278,7 @@ impl TopNOperator {
         let mut rows = Vec::new();
         for key in closed {
             if let Some(partition) = self.partitions.remove(&key) {
+                self.changes.remove(partition.flags, || key.clone());
                 self.rows_held -= partition.rows();
                 rows.extend(partition.top(self.config.limit));
             }
@@ -330,6 +340,14 @@ impl Operator for TopNOperator {
         self.late_rows
     }
 
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_state(full).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_state(&parts)
+    }
+
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         if self.config.emit == Emit::Changes {
             return Ok(());
@@ -385,6 +403,7 @@ impl Operator for TopNOperator {
                 }
             };
             let partition = self.partitions.entry(key.clone()).or_default();
+            self.changes.touch(&mut partition.flags, || key.clone());
             partition.window_end_ms = window_end_ms;
             let (order, row) = (order_keys.row(index), rows.row(index));
             if weight > 0 {

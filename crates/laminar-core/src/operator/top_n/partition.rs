@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::row::{OwnedRow, Row};
 
+use crate::operator::change_tracker::EntryFlags;
+
 /// A row's place in its partition: its ORDER BY key, then the whole row (the tie-breaker).
 /// Both are rows of the operator's converters, so comparing them orders by rank.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -14,8 +16,23 @@ pub(super) struct RankKey {
 }
 
 impl RankKey {
+    /// The place of `row` (whole-row encoding) with ORDER BY key `order`.
+    pub(super) fn new(order: OwnedRow, row: OwnedRow) -> Self {
+        Self { order, row }
+    }
+
     fn borrowed(&self) -> (Row<'_>, Row<'_>) {
         (self.order.row(), self.row.row())
+    }
+
+    /// The ORDER BY key's encoding.
+    pub(super) fn order_bytes(&self) -> &[u8] {
+        self.order.row().data()
+    }
+
+    /// The whole row's encoding.
+    pub(super) fn row_bytes(&self) -> &[u8] {
+        self.row.row().data()
     }
 }
 
@@ -33,9 +50,38 @@ pub(super) struct Partition {
     pub(super) window_end_ms: i64,
     /// Changelog mode: the rows last emitted, in rank order.
     emitted: Vec<Numbered>,
+    /// Changed since the previous snapshot, or in one.
+    pub(super) flags: EntryFlags,
 }
 
 impl Partition {
+    /// A partition restored from a checkpoint: `ranked` rows with their multiplicities (in
+    /// any order, none 0) and the `emitted` rows in rank order.
+    pub(super) fn restored(
+        ranked: Vec<(RankKey, u64)>,
+        emitted: Vec<Numbered>,
+        window_end_ms: i64,
+    ) -> Self {
+        let rows = ranked.iter().map(|(_, count)| count).sum();
+        Self {
+            ranked: ranked.into_iter().collect(),
+            rows,
+            window_end_ms,
+            emitted,
+            flags: EntryFlags::restored(),
+        }
+    }
+
+    /// The rows held in rank order, with their multiplicities.
+    pub(super) fn ranked(&self) -> impl Iterator<Item = (&RankKey, u64)> {
+        self.ranked.iter().map(|(key, &count)| (key, count))
+    }
+
+    /// Changelog mode: the rows last emitted, in rank order, with their numbers.
+    pub(super) fn emitted(&self) -> &[Numbered] {
+        &self.emitted
+    }
+
     /// Rows held, counting multiplicities.
     pub(super) fn rows(&self) -> u64 {
         self.rows

@@ -10,6 +10,7 @@ use datafusion::physical_expr::PhysicalSortExpr;
 
 use super::TopNOperator;
 use crate::change_batch::ChangeBatch;
+use crate::operator::test_support::{part, round_trip, Step};
 use crate::operator::Operator;
 use crate::watermark::WATERMARK_END_MS;
 
@@ -210,4 +211,74 @@ fn window_partitions_emit_once_when_the_watermark_passes_their_end() {
         .expect("watermark");
     assert_eq!(text(&out), ["1 40 2000 #1 +1"]);
     assert_eq!(operator.state_entries(), 0, "every partition was freed");
+}
+
+/// `rows` as a step of a scripted input.
+fn step(input: &[(i64, i64, i64, i64)]) -> Step {
+    Step::Rows(rows(input))
+}
+
+#[test]
+fn a_changelog_top_n_continues_after_restore_and_an_emptied_partition_is_deleted() {
+    let prototype = top_n(&["k"], 2).retracting();
+    let a1 = [
+        step(&[(1, 10, 0, 1), (1, 30, 0, 1), (1, 20, 0, 1), (2, 5, 0, 1)]),
+        step(&[(3, 7, 0, 1), (1, 20, 0, 1)]),
+    ];
+    let a2 = [
+        step(&[(1, 30, 0, -1), (2, 6, 0, 1)]),
+        // Partition 3 loses its one row.
+        step(&[(3, 7, 0, -1)]),
+    ];
+    let b = [
+        step(&[(1, 20, 0, -1), (1, 40, 0, 1), (3, 1, 0, 1)]),
+        step(&[(2, 5, 0, -1), (4, 9, 0, 1)]),
+        Step::End,
+    ];
+    let snapshots = round_trip(&prototype, &a1, &a2, &b);
+    assert_eq!(part(&snapshots.full, "partitions").upsert_rows(), 3);
+    let delta = part(&snapshots.delta, "partitions");
+    assert_eq!(delta.upsert_rows(), 2, "partitions 1 and 2");
+    assert_eq!(delta.deletes.len(), 1, "partition 3");
+}
+
+#[test]
+fn unread_row_numbers_and_a_global_top_n_continue_after_restore() {
+    for prototype in [
+        top_n(&["k"], 3).without_rank_updates(),
+        top_n(&[], 2).retracting(),
+    ] {
+        let a1 = [step(&[(1, 10, 0, 1), (1, 30, 0, 1), (2, 20, 0, 1)])];
+        let a2 = [step(&[(1, 5, 0, 1), (2, 25, 0, 1)])];
+        let b = [
+            step(&[(1, 50, 0, 1), (2, 1, 0, 1), (1, 29, 0, 1)]),
+            Step::End,
+        ];
+        round_trip(&prototype, &a1, &a2, &b);
+    }
+}
+
+#[test]
+fn window_partitions_continue_after_restore_and_fired_ones_are_deleted() {
+    let prototype = top_n(&["k", "end"], 2).emit_on_window_close(1);
+    let a1 = [
+        step(&[(1, 10, 1000, 1), (1, 30, 1000, 1), (1, 20, 2000, 1)]),
+        step(&[(2, 5, 2000, 1), (2, 7, 3000, 1)]),
+        Step::Watermark(1000),
+    ];
+    let a2 = [
+        step(&[(1, 25, 2000, 1), (1, 40, 3000, 1)]),
+        Step::Watermark(2000),
+    ];
+    let b = [
+        // Window 2000 was emitted: late.
+        step(&[(1, 99, 2000, 1), (2, 8, 3000, 1), (2, 1, 4000, 1)]),
+        Step::Watermark(3000),
+        step(&[(3, 3, 5000, 1)]),
+        Step::End,
+    ];
+    let snapshots = round_trip(&prototype, &a1, &a2, &b);
+    let delta = part(&snapshots.delta, "partitions");
+    assert_eq!(delta.upsert_rows(), 1, "partition (1, 3000) received rows");
+    assert_eq!(delta.deletes.len(), 2, "partitions of window 2000 fired");
 }

@@ -7,6 +7,8 @@
 //! The row-at-a-time `AggregateOperator` covers what this cannot: changelog output, inputs
 //! with retractions, allowed lateness (a fired window must stay readable), and aggregates
 //! without a groups accumulator (e.g. `COUNT(DISTINCT ..)`).
+//!
+//! Snapshots are incremental by window ([`state`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,14 +23,22 @@ use datafusion::physical_plan::aggregates::group_values::{new_group_values, Grou
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use super::aggregate::{call_arguments, CallArguments};
+use super::change_tracker::{ChangeTracker, EntryFlags};
 use super::epoch_ms;
 use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
+use crate::state::{OperatorState, RestoredPart};
+
+mod state;
+#[cfg(test)]
+mod tests;
 
 /// One open window's groups and their accumulators.
 struct WindowGroups {
     groups: Box<dyn GroupValues>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// Received rows since the previous snapshot, or is in one.
+    flags: EntryFlags,
 }
 
 /// Groups rows per window with DataFusion's vectorized group table and accumulators.
@@ -45,6 +55,8 @@ pub struct WindowAggregateOperator {
     late_rows: u64,
     /// Group ids of the rows being accumulated, reused across batches.
     group_ids: Vec<usize>,
+    /// Windows that received rows, and windows fired, since the previous snapshot.
+    changes: ChangeTracker<i64>,
 }
 
 impl std::fmt::Debug for WindowAggregateOperator {
@@ -90,6 +102,7 @@ impl WindowAggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             group_ids: Vec::new(),
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -101,6 +114,7 @@ impl WindowAggregateOperator {
                 .iter()
                 .map(|call| call.function.create_groups_accumulator())
                 .collect::<DfResult<_>>()?,
+            flags: EntryFlags::default(),
         })
     }
 
@@ -118,6 +132,7 @@ impl WindowAggregateOperator {
         let Some(window) = self.windows.get_mut(&window_end_ms) else {
             return Ok(());
         };
+        self.changes.touch(&mut window.flags, || window_end_ms);
         window.groups.intern(keys, &mut self.group_ids)?;
         let total_groups = window.groups.len();
         for (accumulator, (values, filter)) in window.accumulators.iter_mut().zip(arguments) {
@@ -129,10 +144,12 @@ impl WindowAggregateOperator {
     /// Emits and drops every window whose end the watermark reached, oldest first.
     fn fire(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         while let Some(entry) = self.windows.first_entry() {
-            if *entry.key() > watermark_ms {
+            let window_end_ms = *entry.key();
+            if window_end_ms > watermark_ms {
                 break;
             }
             let mut window = entry.remove();
+            self.changes.remove(window.flags, || window_end_ms);
             let mut columns = window.groups.emit(EmitTo::All)?;
             for accumulator in &mut window.accumulators {
                 columns.push(accumulator.evaluate(EmitTo::All)?);
@@ -207,6 +224,7 @@ impl Operator for WindowAggregateOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             group_ids: Vec::new(),
+            changes: ChangeTracker::default(),
         })
     }
 
@@ -234,6 +252,14 @@ impl Operator for WindowAggregateOperator {
     fn on_watermark(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         self.fire(self.watermark_ms, out)
+    }
+
+    fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
+        self.snapshot_state(full).map(Some)
+    }
+
+    fn restore(&mut self, parts: Vec<RestoredPart>) -> DfResult<()> {
+        self.restore_state(&parts)
     }
 
     fn process(
