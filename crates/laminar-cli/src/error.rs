@@ -41,6 +41,9 @@ pub enum CliError {
     /// Opening the database or another call failed outside any script statement.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A storage benchmark's log failed.
+    #[error(transparent)]
+    Storage(#[from] laminar_storage::StorageError),
     /// Something else the command needs failed (terminal, threads, signals).
     #[error("{context}: {message}")]
     Environment {
@@ -56,7 +59,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::ReadScript { .. } | Self::Statement { .. } => EXIT_STATEMENT,
-            Self::QueriesFailed { .. } | Self::Db(_) | Self::Environment { .. } => EXIT_FAILURE,
+            Self::QueriesFailed { .. }
+            | Self::Db(_)
+            | Self::Storage(_)
+            | Self::Environment { .. } => EXIT_FAILURE,
         }
     }
 

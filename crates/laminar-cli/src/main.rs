@@ -3,6 +3,7 @@
 //! public `laminar-db` API. Failures print `error: <message>` on stderr and exit non-zero.
 
 mod bench;
+mod bench_wal;
 mod console;
 mod error;
 mod interrupt;
@@ -21,6 +22,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use laminar_storage::io::IoBackendKind;
+use laminar_storage::wal::Durability;
 
 use crate::error::CliError;
 
@@ -86,6 +89,46 @@ enum Benchmark {
     Latency(LatencyArgs),
     /// A Nexmark query over pre-generated events, compared with DataFusion in batch.
     Nexmark(NexmarkArgs),
+    /// Write-ahead log appends until durable, by durability mode and I/O backend.
+    Wal(WalArgs),
+}
+
+/// The knobs of the write-ahead log benchmark.
+#[derive(Debug, Args)]
+struct WalArgs {
+    /// When an append returns: sync (after its fdatasync, shared by concurrent appenders) or
+    /// group (once written; a background flusher syncs every 5 ms).
+    #[arg(long, value_name = "MODE", default_value = "group", value_parser = parse_log_durability)]
+    durability: Durability,
+    /// The I/O backend: std or uring (default: the one picked for this machine).
+    #[arg(long, value_name = "NAME", value_parser = parse_backend)]
+    backend: Option<IoBackendKind>,
+    /// Records to append.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    records: u64,
+    /// Payload bytes per record.
+    #[arg(long, value_name = "B", default_value_t = 256)]
+    record_bytes: usize,
+    /// Threads appending at once.
+    #[arg(long, value_name = "T", default_value_t = 1, value_parser = parse_at_least_one)]
+    threads: usize,
+    /// Write the log under DIR (default: the system's temporary directory); the disk under
+    /// it is what is measured.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// A durability mode that writes a log: `sync` or `group`.
+fn parse_log_durability(text: &str) -> Result<Durability, String> {
+    match text.parse::<Durability>().map_err(|e| e.to_string())? {
+        Durability::None => Err("durability none writes no log: use sync or group".into()),
+        mode => Ok(mode),
+    }
+}
+
+/// An I/O backend name: `std` or `uring`.
+fn parse_backend(text: &str) -> Result<IoBackendKind, String> {
+    text.parse::<IoBackendKind>().map_err(|e| e.to_string())
 }
 
 /// The knobs of the Nexmark benchmark.
@@ -182,6 +225,16 @@ fn main() -> ExitCode {
             events: args.bench.events,
             workers: args.bench.workers.unwrap_or_else(default_workers),
             batch_rows: args.bench.batch_rows,
+        }),
+        Command::Bench {
+            benchmark: Benchmark::Wal(args),
+        } => bench_wal::wal(&bench_wal::WalBenchOptions {
+            durability: args.durability,
+            backend: args.backend.unwrap_or_else(laminar_storage::io::detect),
+            records: args.records,
+            record_bytes: args.record_bytes,
+            threads: args.threads,
+            dir: args.dir.unwrap_or_else(std::env::temp_dir),
         }),
         Command::Bench {
             benchmark: Benchmark::Latency(args),
