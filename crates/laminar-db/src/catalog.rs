@@ -11,6 +11,7 @@ use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
 use laminar_core::{ReferenceTable, WatermarkGenerator};
 use laminar_sql::ObjectKind;
 
+use crate::durability::SourceWal;
 use crate::sink_runner::SinkTask;
 use crate::source_runner::SourceInstance;
 
@@ -24,6 +25,8 @@ pub(crate) enum ObjectState {
         ingress: Arc<IngressHandle>,
         /// A table's current rows, which its `INSERT`s upsert.
         table: Option<Arc<ReferenceTable>>,
+        /// The write-ahead log of its pushes and `INSERT`s (with a data directory).
+        wal: Option<Arc<SourceWal>>,
     },
     /// A source read by a connector, once per reading query.
     ConnectorSource {
@@ -64,6 +67,9 @@ pub(crate) struct Object {
     pub(crate) inputs: Vec<String>,
     pub(crate) watermark_column: Option<String>,
     pub(crate) state: ObjectState,
+    /// Restored from the data directory when the database opened: creating it again with
+    /// the same definition is a no-op.
+    pub(crate) restored: bool,
 }
 
 /// All objects, in creation order.

@@ -15,12 +15,14 @@ use laminar_sql::{parse_statements, Emit, ObjectKind, Statement, StreamPlanner};
 
 use crate::catalog::{Catalog, DivertedStream, ObjectState};
 use crate::catalog_store::CatalogStore;
+use crate::durability::{Durable, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::error::{DbError, Result};
 use crate::metrics::Metrics;
 use crate::result::ExecuteResult;
 use crate::snapshot::SnapshotContext;
 use crate::source_handle::SourceHandle;
 use crate::subscription::Subscription;
+use laminar_storage::wal::Durability;
 
 /// How long a snapshot read waits for the workers to catch up with rows pushed before it.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,9 +31,21 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 const SINK_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configures a database before opening it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LaminarDbBuilder {
     runtime: RuntimeConfig,
+    durability: Durability,
+    checkpoint_interval: Option<Duration>,
+}
+
+impl Default for LaminarDbBuilder {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            durability: Durability::default(),
+            checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
+        }
+    }
 }
 
 impl LaminarDbBuilder {
@@ -47,14 +61,32 @@ impl LaminarDbBuilder {
         self
     }
 
-    /// A database that keeps nothing on disk.
-    pub fn in_memory(self) -> Result<LaminarDB> {
-        LaminarDB::start(&self.runtime, None)
+    /// When a push or `INSERT` returns, under a data directory: `Sync` (the rows are on
+    /// disk, fsynced), `Group` (the default: written, so a process crash loses nothing;
+    /// fsynced within a few milliseconds, which is what a power loss can lose) or `None`
+    /// (no log: a crash loses the rows pushed since the last checkpoint).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
-    /// A database whose catalog lives in `dir` (created if missing) and is restored on reopen.
+    /// Time between automatic checkpoints (default 10 s); `None` for checkpoints only on
+    /// demand (`CHECKPOINT`, [`LaminarDB::checkpoint`]) and at a clean shutdown.
+    pub fn checkpoint_interval(mut self, interval: Option<Duration>) -> Self {
+        self.checkpoint_interval = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// A database that keeps nothing on disk.
+    pub fn in_memory(self) -> Result<LaminarDB> {
+        LaminarDB::start(&self, None)
+    }
+
+    /// A database whose catalog, logs and checkpoints live in `dir` (created if missing):
+    /// reopening it restores every object and resumes every query from the newest valid
+    /// checkpoint, replaying the rows pushed after it.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<LaminarDB> {
-        LaminarDB::start(&self.runtime, Some(dir.as_ref()))
+        LaminarDB::start(&self, Some(dir.as_ref()))
     }
 }
 
@@ -66,11 +98,27 @@ pub(crate) struct Inner {
     pub(crate) snapshot: SnapshotContext,
     pub(crate) catalog: Mutex<Catalog>,
     pub(crate) store: Option<CatalogStore>,
+    /// Logs and checkpoints, for a database with a data directory.
+    pub(crate) durable: Option<Durable>,
+    /// Stops the automatic checkpoint thread.
+    pub(crate) checkpoints_stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     query_runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        {
+            let (stopped, wake) = &*self.checkpoints_stop;
+            *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            wake.notify_all();
+        }
+        if self.durable.is_some() && !self.runtime.is_shut_down() {
+            // A clean shutdown ends with a checkpoint, which also commits the sinks' last
+            // rows; if it fails, the next open recovers from the previous one.
+            if let Err(e) = self.checkpoint() {
+                eprintln!("laminardb: final checkpoint failed: {e}");
+            }
+        }
         let catalog = self
             .catalog
             .get_mut()
@@ -143,7 +191,8 @@ impl LaminarDB {
         Self::builder().open(dir)
     }
 
-    fn start(config: &RuntimeConfig, dir: Option<&Path>) -> Result<Self> {
+    fn start(options: &LaminarDbBuilder, dir: Option<&Path>) -> Result<Self> {
+        let config = &options.runtime;
         let runtime = Runtime::start(config)?;
         let query_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -151,12 +200,18 @@ impl LaminarDB {
             .enable_all()
             .build()
             .map_err(|e| DbError::Internal(format!("cannot start the query runtime: {e}")))?;
-        let (store, statements) = match dir {
+        let (store, statements, durable) = match dir {
             Some(dir) => {
                 let (store, statements) = CatalogStore::open(dir)?;
-                (Some(store), statements)
+                let durable = Durable::open(
+                    dir,
+                    options.durability,
+                    options.checkpoint_interval,
+                    runtime.workers(),
+                )?;
+                (Some(store), statements, Some(durable))
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), None),
         };
         let db = Self {
             inner: Arc::new(Inner {
@@ -166,9 +221,13 @@ impl LaminarDB {
                 snapshot: SnapshotContext::new(),
                 catalog: Mutex::new(Catalog::default()),
                 store,
+                durable,
+                checkpoints_stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
                 query_runtime: Some(query_runtime),
             }),
         };
+        // Restored sources start reading (and logs are replayed) once every statement ran.
+        let hold = db.hold_sources();
         for sql in statements {
             let restored = parse_statements(&sql)
                 .map_err(DbError::from)
@@ -188,6 +247,12 @@ impl LaminarDB {
                 });
             }
         }
+        if db.inner.durable.is_some() {
+            db.replay_logs()?;
+            db.mark_restored();
+            db.start_checkpoints();
+        }
+        drop(hold);
         Ok(db)
     }
 
@@ -347,6 +412,7 @@ impl LaminarDB {
             }
             Statement::ShowWatermarks => self.show_watermarks(),
             Statement::ShowWorkers => self.show_workers(),
+            Statement::Checkpoint => Ok(self.checkpoint()?.into()),
             Statement::Flush => {
                 self.flush()?;
                 Ok(ExecuteResult::Skipped {
@@ -438,10 +504,14 @@ impl LaminarDB {
                     "{name} is a table; INSERT INTO {name} upserts its rows by primary key"
                 ),
             }),
-            ObjectState::PushSource { ingress, .. } => Ok(SourceHandle::new(
+            ObjectState::PushSource { ingress, wal, .. } => Ok(SourceHandle::new(
                 object.name.clone(),
                 object.schema.clone(),
                 Arc::clone(ingress),
+                self.inner
+                    .durable
+                    .as_ref()
+                    .map(|d| (Arc::clone(&d.gate), wal.clone())),
             )),
             ObjectState::ConnectorSource { connector_name, .. } => Err(DbError::NotAllowed {
                 statement: format!("push into {name}"),

@@ -75,6 +75,53 @@ impl LaminarDB {
         Ok(())
     }
 
+    /// For a `CREATE` of `name` with canonical `sql`: `Some(skipped)` when the object was
+    /// restored from the data directory with exactly this definition (a restarted script
+    /// declares it again), an error naming the object when the definition changed.
+    pub(crate) fn restored_same(
+        catalog: &Catalog,
+        name: &str,
+        sql: &str,
+    ) -> Result<Option<ExecuteResult>> {
+        match catalog.get(name) {
+            Some(existing) if existing.restored && existing.sql == sql => {
+                Ok(Some(ExecuteResult::Skipped {
+                    reason: format!("{name} is restored from the data directory; unchanged"),
+                }))
+            }
+            Some(existing) if existing.restored => Err(DbError::NotAllowed {
+                statement: format!("CREATE {} {name}", existing.kind.noun().to_uppercase()),
+                message: format!(
+                    "{name} exists in the data directory with another definition:\n  {}\n\
+                     drop it first (its state is lost) or use the stored definition",
+                    existing.sql
+                ),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// What a `CREATE` of `name` (canonical `sql`) does when the name is taken: a no-op for
+    /// an object restored with the same definition or under `IF NOT EXISTS`, an error
+    /// otherwise; `None` when the name is free.
+    pub(crate) fn existing(
+        catalog: &Catalog,
+        name: &str,
+        sql: &str,
+        if_not_exists: bool,
+    ) -> Result<Option<ExecuteResult>> {
+        if let Some(skipped) = Self::restored_same(catalog, name, sql)? {
+            return Ok(Some(skipped));
+        }
+        if if_not_exists && catalog.get(name).is_some() {
+            return Ok(Some(ExecuteResult::Skipped {
+                reason: format!("{name} already exists; skipped"),
+            }));
+        }
+        Self::check_absent(catalog, name)?;
+        Ok(None)
+    }
+
     pub(crate) fn check_absent(catalog: &Catalog, name: &str) -> Result<()> {
         match catalog.get(name) {
             Some(existing) => Err(DbError::AlreadyExists {
@@ -108,20 +155,17 @@ impl LaminarDB {
     ) -> Result<ExecuteResult> {
         let mut catalog = self.catalog();
         let name = &create.name;
-        if create.if_not_exists && catalog.get(name).is_some() {
-            return Ok(ExecuteResult::Skipped {
-                reason: format!("{name} already exists; skipped"),
-            });
+        let mut canonical = create.clone();
+        canonical.if_not_exists = false;
+        let sql = Statement::CreateSource(Box::new(canonical)).to_string();
+        if let Some(skipped) = Self::existing(&catalog, name, &sql, create.if_not_exists)? {
+            return Ok(skipped);
         }
-        Self::check_absent(&catalog, name)?;
         if let Some(late) = &create.late_data_to {
             Self::check_absent(&catalog, late)?;
         }
         let context = format!("CREATE SOURCE {name}");
         let declared = declared_schema(create, &context)?;
-        let mut canonical = create.clone();
-        canonical.if_not_exists = false;
-        let sql = Statement::CreateSource(Box::new(canonical)).to_string();
         let (schema, connector) = self.source_connector(create, declared, &context)?;
         let idle_timeout = source_idle_timeout(
             create,
@@ -170,6 +214,7 @@ impl LaminarDB {
                     watermark.as_ref(),
                     idle_timeout,
                     key_columns.as_deref(),
+                    !persist,
                 )
                 .inspect_err(|_| forget())?,
         };
@@ -186,6 +231,7 @@ impl LaminarDB {
             inputs: Vec::new(),
             watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
             state,
+            restored: false,
         });
         if let Some(late) = &create.late_data_to {
             let _ = self
@@ -203,6 +249,7 @@ impl LaminarDB {
                     source: name.clone(),
                     diverted,
                 },
+                restored: false,
             });
         }
         Ok(ExecuteResult::Created {
@@ -283,6 +330,7 @@ impl LaminarDB {
         watermark: Option<&WatermarkGenerator>,
         idle_timeout: Option<Duration>,
         key_columns: Option<&[usize]>,
+        restoring: bool,
     ) -> Result<(ObjectState, Option<DivertedStream>)> {
         let runtime = &self.inner.runtime;
         let diverted = match &create.late_data_to {
@@ -318,11 +366,30 @@ impl LaminarDB {
                     runtime.remove_stream(d.stream);
                 }
             })?;
+        let logged = self
+            .open_source_log(&create.name, restoring)
+            .and_then(|wal| {
+                if restoring {
+                    self.restore_source(&create.name, &ingress, None)?;
+                }
+                Ok(wal)
+            });
+        let wal = match logged {
+            Ok(wal) => wal,
+            Err(e) => {
+                runtime.remove_stream(stream);
+                if let Some(d) = &diverted {
+                    runtime.remove_stream(d.stream);
+                }
+                return Err(e);
+            }
+        };
         let state = ObjectState::PushSource {
             stream,
             outlet,
             ingress,
             table: None,
+            wal,
         };
         Ok((state, diverted))
     }
@@ -344,12 +411,9 @@ impl LaminarDB {
         persist: bool,
     ) -> Result<ExecuteResult> {
         let mut catalog = self.catalog();
-        if if_not_exists && catalog.get(name).is_some() {
-            return Ok(ExecuteResult::Skipped {
-                reason: format!("{name} already exists; skipped"),
-            });
+        if let Some(skipped) = Self::existing(&catalog, name, &sql, if_not_exists)? {
+            return Ok(skipped);
         }
-        Self::check_absent(&catalog, name)?;
         let context = format!("{} {name}", kind.noun());
         let state_ttl = query_state_ttl(options, &context)?;
         let planned = self
@@ -388,11 +452,16 @@ impl LaminarDB {
                 runtime.workers(),
             )))
         };
+        if let Some(table) = &table {
+            self.restore_view(name, table, !persist)?;
+        }
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
         let sink_task = match sink_connector {
             Some(connector) => {
-                let (task, sender) = SinkTask::start(name, connector, runtime.progress())
-                    .map_err(|e| DbError::Internal(format!("cannot start sink thread: {e}")))?;
+                let resume = self.sink_resume(name, !persist);
+                let (task, sender) =
+                    SinkTask::start(name, connector, runtime.progress(), resume)
+                        .map_err(|e| DbError::Internal(format!("cannot start sink thread: {e}")))?;
                 outlet.attach_sink(sender);
                 Some(task)
             }
@@ -432,6 +501,7 @@ impl LaminarDB {
                 instances,
                 sink: sink_task,
             },
+            restored: false,
         });
         Ok(ExecuteResult::Created {
             kind,
@@ -453,7 +523,23 @@ impl LaminarDB {
         let mut pending = Vec::new();
         let started = self
             .bind_inputs(catalog, &planned.inputs, name, &mut pending)
-            .and_then(|bindings| Ok(runtime.add_query(name, &planned.graph, &bindings, stream)?));
+            .and_then(|bindings| {
+                let restore = if sql.is_none() {
+                    self.restored_query(name)?
+                } else {
+                    None
+                };
+                match restore {
+                    Some(restore) => Ok(runtime.add_restored_query(
+                        name,
+                        &planned.graph,
+                        &bindings,
+                        stream,
+                        &restore,
+                    )?),
+                    None => Ok(runtime.add_query(name, &planned.graph, &bindings, stream)?),
+                }
+            });
         if let Err(error) = started {
             // Nothing of the statement stays: its readers' streams and its own stream go
             // (and with it the sink's input).
@@ -602,14 +688,29 @@ impl LaminarDB {
                     .map(|columns| (source.schema.as_ref(), columns)),
             )
             .inspect_err(|_| runtime.remove_stream(stream))?;
-        Ok(SourceInstance::prepare(
+        let mut instance = SourceInstance::prepare(
             &source.name,
             late_only,
             Arc::clone(connector),
             stream,
             outlet,
-            ingress,
-        ))
+            Arc::clone(&ingress),
+        )
+        .with_gate(self.inner.durable.as_ref().map(|d| Arc::clone(&d.gate)));
+        // While the database opens, a reader the checkpoint knows resumes where it was.
+        let restored = self
+            .restored_reader(&format!("{input}@{query}"), true)
+            .and_then(|restored| {
+                if let Some((_, Some(watermark))) = &restored {
+                    ingress.restore_watermark_state(watermark)?;
+                }
+                Ok(restored)
+            })
+            .inspect_err(|_| runtime.remove_stream(stream))?;
+        if let Some((position, _)) = restored {
+            instance = instance.resume_at(position);
+        }
+        Ok(instance)
     }
 
     /// Makes a new stream or view readable by later queries, and every derived object known

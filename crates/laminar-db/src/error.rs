@@ -97,6 +97,24 @@ pub enum DbError {
         /// What went wrong.
         message: String,
     },
+    /// Writing or reading the data directory's logs and checkpoints failed.
+    #[error(transparent)]
+    Storage(#[from] laminar_storage::StorageError),
+    /// Recovering from the data directory failed: a log record or checkpoint cannot be
+    /// applied to the catalog.
+    #[error("recovery: {message}")]
+    Recovery {
+        /// What could not be recovered, naming the object or file.
+        message: String,
+    },
+    /// A checkpoint could not be taken; the previous one stays valid.
+    #[error("checkpoint {epoch} failed: {message}")]
+    Checkpoint {
+        /// The checkpoint's epoch.
+        epoch: u64,
+        /// What failed.
+        message: String,
+    },
     /// A broken internal invariant: always a bug in LaminarDB.
     #[error("internal error (this is a bug in LaminarDB, please report it): {0}")]
     Internal(String),

@@ -35,6 +35,7 @@ mod catalog;
 mod catalog_store;
 mod db;
 mod ddl;
+mod durability;
 mod error;
 mod insert;
 mod metrics;
@@ -48,7 +49,9 @@ mod subscription;
 mod table;
 
 pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
+pub use durability::{CheckpointInfo, DEFAULT_CHECKPOINT_INTERVAL};
 pub use error::{DbError, Result};
+pub use laminar_storage::wal::Durability;
 pub use metrics::{Metrics, QueryStats, SourceStats};
 pub use result::ExecuteResult;
 pub use source_handle::SourceHandle;

@@ -11,6 +11,7 @@ use laminar_core::runtime::IngressHandle;
 use laminar_sql::types::sql_type_name;
 use serde::Serialize;
 
+use crate::durability::{InputGate, RecordKind, SourceWal};
 use crate::error::{DbError, Result};
 
 /// Pushes rows into one source. Cheap to clone; usable from any thread.
@@ -19,15 +20,47 @@ pub struct SourceHandle {
     name: String,
     schema: SchemaRef,
     ingress: Arc<IngressHandle>,
+    /// With a data directory: the source's log, and the gate checkpoints close.
+    durable: Option<(Arc<InputGate>, Option<Arc<SourceWal>>)>,
 }
 
 impl SourceHandle {
-    pub(crate) fn new(name: String, schema: SchemaRef, ingress: Arc<IngressHandle>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        schema: SchemaRef,
+        ingress: Arc<IngressHandle>,
+        durable: Option<(Arc<InputGate>, Option<Arc<SourceWal>>)>,
+    ) -> Self {
         Self {
             name,
             schema,
             ingress,
+            durable,
         }
+    }
+
+    /// Logs `batch` (durable under the database's durability mode) and hands it to the
+    /// workers, as one step a checkpoint never splits.
+    fn push_logged(&self, batch: RecordBatch) -> Result<()> {
+        let Some((gate, wal)) = &self.durable else {
+            self.ingress.push(batch)?;
+            return Ok(());
+        };
+        let _entered = gate.enter();
+        if let Some(wal) = wal {
+            wal.append(RecordKind::Push, &batch)?;
+        }
+        self.ingress.push(batch)?;
+        Ok(())
+    }
+
+    /// The number of pushes (and `INSERT`s) the source's log holds since it was created:
+    /// after a reopen, an application resumes pushing after this many. 0 without a log.
+    pub fn logged_pushes(&self) -> u64 {
+        self.durable
+            .as_ref()
+            .and_then(|(_, wal)| wal.as_ref())
+            .map_or(0, |wal| wal.last_lsn())
     }
 
     /// The source's name.
@@ -44,14 +77,22 @@ impl SourceHandle {
     /// Columns are matched by name; a missing nullable column is filled with NULLs.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
         let batch = conform_batch(&self.name, &self.schema, batch)?;
-        self.ingress.push(batch)?;
-        Ok(())
+        self.push_logged(batch)
     }
 
     /// Pushes a batch without waiting: fails with a `Full` error when the queue is full.
     pub fn try_push(&self, batch: RecordBatch) -> Result<()> {
         let batch = conform_batch(&self.name, &self.schema, batch)?;
-        self.ingress.try_push(batch)?;
+        let Some((gate, wal)) = &self.durable else {
+            self.ingress.try_push(batch)?;
+            return Ok(());
+        };
+        let _entered = gate.enter();
+        // Logged only once accepted: a refused batch must not come back on recovery.
+        self.ingress.try_push(batch.clone())?;
+        if let Some(wal) = wal {
+            wal.append(RecordKind::Push, &batch)?;
+        }
         Ok(())
     }
 
@@ -73,8 +114,7 @@ impl SourceHandle {
         let Some(batch) = decoder.flush().map_err(|e| bad(e.to_string()))? else {
             return Ok(());
         };
-        self.ingress.push(batch)?;
-        Ok(())
+        self.push_logged(batch)
     }
 
     /// Ends the source: no more rows will come, so every query reading it finishes.

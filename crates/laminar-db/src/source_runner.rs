@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use laminar_connectors::{SourceConnector, SourceEvent};
+use laminar_connectors::{SourceConnector, SourceEvent, SourcePosition, SourceReader};
 use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
+
+use crate::durability::InputGate;
 
 /// Largest batch a connector hands to the engine.
 pub(crate) const SOURCE_BATCH_ROWS_MAX: usize = 8192;
@@ -29,6 +31,13 @@ pub(crate) struct SourceInstance {
     started: bool,
     thread: Option<JoinHandle<()>>,
     error: Arc<Mutex<Option<String>>>,
+    /// What the reader handed to the workers, per partition: its position, which a
+    /// checkpoint records.
+    position: Arc<Mutex<SourcePosition>>,
+    /// Reopen at the position (restored from a checkpoint) rather than from the start.
+    resume: bool,
+    /// With a data directory: entered for each event, so a checkpoint never splits one.
+    gate: Option<Arc<InputGate>>,
 }
 
 impl SourceInstance {
@@ -52,7 +61,38 @@ impl SourceInstance {
             started: false,
             thread: None,
             error: Arc::new(Mutex::new(None)),
+            position: Arc::new(Mutex::new(SourcePosition::new())),
+            resume: false,
+            gate: None,
         }
+    }
+
+    /// Reads on from `position` (restored from a checkpoint) instead of from the start.
+    pub(crate) fn resume_at(mut self, position: SourcePosition) -> Self {
+        self.position = Arc::new(Mutex::new(position));
+        self.resume = true;
+        self
+    }
+
+    /// Makes each batch one step of the input gate a checkpoint closes.
+    pub(crate) fn with_gate(mut self, gate: Option<Arc<InputGate>>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// The reader's position and its source's watermark, as a checkpoint records them
+    /// (taken while the input gate is closed, so it matches what the workers were handed).
+    pub(crate) fn checkpoint_position(&self) -> serde_json::Value {
+        let position = self
+            .position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        serde_json::json!({
+            // A position is plain data; serializing it cannot fail.
+            "position": serde_json::to_value(position).unwrap_or_default(),
+            "watermark": crate::durability::watermark_json(self.ingress.watermark_state().as_ref()),
+        })
     }
 
     /// Starts the reader thread; idempotent. A thread that cannot be spawned is recorded as
@@ -67,9 +107,23 @@ impl SourceInstance {
         let stop = Arc::clone(&self.stop);
         let error = Arc::clone(&self.error);
         let source = self.source.clone();
+        let progress = Progress {
+            position: Arc::clone(&self.position),
+            gate: self.gate.clone(),
+            resume: self.resume,
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("laminar-source-{source}"))
-            .spawn(move || read_loop(&source, connector.as_ref(), &ingress, &stop, &error));
+            .spawn(move || {
+                read_loop(
+                    &source,
+                    connector.as_ref(),
+                    &ingress,
+                    &stop,
+                    &error,
+                    &progress,
+                );
+            });
         match spawned {
             Ok(thread) => self.thread = Some(thread),
             Err(e) => {
@@ -119,12 +173,67 @@ impl Drop for SourceInstance {
     }
 }
 
+/// What the read loop updates as it hands events over.
+struct Progress {
+    position: Arc<Mutex<SourcePosition>>,
+    gate: Option<Arc<InputGate>>,
+    resume: bool,
+}
+
+impl Progress {
+    /// Opens the reader: at the recorded position when resuming.
+    fn open(
+        &self,
+        connector: &dyn SourceConnector,
+    ) -> laminar_connectors::Result<Box<dyn SourceReader>> {
+        if self.resume {
+            let position = self
+                .position
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            connector.open_at(SOURCE_BATCH_ROWS_MAX, &position)
+        } else {
+            connector.open(SOURCE_BATCH_ROWS_MAX)
+        }
+    }
+
+    /// Hands one event to the ingress and records it in the position, as one step.
+    fn deliver(
+        &self,
+        ingress: &IngressHandle,
+        reader: &dyn SourceReader,
+        event: SourceEvent,
+    ) -> laminar_core::Result<()> {
+        let _entered = self.gate.as_ref().map(|g| g.enter());
+        self.position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(&event, reader);
+        match event {
+            SourceEvent::PartitionOpened(partition) => ingress.open_partition(partition),
+            SourceEvent::Batch(batch) => ingress.push_to(batch.partition, batch.batch),
+            SourceEvent::PartitionEnded(partition) => ingress.end_partition(partition),
+        }
+    }
+
+    /// The reader finished: every partition ended.
+    fn finish(&self) {
+        let _entered = self.gate.as_ref().map(|g| g.enter());
+        self.position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish();
+    }
+}
+
 fn read_loop(
     source: &str,
     connector: &dyn SourceConnector,
     ingress: &IngressHandle,
     stop: &AtomicBool,
     error: &Mutex<Option<String>>,
+    progress: &Progress,
 ) {
     let record = |message: String| {
         let mut slot = error.lock().unwrap_or_else(PoisonError::into_inner);
@@ -132,7 +241,7 @@ fn read_loop(
             *slot = Some(message);
         }
     };
-    let mut reader = match connector.open(SOURCE_BATCH_ROWS_MAX) {
+    let mut reader = match progress.open(connector) {
         Ok(reader) => reader,
         Err(e) => {
             record(format!("source {source}: {e}"));
@@ -145,10 +254,11 @@ fn read_loop(
             return;
         }
         let delivered = match reader.next_event() {
-            Ok(Some(SourceEvent::PartitionOpened(partition))) => ingress.open_partition(partition),
-            Ok(Some(SourceEvent::Batch(batch))) => ingress.push_to(batch.partition, batch.batch),
-            Ok(Some(SourceEvent::PartitionEnded(partition))) => ingress.end_partition(partition),
-            Ok(None) => break,
+            Ok(Some(event)) => progress.deliver(ingress, reader.as_ref(), event),
+            Ok(None) => {
+                progress.finish();
+                break;
+            }
             Err(e) => {
                 record(format!("source {source}: {e}"));
                 break;

@@ -87,7 +87,7 @@ impl LaminarDB {
         if rows > 0 {
             match handle {
                 Some(handle) => handle.push(batch)?,
-                None => self.upsert_table(&target.table, &batch)?,
+                None => self.upsert_table(&target.table, &batch, true)?,
             }
         }
         Ok(ExecuteResult::Inserted { rows })

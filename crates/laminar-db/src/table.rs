@@ -31,12 +31,12 @@ impl LaminarDB {
     ) -> Result<ExecuteResult> {
         let mut catalog = self.catalog();
         let name = &create.name;
-        if create.if_not_exists && catalog.get(name).is_some() {
-            return Ok(ExecuteResult::Skipped {
-                reason: format!("{name} already exists; skipped"),
-            });
+        let mut canonical = create.clone();
+        canonical.if_not_exists = false;
+        let sql = Statement::CreateTable(Box::new(canonical)).to_string();
+        if let Some(skipped) = Self::existing(&catalog, name, &sql, create.if_not_exists)? {
+            return Ok(skipped);
         }
-        Self::check_absent(&catalog, name)?;
         let context = format!("CREATE TABLE {name}");
         let invalid = |message: String| {
             DbError::Sql(SqlError::Invalid {
@@ -59,9 +59,6 @@ impl LaminarDB {
             ReferenceTable::new(name, schema.clone(), key)
                 .map_err(|e| DbError::Sql(SqlError::plan(&context, &e)))?,
         );
-        let mut canonical = create.clone();
-        canonical.if_not_exists = false;
-        let sql = Statement::CreateTable(Box::new(canonical)).to_string();
 
         let planner = &self.inner.planner;
         planner.register(name, schema.clone())?;
@@ -99,6 +96,20 @@ impl LaminarDB {
                 runtime.remove_stream(stream);
                 planner.deregister(name);
             })?;
+        let logged = self.open_source_log(name, !persist).and_then(|wal| {
+            if !persist {
+                self.restore_source(name, &ingress, Some(&table))?;
+            }
+            Ok(wal)
+        });
+        let wal = match logged {
+            Ok(wal) => wal,
+            Err(e) => {
+                runtime.remove_stream(stream);
+                planner.deregister(name);
+                return Err(e);
+            }
+        };
         // The name was just checked absent, so the registration cannot clash.
         let _ = self.inner.snapshot.register_table(name, Arc::clone(&table));
         catalog.insert(Object {
@@ -113,7 +124,9 @@ impl LaminarDB {
                 outlet,
                 ingress,
                 table: Some(table),
+                wal,
             },
+            restored: false,
         });
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Table,
@@ -123,22 +136,31 @@ impl LaminarDB {
 
     /// Upserts `batch` into table `name` and waits until every running query has seen the
     /// changes.
+    /// With `log`, the rows are first appended to the table's write-ahead log (replayed
+    /// rows come from it and are not logged again).
     pub(crate) fn upsert_table(
         &self,
         name: &str,
         batch: &datafusion::arrow::record_batch::RecordBatch,
+        log: bool,
     ) -> Result<()> {
-        let (table, ingress) = {
+        let (table, ingress, wal) = {
             let catalog = self.catalog();
             match catalog.get(name).map(|o| &o.state) {
                 Some(ObjectState::PushSource {
                     table: Some(table),
                     ingress,
+                    wal,
                     ..
-                }) => (Arc::clone(table), Arc::clone(ingress)),
+                }) => (Arc::clone(table), Arc::clone(ingress), wal.clone()),
                 _ => return Err(DbError::Internal(format!("{name} is not a table"))),
             }
         };
+        let gate = self.inner.durable.as_ref().map(|d| Arc::clone(&d.gate));
+        let entered = gate.as_ref().map(|g| g.enter());
+        if let Some(wal) = wal.filter(|_| log) {
+            wal.append(crate::durability::RecordKind::Upsert, batch)?;
+        }
         table
             .upsert(batch, |changes| ingress.push_changes(changes))
             .map_err(|error| match error {
@@ -149,6 +171,7 @@ impl LaminarDB {
                 UpsertError::Publish(error) => DbError::Core(error),
                 UpsertError::Engine(error) => DbError::Internal(error.to_string()),
             })?;
+        drop(entered);
         self.inner.runtime.sync(TABLE_SYNC_TIMEOUT)?;
         Ok(())
     }

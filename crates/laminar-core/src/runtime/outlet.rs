@@ -29,6 +29,13 @@ pub enum EgressMessage {
     Data(ChangeBatch),
     /// Every worker finished the stream: flush and close.
     End,
+    /// A checkpoint's cut: every row before this belongs to epoch `.0`, which the sink
+    /// pre-commits; rows after it belong to the next epoch. Sent by the checkpoint
+    /// coordinator while the workers stand still, so it falls between the same rows on
+    /// every path into the sink.
+    Barrier(u64),
+    /// The checkpoint of epoch `.0` is durable: the sink commits that epoch.
+    Commit(u64),
 }
 
 /// Identifies a stream inside one runtime.

@@ -222,6 +222,8 @@ pub enum Statement {
     Query(Box<Query>),
     /// `FLUSH`: wait until pushed rows are processed and bounded sources are fully read.
     Flush,
+    /// `CHECKPOINT`: make every query's state, source position and sink output durable now.
+    Checkpoint,
     /// `SHOW WATERMARKS`: the watermark of every source, stream and view.
     ShowWatermarks,
     /// `SHOW WORKERS`: every worker's core, queue depth, rows processed and busy time.
@@ -244,6 +246,7 @@ impl Statement {
             Self::Explain(inner) => format!("EXPLAIN {}", inner.label()),
             Self::Query(_) => "SELECT".into(),
             Self::Flush => "FLUSH".into(),
+            Self::Checkpoint => "CHECKPOINT".into(),
             Self::ShowWatermarks => "SHOW WATERMARKS".into(),
             Self::ShowWorkers => "SHOW WORKERS".into(),
         }
@@ -383,9 +386,10 @@ impl fmt::Display for Statement {
             Self::Describe(name) => write!(f, "DESCRIBE {}", quote_ident(name)),
             Self::Explain(inner) => write!(f, "EXPLAIN {inner}"),
             Self::Query(query) => write!(f, "{query}"),
-            Self::Flush => f.write_str("FLUSH"),
-            Self::ShowWatermarks => f.write_str("SHOW WATERMARKS"),
-            Self::ShowWorkers => f.write_str("SHOW WORKERS"),
+            // Keyword statements print as their label.
+            Self::Flush | Self::Checkpoint | Self::ShowWatermarks | Self::ShowWorkers => {
+                f.write_str(&self.label())
+            }
         }
     }
 }

@@ -71,6 +71,10 @@ pub(crate) fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement> {
             advance(parser, 1);
             Ok(Statement::Flush)
         }
+        Some("CHECKPOINT") => {
+            advance(parser, 1);
+            Ok(Statement::Checkpoint)
+        }
         Some("DESCRIBE" | "DESC") => {
             advance(parser, 1);
             Ok(Statement::Describe(object_name(parser)?))

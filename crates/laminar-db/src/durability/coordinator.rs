@@ -1,0 +1,337 @@
+//! The checkpoint coordinator: takes one checkpoint of the whole database.
+//!
+//! 1. Close the input gate: no push, `INSERT` or connector batch is halfway; the logs'
+//!    positions and the readers' positions are exactly the input handed to the workers.
+//! 2. Take the runtime's cut: the workers drain what they were handed, stop between
+//!    messages and snapshot their operators (full or delta, per state id).
+//! 3. While they stand still: snapshot materialized views' and tables' rows, record each
+//!    source's log position (or reader position) and watermark, and send each sink its
+//!    barrier, which lands behind exactly the rows of the cut.
+//! 4. Let the workers and inputs go on; everything after this overlaps with processing.
+//! 5. Wait for each sink's pre-commit, write the state files and then the manifest
+//!    (atomically): the checkpoint exists once the manifest does.
+//! 6. Commit the sinks' epoch, drop the log records the checkpoint covers, and
+//!    garbage-collect older checkpoints.
+//!
+//! A failure before the manifest leaves the previous checkpoint as the newest; the next
+//! checkpoint is then full (operators already forgot what changed), and sink epochs
+//! pre-committed meanwhile are committed by the next checkpoint that succeeds.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use laminar_core::state::OperatorState;
+use serde_json::{json, Value};
+
+use super::recovery::watermark_json;
+use super::{query_state_id, table_state_id, view_state_id, Durable, CHECKPOINT_CUT_TIMEOUT};
+use crate::catalog::ObjectState;
+use crate::db::{Inner, LaminarDB};
+use crate::error::{DbError, Result};
+use crate::sink_runner::SinkTask;
+
+/// How long a checkpoint waits for a sink to pre-commit.
+const PRECOMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The checkpoint's epoch (increasing by one per checkpoint).
+    pub epoch: u64,
+    /// Bytes of state files written by this checkpoint.
+    pub state_bytes: u64,
+    /// State ids written as full snapshots.
+    pub full_states: usize,
+    /// State ids written as deltas.
+    pub delta_states: usize,
+    /// How long inputs and workers stood still for the cut.
+    pub pause: Duration,
+    /// Total time of the checkpoint.
+    pub duration: Duration,
+}
+
+impl From<CheckpointInfo> for crate::result::ExecuteResult {
+    fn from(info: CheckpointInfo) -> Self {
+        Self::Skipped {
+            reason: format!(
+                "CHECKPOINT {}: {} bytes of state ({} full, {} delta) in {} ms",
+                info.epoch,
+                info.state_bytes,
+                info.full_states,
+                info.delta_states,
+                info.duration.as_millis()
+            ),
+        }
+    }
+}
+
+/// Everything taken at the cut, written after it.
+struct Taken {
+    states: Vec<(String, OperatorState)>,
+    engine: Value,
+    sources: BTreeMap<String, Value>,
+    /// Sinks sent a barrier: `(name, index in the catalog)`.
+    sinks: Vec<String>,
+    /// Log positions to truncate through once the checkpoint is durable.
+    wal_positions: Vec<(Arc<super::SourceWal>, u64)>,
+}
+
+impl LaminarDB {
+    /// Takes a checkpoint now: every query's state, every source's position and every
+    /// sink's pending output become durable together, and log records before it are
+    /// dropped. Fails for a database without a data directory.
+    pub fn checkpoint(&self) -> Result<CheckpointInfo> {
+        self.inner.checkpoint()
+    }
+}
+
+impl Inner {
+    pub(crate) fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let durable = self.durable.as_ref().ok_or_else(|| DbError::NotAllowed {
+            statement: "CHECKPOINT".into(),
+            message: "the database has no data directory (open it with LaminarDB::open)".into(),
+        })?;
+        let started = Instant::now();
+        // One checkpoint at a time: the store's lock is held throughout.
+        let mut store = durable.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let epoch = durable.next_epoch.load(Ordering::SeqCst);
+        let force_full = durable.force_full.swap(false, Ordering::SeqCst);
+        let healthy: HashSet<String> = if force_full {
+            HashSet::new()
+        } else {
+            store
+                .last_manifest()
+                .map(|m| {
+                    m.states
+                        .keys()
+                        .filter(|id| !store.needs_full(id))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (taken, pause) = match self.take_cut(durable, &healthy) {
+            Ok(taken) => taken,
+            Err(e) => {
+                durable.force_full.store(true, Ordering::SeqCst);
+                return Err(checkpoint_error(epoch, &e));
+            }
+        };
+        let written = self.write_checkpoint(&mut store, epoch, taken);
+        match written {
+            Ok((state_bytes, full_states, delta_states)) => Ok(CheckpointInfo {
+                epoch,
+                state_bytes,
+                full_states,
+                delta_states,
+                pause,
+                duration: started.elapsed(),
+            }),
+            Err(e) => {
+                durable.force_full.store(true, Ordering::SeqCst);
+                Err(checkpoint_error(epoch, &e))
+            }
+        }
+    }
+
+    /// Steps 1-4: the cut, with inputs and workers held still only as long as it takes.
+    fn take_cut(&self, durable: &Durable, healthy: &HashSet<String>) -> Result<(Taken, Duration)> {
+        let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        let gate = durable.gate.close();
+        let paused_at = Instant::now();
+        let healthy_ids = healthy.clone();
+        let rule = Box::new(move |query: &str, worker: usize, node: usize| {
+            !healthy_ids.contains(&query_state_id(query, worker, node))
+        });
+        let cut = self.runtime.checkpoint_cut(rule, CHECKPOINT_CUT_TIMEOUT)?;
+        let mut taken = Taken {
+            states: Vec::new(),
+            engine: Value::Null,
+            sources: BTreeMap::new(),
+            sinks: Vec::new(),
+            wal_positions: Vec::new(),
+        };
+        taken.engine = query_states(&cut.queries, &mut taken.states);
+        let workers = self.runtime.workers();
+        for object in catalog.objects() {
+            match &object.state {
+                ObjectState::PushSource {
+                    ingress,
+                    table,
+                    wal,
+                    ..
+                } => {
+                    let lsn = wal.as_ref().map_or(0, |w| w.last_lsn());
+                    taken.sources.insert(
+                        object.name.clone(),
+                        json!({ "lsn": lsn, "watermark": watermark_json(ingress.watermark_state().as_ref()) }),
+                    );
+                    if let Some(wal) = wal {
+                        taken.wal_positions.push((Arc::clone(wal), lsn));
+                    }
+                    if let Some(table) = table {
+                        let id = table_state_id(&object.name);
+                        let state = table.snapshot_state(!healthy.contains(&id)).map_err(|e| {
+                            DbError::Internal(format!("table {}: {e}", object.name))
+                        })?;
+                        taken.states.push((id, state));
+                    }
+                }
+                ObjectState::Derived {
+                    outlet,
+                    instances,
+                    sink,
+                    ..
+                } => {
+                    if let Some(table) = outlet.table() {
+                        for worker in 0..workers {
+                            let id = view_state_id(&object.name, worker);
+                            let full = !healthy.contains(&id);
+                            let state = table.snapshot_worker(worker, full).map_err(|e| {
+                                DbError::Internal(format!("view {}: {e}", object.name))
+                            })?;
+                            if let Some(state) = state {
+                                taken.states.push((id, state));
+                            }
+                        }
+                    }
+                    for instance in instances {
+                        taken.sources.insert(
+                            instance.outlet.name().to_string(),
+                            instance.checkpoint_position(),
+                        );
+                    }
+                    if sink.as_ref().is_some_and(SinkTask::is_transactional) {
+                        taken.sinks.push(object.name.clone());
+                    }
+                }
+                ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
+            }
+        }
+        // Barriers go last: once a sink has one, this epoch must not be taken again.
+        let epoch = durable.next_epoch.load(Ordering::SeqCst);
+        taken.sinks.retain(|name| {
+            let Some(ObjectState::Derived {
+                sink: Some(task), ..
+            }) = catalog.get(name).map(|o| &o.state)
+            else {
+                return false;
+            };
+            // A sink whose thread stopped after an error it reported no longer takes part;
+            // its error fails its own output, not the checkpoint.
+            task.barrier(epoch).is_ok()
+        });
+        // The epoch is taken: a sink created from now on (under the catalog lock this holds)
+        // writes its first rows into the next one.
+        durable.next_epoch.store(epoch + 1, Ordering::SeqCst);
+        drop(cut);
+        drop(gate);
+        Ok((taken, paused_at.elapsed()))
+    }
+
+    /// Steps 5-6: pre-commits, state files, manifest, commits, log truncation.
+    fn write_checkpoint(
+        &self,
+        store: &mut laminar_storage::checkpoint::CheckpointStore,
+        epoch: u64,
+        taken: Taken,
+    ) -> Result<(u64, usize, usize)> {
+        let mut sinks = BTreeMap::new();
+        {
+            let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+            for name in &taken.sinks {
+                let Some(ObjectState::Derived {
+                    sink: Some(task), ..
+                }) = catalog.get(name).map(|o| &o.state)
+                else {
+                    continue;
+                };
+                let handle = task
+                    .precommitted(epoch, PRECOMMIT_TIMEOUT)
+                    .map_err(DbError::Internal)?;
+                sinks.insert(name.clone(), handle);
+            }
+        }
+        let mut builder = store.begin(epoch)?;
+        builder.set_workers(self.runtime.workers());
+        let (mut bytes, mut full, mut delta) = (0, 0, 0);
+        for (id, state) in &taken.states {
+            match state.kind {
+                laminar_core::state::StateKind::Full => full += 1,
+                laminar_core::state::StateKind::Delta => delta += 1,
+            }
+            builder.add_state(id, state)?;
+        }
+        for (name, value) in &taken.sources {
+            builder.set_source(name, value.clone());
+        }
+        for (name, handle) in &sinks {
+            // The handle names every epoch of the sink still pending, this one last.
+            builder.set_sink(name, json!({ "epoch": epoch, "handle": handle }));
+        }
+        builder.set_engine(taken.engine);
+        // On failure the epochs stay pre-committed: the next successful checkpoint's
+        // handle names them, and its commit commits them.
+        let manifest = builder.commit()?;
+        // Each state id's newest file is the one this checkpoint wrote.
+        for (id, _) in &taken.states {
+            bytes += manifest
+                .states
+                .get(id)
+                .and_then(|chain| chain.last())
+                .map_or(0, |file| file.bytes);
+        }
+        let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        for name in sinks.keys() {
+            if let Some(ObjectState::Derived {
+                sink: Some(task), ..
+            }) = catalog.get(name).map(|o| &o.state)
+            {
+                // A commit that fails is completed by recovery from this manifest.
+                let _ = task.commit(epoch);
+            }
+        }
+        drop(catalog);
+        for (wal, lsn) in &taken.wal_positions {
+            wal.truncate_through(*lsn)?;
+        }
+        Ok((bytes, full, delta))
+    }
+}
+
+/// The manifest's record of every query node (worker, node, operator, watermarks), with
+/// the operators' snapshots added to `states` under their ids.
+fn query_states(
+    queries: &[laminar_core::runtime::QuerySnapshot],
+    states: &mut Vec<(String, OperatorState)>,
+) -> Value {
+    let mut nodes_by_query: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for query in queries {
+        let nodes = nodes_by_query.entry(query.query.clone()).or_default();
+        for node in &query.nodes {
+            nodes.push(json!([
+                query.worker,
+                node.node,
+                node.operator,
+                node.watermark_ms,
+                node.output_watermark_ms
+            ]));
+            if let Some(state) = &node.state {
+                states.push((
+                    query_state_id(&query.query, query.worker, node.node),
+                    state.clone(),
+                ));
+            }
+        }
+    }
+    json!({ "queries": nodes_by_query })
+}
+
+fn checkpoint_error(epoch: u64, error: &DbError) -> DbError {
+    DbError::Checkpoint {
+        epoch,
+        message: error.to_string(),
+    }
+}

@@ -1,0 +1,292 @@
+//! The durable lifecycle of a database: opening push sources' and tables' logs, restoring
+//! their watermarks and rows, replaying logged rows after the checkpoint once every
+//! statement is restored, and the thread that takes automatic checkpoints.
+
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
+
+use laminar_connectors::SourcePosition;
+use laminar_core::runtime::{IngressHandle, QueryRestore, SourceWatermarkState};
+use laminar_core::{ReferenceTable, ResultTable};
+use laminar_storage::wal::Durability;
+
+use super::recovery::watermark_from_json;
+use super::{RecordKind, SourceWal};
+use crate::catalog::ObjectState;
+use crate::db::{Inner, LaminarDB};
+use crate::error::{DbError, Result};
+use crate::sink_runner::SinkResume;
+
+impl LaminarDB {
+    /// Opens the log of push source or table `name` (none without a data directory or with
+    /// durability `none`). A new object (`restoring` false) starts from an empty log: a
+    /// dropped object's leftovers are removed.
+    pub(crate) fn open_source_log(
+        &self,
+        name: &str,
+        restoring: bool,
+    ) -> Result<Option<Arc<SourceWal>>> {
+        let Some(durable) = &self.inner.durable else {
+            return Ok(None);
+        };
+        if durable.durability == Durability::None {
+            return Ok(None);
+        }
+        let root = durable.wal_root();
+        if !restoring {
+            let dir = root.join(super::source_wal::escape(name));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| DbError::Recovery {
+                    message: format!("cannot clear the old log {}: {e}", dir.display()),
+                })?;
+            }
+        }
+        let (wal, warning) = SourceWal::open(&root, name, durable.durability)?;
+        if let Some(warning) = warning {
+            eprintln!("laminardb: {warning}");
+            durable
+                .warnings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(warning);
+        }
+        Ok(Some(wal))
+    }
+
+    /// Restores source or table `name`'s watermark, and a table's rows, from the
+    /// checkpoint being recovered.
+    pub(crate) fn restore_source(
+        &self,
+        name: &str,
+        ingress: &IngressHandle,
+        table: Option<&ReferenceTable>,
+    ) -> Result<()> {
+        let Some(durable) = &self.inner.durable else {
+            return Ok(());
+        };
+        let recovered = durable
+            .recovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(recovered) = recovered.as_ref() else {
+            return Ok(());
+        };
+        if let Some(table) = table {
+            if let Some(parts) = recovered.table(name)? {
+                table.restore_state(parts).map_err(|e| DbError::Recovery {
+                    message: format!("table {name}: {e}"),
+                })?;
+            }
+        }
+        if let Some(saved) = recovered
+            .source(name)
+            .and_then(|v| watermark_from_json(&v["watermark"]))
+        {
+            ingress.restore_watermark_state(&saved)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes again every logged record after the recovered checkpoint's position, in log
+    /// order, into its source or table.
+    pub(crate) fn replay_logs(&self) -> Result<()> {
+        let Some(durable) = &self.inner.durable else {
+            return Ok(());
+        };
+        let logs: Vec<(String, Arc<SourceWal>)> = self
+            .catalog()
+            .objects()
+            .iter()
+            .filter_map(|o| match &o.state {
+                ObjectState::PushSource { wal: Some(wal), .. } => {
+                    Some((o.name.clone(), Arc::clone(wal)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, wal) in logs {
+            let after = durable
+                .recovered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .and_then(|r| r.source(&name).and_then(|v| v["lsn"].as_u64()))
+                .unwrap_or(0);
+            for (lsn, kind, batch) in wal.records_after(after)? {
+                let pushed = match kind {
+                    RecordKind::Push => self.push_unlogged(&name, batch),
+                    RecordKind::Upsert => self.upsert_table(&name, &batch, false),
+                };
+                match pushed {
+                    // The statement that logged it failed the same way and applied nothing.
+                    Err(DbError::BadBatch { .. }) | Ok(()) => {}
+                    Err(e) => return Err(super::source_wal::replay_error(&name, lsn, &e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes rows into push source `name` without logging them (they come from its log).
+    fn push_unlogged(
+        &self,
+        name: &str,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+    ) -> Result<()> {
+        let ingress = match self.catalog().get(name).map(|o| &o.state) {
+            Some(ObjectState::PushSource { ingress, .. }) => Arc::clone(ingress),
+            _ => return Err(DbError::Internal(format!("{name} is not a push source"))),
+        };
+        ingress.push(batch)?;
+        Ok(())
+    }
+
+    /// The state query `name` resumes from, when the database is being restored and the
+    /// recovered checkpoint knows the query.
+    pub(crate) fn restored_query(&self, name: &str) -> Result<Option<QueryRestore>> {
+        let Some(durable) = &self.inner.durable else {
+            return Ok(None);
+        };
+        let recovered = durable
+            .recovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match recovered.as_ref() {
+            Some(recovered) => recovered.query(name),
+            None => Ok(None),
+        }
+    }
+
+    /// Restores materialized view `name`'s rows on every worker (when restoring).
+    pub(crate) fn restore_view(
+        &self,
+        name: &str,
+        table: &ResultTable,
+        restoring: bool,
+    ) -> Result<()> {
+        let Some(durable) = self.inner.durable.as_ref().filter(|_| restoring) else {
+            return Ok(());
+        };
+        let recovered = durable
+            .recovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(recovered) = recovered.as_ref() else {
+            return Ok(());
+        };
+        for worker in 0..self.inner.runtime.workers() {
+            if let Some(parts) = recovered.view(name, worker)? {
+                table
+                    .restore_worker(worker, parts)
+                    .map_err(|e| DbError::Recovery {
+                        message: format!("materialized view {name}: {e}"),
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How sink `name` resumes: transactional with a data directory, completing the
+    /// transactions the recovered checkpoint lists when restoring.
+    pub(crate) fn sink_resume(&self, name: &str, restoring: bool) -> Option<SinkResume> {
+        let durable = self.inner.durable.as_ref()?;
+        let first_epoch = durable.next_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let committed = if restoring {
+            durable
+                .recovered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .and_then(|r| r.sink(name))
+        } else {
+            None
+        };
+        Some(SinkResume {
+            committed,
+            first_epoch,
+        })
+    }
+
+    /// The position reader `stream` (a connector source read by one query) resumes from,
+    /// when restoring and the checkpoint recorded one, with its watermark state.
+    pub(crate) fn restored_reader(
+        &self,
+        stream: &str,
+        restoring: bool,
+    ) -> Result<Option<(SourcePosition, Option<SourceWatermarkState>)>> {
+        let Some(durable) = self.inner.durable.as_ref().filter(|_| restoring) else {
+            return Ok(None);
+        };
+        let recovered = durable
+            .recovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(saved) = recovered.as_ref().and_then(|r| r.source(stream)) else {
+            return Ok(None);
+        };
+        let position: SourcePosition =
+            serde_json::from_value(saved["position"].clone()).map_err(|e| DbError::Recovery {
+                message: format!("the checkpoint's position of reader {stream} is unreadable: {e}"),
+            })?;
+        Ok(Some((position, watermark_from_json(&saved["watermark"]))))
+    }
+
+    /// Recovery is over: objects restored from the data directory are marked so, the
+    /// checkpoint consulted is released.
+    pub(crate) fn mark_restored(&self) {
+        if let Some(durable) = &self.inner.durable {
+            durable
+                .recovered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        for object in self.catalog().objects_mut() {
+            object.restored = true;
+        }
+    }
+
+    /// Starts the thread taking a checkpoint every interval, if one is configured. It holds
+    /// the database weakly, so dropping the last handle still shuts it down.
+    pub(crate) fn start_checkpoints(&self) {
+        let Some(interval) = self.inner.durable.as_ref().and_then(|d| d.interval) else {
+            return;
+        };
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop = Arc::clone(&self.inner.checkpoints_stop);
+        let spawned = std::thread::Builder::new()
+            .name("laminar-checkpoints".into())
+            .spawn(move || checkpoint_loop(&weak, &stop, interval));
+        if let Err(e) = spawned {
+            eprintln!("laminardb: cannot start automatic checkpoints: {e}");
+        }
+    }
+}
+
+fn checkpoint_loop(
+    db: &Weak<Inner>,
+    stop: &(std::sync::Mutex<bool>, std::sync::Condvar),
+    interval: Duration,
+) {
+    let (stopped, wake) = stop;
+    loop {
+        {
+            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            let (guard, _) = wake
+                .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *guard {
+                return;
+            }
+        }
+        let Some(inner) = db.upgrade() else {
+            return;
+        };
+        if inner.runtime.is_shut_down() {
+            return;
+        }
+        if let Err(e) = inner.checkpoint() {
+            eprintln!("laminardb: automatic checkpoint failed: {e}");
+        }
+    }
+}

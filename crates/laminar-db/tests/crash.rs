@@ -1,0 +1,249 @@
+//! Crash test: a child process runs a windowed aggregation over rows pushed through the API
+//! and a regular aggregation over a file source, both into exactly-once file sinks, with
+//! frequent checkpoints. The parent kills it with SIGKILL at seeded random moments and
+//! restarts it, until one run finishes; then the committed sink output must equal the output
+//! of an uninterrupted run: no acknowledged row lost, none duplicated.
+//!
+//! The child is this test binary run again with `LAMINAR_CRASH_DIR` set (see
+//! `crash_child_entry`). `LAMINAR_CRASH_KILLS` sets the number of kill points (default 20;
+//! the full run uses 200).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use laminar_db::{Durability, LaminarDB};
+
+/// Batches the child pushes in all.
+const PUSHES: u64 = 300;
+/// Rows per pushed batch.
+const ROWS_PER_PUSH: u64 = 40;
+/// Rows of the file source.
+const FILE_ROWS: u64 = 20_000;
+/// Kill points in the default run.
+const KILLS_DEFAULT: usize = 20;
+/// How long one child may run before the test gives up on it.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn script(dir: &Path) -> Vec<String> {
+    let input = dir.join("input.csv");
+    let windows = dir.join("out_windows/");
+    let totals = dir.join("out_totals/");
+    vec![
+        "CREATE SOURCE events (k BIGINT NOT NULL, v BIGINT NOT NULL, ts TIMESTAMP(3) NOT NULL, \
+         WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+            .to_string(),
+        format!(
+            "CREATE SOURCE sales (shop BIGINT NOT NULL, amount BIGINT NOT NULL) \
+             FROM FILE (path = '{}', format = 'csv')",
+            input.display()
+        ),
+        format!(
+            "CREATE SINK windows INTO FILE (path = '{}', format = 'csv') AS \
+             SELECT window_start, k, count(*) AS n, sum(v) AS total \
+             FROM TUMBLE(events, ts, INTERVAL '1' SECOND) GROUP BY window_start, k",
+            windows.display()
+        ),
+        format!(
+            "CREATE SINK totals INTO FILE (path = '{}', format = 'csv') AS \
+             SELECT shop, count(*) AS n, sum(amount) AS total FROM sales GROUP BY shop",
+            totals.display()
+        ),
+    ]
+}
+
+fn write_input(dir: &Path) {
+    let mut csv = String::from("shop,amount\n");
+    for i in 0..FILE_ROWS {
+        writeln!(csv, "{},{}", (i * 7919) % 37, i % 1000).expect("write to a String");
+    }
+    std::fs::write(dir.join("input.csv"), csv).expect("write the file source's input");
+}
+
+/// Pushed batch `i`: deterministic, event times rising with `i` and a little disorder.
+fn push_batch(i: u64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+    ]));
+    let rows = 0..ROWS_PER_PUSH;
+    let keys: Vec<i64> = rows.clone().map(|r| ((i * 13 + r) % 11) as i64).collect();
+    let values: Vec<i64> = rows.clone().map(|r| (i * 1000 + r) as i64).collect();
+    let times: Vec<i64> = rows
+        .map(|r| (i * 50 + (r * 37) % 400) as i64 + 1_700_000_000_000)
+        .collect();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(keys)),
+            Arc::new(Int64Array::from(values)),
+            Arc::new(TimestampMillisecondArray::from(times)),
+        ],
+    )
+    .expect("batch")
+}
+
+/// Runs the pipeline in `dir` to its end, resuming wherever an earlier run stopped.
+fn run_pipeline(dir: &Path, checkpoint_every: Option<Duration>, pace: Duration) {
+    let db = LaminarDB::builder()
+        .workers(2)
+        .pin_workers(false)
+        .durability(Durability::Group)
+        .checkpoint_interval(checkpoint_every)
+        .open(dir.join("db"))
+        .expect("database opens");
+    for statement in script(dir) {
+        db.execute(&statement).expect("statement");
+    }
+    let source = db.source("events").expect("source events");
+    for i in source.logged_pushes()..PUSHES {
+        source.push(push_batch(i)).expect("push");
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    db.finish_push_sources().expect("finish");
+    assert!(
+        db.wait_finished(CHILD_TIMEOUT),
+        "pipeline finishes: {:?}",
+        db.metrics()
+    );
+    // Dropping the database takes the final checkpoint, which commits the last output.
+    drop(db);
+}
+
+/// The child process's entry point (ignored in ordinary runs).
+#[test]
+#[ignore = "entry point of the crash test's child process"]
+fn crash_child_entry() {
+    let Some(dir) = std::env::var_os("LAMINAR_CRASH_DIR") else {
+        return;
+    };
+    run_pipeline(
+        Path::new(&dir),
+        Some(Duration::from_millis(40)),
+        Duration::from_millis(2),
+    );
+}
+
+/// The committed output of a sink directory: every row's net count over the part files
+/// (a changelog's `op` column of `+`/`-` weighs rows; without it every row counts once).
+fn committed(dir: &Path) -> BTreeMap<String, i64> {
+    let mut rows = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    let mut parts: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    parts.sort();
+    for part in parts {
+        let text = std::fs::read_to_string(&part).expect("read a part file");
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let op = header.iter().position(|h| *h == "op");
+        for line in lines {
+            let mut fields: Vec<&str> = line.split(',').collect();
+            let weight = match op {
+                Some(index) => {
+                    let sign = fields.remove(index);
+                    if sign.starts_with('-') {
+                        -1
+                    } else {
+                        1
+                    }
+                }
+                None => 1,
+            };
+            *rows.entry(fields.join(",")).or_insert(0) += weight;
+        }
+    }
+    rows.retain(|_, n| *n != 0);
+    rows
+}
+
+#[test]
+fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
+    let kills: usize = std::env::var("LAMINAR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KILLS_DEFAULT);
+    let oracle_dir = tempfile::tempdir().expect("temp dir");
+    write_input(oracle_dir.path());
+    run_pipeline(oracle_dir.path(), None, Duration::ZERO);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_input(dir.path());
+    let exe = std::env::current_exe().expect("test binary");
+    let mut rng = 0x5eed_u64;
+    let mut killed = 0;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child_entry", "--ignored", "--nocapture"])
+            .env("LAMINAR_CRASH_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the child");
+        let started = Instant::now();
+        let kill_after = (killed < kills).then(|| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            Duration::from_millis(30 + (rng >> 33) % 400)
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                break Some(status);
+            }
+            if kill_after.is_some_and(|after| started.elapsed() >= after) {
+                child.kill().expect("SIGKILL the child");
+                child.wait().expect("reap the child");
+                killed += 1;
+                break None;
+            }
+            assert!(started.elapsed() < CHILD_TIMEOUT, "child run {runs} hangs");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(status) = status {
+            assert!(status.success(), "child run {runs} failed: {status}");
+            if killed >= kills {
+                break;
+            }
+        }
+    }
+    eprintln!("crash test: {killed} kills over {runs} runs");
+    for sink in ["out_windows", "out_totals"] {
+        let expected = committed(&oracle_dir.path().join(sink));
+        let actual = committed(&dir.path().join(sink));
+        assert!(!expected.is_empty(), "the oracle's {sink} has rows");
+        let lost = expected
+            .iter()
+            .filter(|(row, n)| actual.get(*row) != Some(n))
+            .count();
+        let extra = actual
+            .iter()
+            .filter(|(row, n)| expected.get(*row) != Some(n))
+            .count();
+        assert_eq!(
+            (lost, extra),
+            (0, 0),
+            "{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Recovery from a data directory: a checkpoint restores every query's state, rows pushed
+//! after it come back from the write-ahead log, and the result equals what an
+//! uninterrupted database computes. A "crash" here abandons a database without its clean
+//! shutdown (no final checkpoint); the process-kill tests are in `crash.rs`.
+
+use std::path::Path;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use laminar_db::{Durability, LaminarDB};
+use std::sync::Arc;
+
+fn open(dir: &Path, workers: usize) -> LaminarDB {
+    LaminarDB::builder()
+        .workers(workers)
+        .pin_workers(false)
+        .checkpoint_interval(None)
+        .durability(Durability::Group)
+        .open(dir)
+        .expect("database opens")
+}
+
+/// Leaves `db` running without a clean shutdown, as a crash would (its threads stay idle
+/// until the test process ends).
+fn crash(db: LaminarDB) {
+    std::mem::forget(db);
+}
+
+fn batch(keys: &[i64], values: &[i64]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(keys.to_vec())),
+            Arc::new(Int64Array::from(values.to_vec())),
+        ],
+    )
+    .expect("batch")
+}
+
+/// The `(k, count, sum)` rows of view `agg`, sorted.
+fn totals(db: &LaminarDB) -> Vec<(i64, i64, i64)> {
+    let batches = db
+        .query("SELECT k, c, s FROM agg ORDER BY k")
+        .expect("query agg");
+    let mut rows = Vec::new();
+    for b in &batches {
+        let col = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("BIGINT column")
+                .clone()
+        };
+        let (k, c, s) = (col(0), col(1), col(2));
+        for i in 0..b.num_rows() {
+            rows.push((k.value(i), c.value(i), s.value(i)));
+        }
+    }
+    rows.sort_unstable();
+    rows
+}
+
+fn create(db: &LaminarDB) {
+    db.execute("CREATE SOURCE s (k BIGINT NOT NULL, v BIGINT NOT NULL)")
+        .expect("source");
+    db.execute(
+        "CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS c, sum(v) AS s FROM s GROUP BY k",
+    )
+    .expect("view");
+}
+
+/// The batches pushed, deterministic: batch `i` touches keys `i % 7 ..`.
+fn pushes(count: usize) -> Vec<RecordBatch> {
+    (0..count)
+        .map(|i| {
+            let keys: Vec<i64> = (0..50).map(|r| ((i * 3 + r) % 23) as i64).collect();
+            let values: Vec<i64> = (0..50).map(|r| (i * 100 + r) as i64).collect();
+            batch(&keys, &values)
+        })
+        .collect()
+}
+
+fn oracle(batches: &[RecordBatch]) -> Vec<(i64, i64, i64)> {
+    let db = LaminarDB::builder()
+        .workers(2)
+        .pin_workers(false)
+        .in_memory()
+        .expect("in-memory database");
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in batches {
+        source.push(b.clone()).expect("push");
+    }
+    totals(&db)
+}
+
+#[test]
+fn state_and_logged_rows_survive_a_crash_after_a_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = pushes(40);
+    let db = open(dir.path(), 2);
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in &all[..20] {
+        source.push(b.clone()).expect("push");
+    }
+    db.checkpoint().expect("checkpoint");
+    for b in &all[20..30] {
+        source.push(b.clone()).expect("push");
+    }
+    crash(db);
+
+    let db = open(dir.path(), 2);
+    // The script is run again on restart: identical statements are no-ops.
+    create(&db);
+    let source = db.source("s").expect("source s");
+    assert_eq!(
+        source.logged_pushes(),
+        30,
+        "every acknowledged push is in the log"
+    );
+    for b in &all[30..] {
+        source.push(b.clone()).expect("push");
+    }
+    assert_eq!(totals(&db), oracle(&all));
+}
+
+#[test]
+fn a_second_checkpoint_writes_a_delta_and_recovery_merges_the_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = pushes(30);
+    let db = open(dir.path(), 1);
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in &all[..10] {
+        source.push(b.clone()).expect("push");
+    }
+    let first = db.checkpoint().expect("first checkpoint");
+    assert!(first.full_states > 0, "{first:?}");
+    for b in &all[10..20] {
+        source.push(b.clone()).expect("push");
+    }
+    let second = db.checkpoint().expect("second checkpoint");
+    assert!(second.delta_states > 0, "{second:?}");
+    assert_eq!(second.epoch, first.epoch + 1);
+    crash(db);
+
+    let db = open(dir.path(), 1);
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in &all[20..] {
+        source.push(b.clone()).expect("push");
+    }
+    assert_eq!(totals(&db), oracle(&all));
+}
+
+#[test]
+fn a_changed_definition_is_refused_and_workers_must_match() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open(dir.path(), 2);
+    create(&db);
+    db.checkpoint().expect("checkpoint");
+    drop(db);
+
+    let db = open(dir.path(), 2);
+    let error = db
+        .execute("CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS c FROM s GROUP BY k")
+        .expect_err("a changed definition is an error");
+    let message = error.to_string();
+    assert!(message.contains("agg"), "{message}");
+    assert!(message.contains("another definition"), "{message}");
+    drop(db);
+
+    let error = LaminarDB::builder()
+        .workers(1)
+        .pin_workers(false)
+        .checkpoint_interval(None)
+        .open(dir.path())
+        .expect_err("a checkpoint of 2 workers does not open with 1");
+    assert!(error.to_string().contains("2 workers"), "{error}");
+}
+
+#[test]
+fn checkpoint_needs_a_data_directory() {
+    let db = LaminarDB::builder()
+        .workers(1)
+        .pin_workers(false)
+        .in_memory()
+        .expect("in-memory database");
+    let error = db.execute("CHECKPOINT").expect_err("no data directory");
+    assert!(error.to_string().contains("data directory"), "{error}");
+}
