@@ -194,3 +194,87 @@ fn checkpoint_needs_a_data_directory() {
     let error = db.execute("CHECKPOINT").expect_err("no data directory");
     assert!(error.to_string().contains("data directory"), "{error}");
 }
+
+/// Flips one bit in the middle of `path`.
+fn flip_bit(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn manifests(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir.join("checkpoints"))
+        .expect("checkpoints directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("manifest-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_its_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = pushes(30);
+    let db = open(dir.path(), 2);
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in &all[..10] {
+        source.push(b.clone()).expect("push");
+    }
+    db.checkpoint().expect("first checkpoint");
+    for b in &all[10..20] {
+        source.push(b.clone()).expect("push");
+    }
+    db.checkpoint().expect("second checkpoint");
+    for b in &all[20..25] {
+        source.push(b.clone()).expect("push");
+    }
+    crash(db);
+    let found = manifests(dir.path());
+    assert_eq!(found.len(), 2, "two checkpoints are kept: {found:?}");
+    flip_bit(&found[1]);
+
+    let db = open(dir.path(), 2);
+    let warnings = db.recovery_warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&found[1].file_name().unwrap().to_string_lossy().to_string())),
+        "the warning names the corrupt manifest: {warnings:?}"
+    );
+    create(&db);
+    let source = db.source("s").expect("source s");
+    for b in &all[25..] {
+        source.push(b.clone()).expect("push");
+    }
+    assert_eq!(totals(&db), oracle(&all));
+}
+
+#[test]
+fn no_valid_checkpoint_left_refuses_to_open_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open(dir.path(), 1);
+    create(&db);
+    db.source("s")
+        .expect("source s")
+        .push(batch(&[1], &[1]))
+        .expect("push");
+    db.checkpoint().expect("checkpoint");
+    crash(db);
+    for manifest in manifests(dir.path()) {
+        flip_bit(&manifest);
+    }
+    let error = LaminarDB::builder()
+        .workers(1)
+        .pin_workers(false)
+        .checkpoint_interval(None)
+        .open(dir.path())
+        .expect_err("nothing valid remains");
+    assert!(error.to_string().contains("manifest-"), "{error}");
+}

@@ -119,7 +119,7 @@ impl Inner {
                 return Err(checkpoint_error(epoch, &e));
             }
         };
-        let written = self.write_checkpoint(&mut store, epoch, taken);
+        let written = self.write_checkpoint(durable, &mut store, epoch, taken);
         match written {
             Ok((state_bytes, full_states, delta_states)) => Ok(CheckpointInfo {
                 epoch,
@@ -234,6 +234,7 @@ impl Inner {
     /// Steps 5-6: pre-commits, state files, manifest, commits, log truncation.
     fn write_checkpoint(
         &self,
+        durable: &Durable,
         store: &mut laminar_storage::checkpoint::CheckpointStore,
         epoch: u64,
         taken: Taken,
@@ -294,8 +295,13 @@ impl Inner {
             }
         }
         drop(catalog);
+        // Records are dropped only once no kept checkpoint needs them: recovery may fall
+        // back to the previous checkpoint (if the newest turns out corrupt), which replays
+        // from its own, earlier, position.
         for (wal, lsn) in &taken.wal_positions {
-            wal.truncate_through(*lsn)?;
+            if let Some(previous) = durable.swap_covered(wal.source(), *lsn) {
+                wal.truncate_through(previous)?;
+            }
         }
         Ok((bytes, full, delta))
     }

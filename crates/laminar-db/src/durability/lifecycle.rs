@@ -18,6 +18,18 @@ use crate::error::{DbError, Result};
 use crate::sink_runner::SinkResume;
 
 impl LaminarDB {
+    /// What recovery had to work around when the database opened: a torn log tail dropped
+    /// (rows never acknowledged), a corrupt checkpoint skipped for an older one. Empty for
+    /// a clean open or a database without a data directory.
+    pub fn recovery_warnings(&self) -> Vec<String> {
+        self.inner.durable.as_ref().map_or_else(Vec::new, |d| {
+            d.warnings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+
     /// Opens the log of push source or table `name` (none without a data directory or with
     /// durability `none`). A new object (`restoring` false) starts from an empty log: a
     /// dropped object's leftovers are removed.

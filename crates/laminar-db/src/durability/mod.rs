@@ -18,9 +18,10 @@ pub(crate) use recovery::{watermark_json, RecoveredState};
 pub(crate) use source_wal::SourceWal;
 pub(crate) use wal_record::RecordKind;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use laminar_storage::checkpoint::CheckpointStore;
@@ -50,6 +51,10 @@ pub(crate) struct Durable {
     pub(crate) force_full: AtomicBool,
     /// Warnings of recovery (a torn log tail dropped, a corrupt checkpoint skipped).
     pub(crate) warnings: Mutex<Vec<String>>,
+    /// Per log, the position the newest checkpoint covers: the next checkpoint drops the
+    /// records up to it (not up to its own position, which the previous one, kept as a
+    /// fallback, does not cover).
+    covered: Mutex<HashMap<String, u64>>,
     /// Time between automatic checkpoints; `None` for none.
     pub(crate) interval: Option<Duration>,
 }
@@ -73,6 +78,11 @@ impl Durable {
     ) -> Result<Self> {
         let (store, recovered, warnings) = CheckpointStore::open(dir.join("checkpoints"))?;
         let next_epoch = recovered.as_ref().map_or(1, |r| r.manifest.epoch + 1);
+        let covered = recovered
+            .iter()
+            .flat_map(|r| r.manifest.sources.iter())
+            .filter_map(|(name, saved)| Some((name.clone(), saved["lsn"].as_u64()?)))
+            .collect();
         let recovered = recovered
             .map(|r| RecoveredState::new(r, workers))
             .transpose()?;
@@ -84,9 +94,19 @@ impl Durable {
             recovered: Mutex::new(recovered),
             next_epoch: AtomicU64::new(next_epoch),
             force_full: AtomicBool::new(false),
+            covered: Mutex::new(covered),
             warnings: Mutex::new(warnings),
             interval,
         })
+    }
+
+    /// Records that the checkpoint just committed covers log `source` up to `lsn`; returns
+    /// the position the previous one covered, up to which records may go.
+    pub(crate) fn swap_covered(&self, source: &str, lsn: u64) -> Option<u64> {
+        self.covered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(source.to_string(), lsn)
     }
 
     /// Where the logs of push sources and tables live.

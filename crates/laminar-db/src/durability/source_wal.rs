@@ -55,6 +55,11 @@ impl SourceWal {
         Ok(self.writer.append(&payload)?)
     }
 
+    /// The source or table the log belongs to.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The position of the last record appended.
     pub(crate) fn last_lsn(&self) -> u64 {
         self.writer.last_lsn()
