@@ -210,7 +210,7 @@ fn manifests(dir: &Path) -> Vec<std::path::PathBuf> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("manifest-") && !n.ends_with(".tmp"))
+                .is_some_and(|n| n.starts_with("manifest-") && !n.contains(".tmp"))
         })
         .collect();
     found.sort();
