@@ -3,6 +3,7 @@
 //! public `laminar-db` API. Failures print `error: <message>` on stderr and exit non-zero.
 
 mod bench;
+mod bench_checkpoint;
 mod bench_wal;
 mod console;
 mod error;
@@ -91,6 +92,26 @@ enum Benchmark {
     Nexmark(NexmarkArgs),
     /// Write-ahead log appends until durable, by durability mode and I/O backend.
     Wal(WalArgs),
+    /// Checkpoint time and size of a large GROUP BY state, full and after a small change,
+    /// and the time to recover it.
+    Checkpoint(CheckpointArgs),
+}
+
+/// The knobs of the checkpoint benchmark.
+#[derive(Debug, Args)]
+struct CheckpointArgs {
+    /// Distinct keys of aggregate state.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    keys: u64,
+    /// Percentage of keys changed between the full and the delta checkpoint.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
+    changed: f64,
+    /// Worker threads.
+    #[arg(long, value_name = "W", default_value_t = 1, value_parser = parse_at_least_one)]
+    workers: usize,
+    /// Write the database under DIR (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// The knobs of the write-ahead log benchmark.
@@ -234,6 +255,14 @@ fn main() -> ExitCode {
             records: args.records,
             record_bytes: args.record_bytes,
             threads: args.threads,
+            dir: args.dir.unwrap_or_else(std::env::temp_dir),
+        }),
+        Command::Bench {
+            benchmark: Benchmark::Checkpoint(args),
+        } => bench_checkpoint::checkpoint(&bench_checkpoint::CheckpointBenchOptions {
+            keys: args.keys,
+            changed: args.changed / 100.0,
+            workers: args.workers,
             dir: args.dir.unwrap_or_else(std::env::temp_dir),
         }),
         Command::Bench {
