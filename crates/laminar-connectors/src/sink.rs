@@ -49,6 +49,17 @@ pub trait SinkConnector: Send + std::fmt::Debug {
     /// checkpoint does) and discards the rows of an epoch that was not pre-committed.
     fn close(&mut self) -> Result<()>;
 
+    /// Whether the sink can take part in checkpoints (the calls below), checked when a
+    /// database with a data directory creates it, so an unsuitable sink is refused at
+    /// `CREATE SINK` with the reason. Sinks that keep the default calls are at-least-once
+    /// only, which this default says.
+    fn check_exactly_once(&self) -> Result<()> {
+        Err(ConnectorError::Unsupported {
+            connector: "this sink".to_owned(),
+            feature: "exactly-once output through checkpoints".to_owned(),
+        })
+    }
+
     /// From now on, `write`s belong to `epoch`; epochs increase. The previous epoch must have
     /// been pre-committed or aborted.
     fn begin_epoch(&mut self, epoch: u64) -> Result<()> {

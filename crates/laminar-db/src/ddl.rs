@@ -428,12 +428,19 @@ impl LaminarDB {
             ChangeMode::AppendOnly
         };
         let sink_connector = match sink {
-            Some(spec) => Some(create_sink(
-                &spec.name.to_lowercase(),
-                &connector_options(spec),
-                schema.clone(),
-                changes,
-            )?),
+            Some(spec) => {
+                let sink = create_sink(
+                    &spec.name.to_lowercase(),
+                    &connector_options(spec),
+                    schema.clone(),
+                    changes,
+                )?;
+                // Under a data directory every sink's output is exactly-once.
+                if self.inner.durable.is_some() {
+                    sink.check_exactly_once()?;
+                }
+                Some(sink)
+            }
             None => None,
         };
 

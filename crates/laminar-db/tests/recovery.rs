@@ -278,3 +278,24 @@ fn no_valid_checkpoint_left_refuses_to_open_naming_the_file() {
         .expect_err("nothing valid remains");
     assert!(error.to_string().contains("manifest-"), "{error}");
 }
+
+#[test]
+fn a_single_file_sink_is_refused_under_a_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open(dir.path(), 1);
+    create(&db);
+    let file = dir.path().join("out.csv");
+    let error = db
+        .execute(&format!(
+            "CREATE SINK out INTO FILE (path = '{}', format = 'csv') FROM agg",
+            file.display()
+        ))
+        .expect_err("a single file cannot be written exactly once");
+    let message = error.to_string();
+    assert!(message.contains("ending in '/'"), "{message}");
+    db.execute(&format!(
+        "CREATE SINK out INTO FILE (path = '{}/', format = 'csv') FROM agg",
+        file.display()
+    ))
+    .expect("a directory can");
+}

@@ -71,6 +71,19 @@ impl std::fmt::Debug for FileSink {
     }
 }
 
+/// The error for exactly-once output asked of a single-file sink.
+fn single_file_refusal(path: &std::path::Path) -> ConnectorError {
+    let path = path.display();
+    ConnectorError::Unsupported {
+        connector: CONNECTOR.to_owned(),
+        feature: format!(
+            "exactly-once output to the single file '{path}', which a database with a data \
+             directory needs; give a directory path ending in '/' (e.g. '{path}/') to write \
+             one part file per checkpoint"
+        ),
+    }
+}
+
 /// Whether the sink `path` names a directory: it ends with a path separator.
 fn is_directory(path: &str) -> bool {
     path.ends_with('/') || path.ends_with(MAIN_SEPARATOR)
@@ -127,17 +140,7 @@ impl FileSink {
     fn parts(&mut self) -> Result<&mut PartSink> {
         match &mut self.output {
             Output::Directory(parts) => Ok(parts),
-            Output::File { .. } => {
-                let path = self.path.display();
-                Err(ConnectorError::Unsupported {
-                    connector: CONNECTOR.to_owned(),
-                    feature: format!(
-                        "exactly-once output to the single file '{path}', which a database \
-                         with a data directory needs; give a directory path ending in '/' \
-                         (e.g. '{path}/') to write one part file per checkpoint"
-                    ),
-                })
-            }
+            Output::File { .. } => Err(single_file_refusal(&self.path)),
         }
     }
 
@@ -221,6 +224,13 @@ impl SinkConnector for FileSink {
 
     fn abort(&mut self, epoch: u64) -> Result<()> {
         self.parts()?.abort(epoch)
+    }
+
+    fn check_exactly_once(&self) -> Result<()> {
+        match &self.output {
+            Output::Directory(_) => Ok(()),
+            Output::File { .. } => Err(single_file_refusal(&self.path)),
+        }
     }
 
     fn recover(&mut self, committed: Option<(u64, &serde_json::Value)>) -> Result<()> {
