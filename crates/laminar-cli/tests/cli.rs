@@ -2,6 +2,7 @@
 //! run as a child process, which must exit within a deadline with the expected status and
 //! output.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -290,6 +291,64 @@ fn run_with_a_data_dir_keeps_the_catalog() {
             );
         }
     }
+}
+
+#[test]
+fn run_with_a_data_dir_resumes_and_refuses_a_changed_definition() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let input = dir.path().join("in.csv");
+    let mut csv = String::from("shop,amount\n");
+    for i in 0..3000 {
+        writeln!(csv, "{},{}", i % 7, i % 100).expect("write to a String");
+    }
+    std::fs::write(&input, csv).expect("write the input");
+    let out_dir = dir.path().join("out");
+    let sql = |total: &str| {
+        format!(
+            "CREATE SOURCE sales (shop BIGINT NOT NULL, amount BIGINT NOT NULL) \
+             FROM FILE (path = '{}', format = 'csv');\n\
+             CREATE MATERIALIZED VIEW totals AS SELECT shop, count(*) AS n, sum(amount) AS {total} \
+             FROM sales GROUP BY shop;\n\
+             CREATE SINK out INTO FILE (path = '{}/', format = 'csv') FROM totals;\n\
+             SELECT count(*) AS shops, sum(n) AS rows_counted FROM totals;\n",
+            input.display(),
+            out_dir.display()
+        )
+    };
+    let pipeline = script(dir.path(), "pipeline.sql", &sql("total"));
+    for run in 0..2 {
+        let mut command = laminardb();
+        command
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--quiet");
+        let out = finish(command, None, DEADLINE);
+        assert_eq!(out.code, Some(0), "run {run}: {out:?}");
+        // The second run resumes: the file was read to its end, nothing is read twice.
+        let rows = table_rows(&out.stdout);
+        if run == 1 {
+            assert_eq!(count_row(&rows, &["7", "3000"]), 1, "run {run}: {out:?}");
+        }
+    }
+    let parts = std::fs::read_dir(&out_dir).expect("sink directory").count();
+    assert_eq!(parts, 1, "one committed part: the second run added no rows");
+    let changed = script(dir.path(), "changed.sql", &sql("amount_total"));
+    let mut command = laminardb();
+    command
+        .arg("run")
+        .arg(&changed)
+        .arg("--data-dir")
+        .arg(&data);
+    let out = finish(command, None, DEADLINE);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("totals exists in the data directory with another definition"),
+        "{out:?}"
+    );
 }
 
 #[test]
