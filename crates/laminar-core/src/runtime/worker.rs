@@ -339,7 +339,12 @@ impl Worker {
         for query in self.queries.values_mut() {
             let name = query.instance.name().to_string();
             let full = |node: usize| (request.full)(&name, worker, node);
-            let nodes = query.instance.snapshot(&full).map_err(|e| e.to_string())?;
+            // A panicking snapshot (a bug) fails the checkpoint, not the worker.
+            let nodes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                query.instance.snapshot(&full)
+            }))
+            .map_err(|_| format!("query {name}: its snapshot panicked"))?
+            .map_err(|e| e.to_string())?;
             snapshots.push(QuerySnapshot {
                 query: name,
                 worker,
