@@ -495,7 +495,14 @@ impl Runtime {
         for worker in &self.workers {
             let mut instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
             if let Some(restore) = restore {
-                instance.restore(restore)?;
+                // State decoding trusts bytes the storage layer checksummed; should a bug
+                // still panic on them, opening fails with an error instead.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    instance.restore(restore)
+                }))
+                .map_err(|_| {
+                    CoreError::Internal(format!("query {name}: restoring its state panicked"))
+                })??;
             }
             instances.push(instance);
         }
