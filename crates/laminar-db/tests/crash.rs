@@ -19,12 +19,12 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArra
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use laminar_db::{Durability, LaminarDB};
 
-/// Batches the child pushes in all.
-const PUSHES: u64 = 300;
+/// Batches the child pushes in all, per kill point (so kills spread over the input).
+const PUSHES_PER_KILL: u64 = 50;
 /// Rows per pushed batch.
 const ROWS_PER_PUSH: u64 = 40;
 /// Rows of the file source.
-const FILE_ROWS: u64 = 20_000;
+const FILE_ROWS: u64 = 100_000;
 /// Kill points in the default run.
 const KILLS_DEFAULT: usize = 20;
 /// How long one child may run before the test gives up on it.
@@ -94,7 +94,7 @@ fn push_batch(i: u64) -> RecordBatch {
 }
 
 /// Runs the pipeline in `dir` to its end, resuming wherever an earlier run stopped.
-fn run_pipeline(dir: &Path, checkpoint_every: Option<Duration>, pace: Duration) {
+fn run_pipeline(dir: &Path, pushes: u64, checkpoint_every: Option<Duration>, pace: Duration) {
     let db = LaminarDB::builder()
         .workers(2)
         .pin_workers(false)
@@ -106,7 +106,7 @@ fn run_pipeline(dir: &Path, checkpoint_every: Option<Duration>, pace: Duration) 
         db.execute(&statement).expect("statement");
     }
     let source = db.source("events").expect("source events");
-    for i in source.logged_pushes()..PUSHES {
+    for i in source.logged_pushes()..pushes {
         source.push(push_batch(i)).expect("push");
         if !pace.is_zero() {
             std::thread::sleep(pace);
@@ -129,8 +129,13 @@ fn crash_child_entry() {
     let Some(dir) = std::env::var_os("LAMINAR_CRASH_DIR") else {
         return;
     };
+    let pushes = std::env::var("LAMINAR_CRASH_PUSHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("the parent says how many batches to push");
     run_pipeline(
         Path::new(&dir),
+        pushes,
         Some(Duration::from_millis(40)),
         Duration::from_millis(2),
     );
@@ -183,9 +188,10 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(KILLS_DEFAULT);
+    let pushes = PUSHES_PER_KILL * kills.max(20) as u64;
     let oracle_dir = tempfile::tempdir().expect("temp dir");
     write_input(oracle_dir.path());
-    run_pipeline(oracle_dir.path(), None, Duration::ZERO);
+    run_pipeline(oracle_dir.path(), pushes, None, Duration::ZERO);
 
     let dir = tempfile::tempdir().expect("temp dir");
     write_input(dir.path());
@@ -193,11 +199,16 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
     let mut rng = 0x5eed_u64;
     let mut killed = 0;
     let mut runs = 0;
+    // Kills that landed before the pipeline had finished once (the rest exercise reopening
+    // a finished pipeline).
+    let mut killed_midway = 0;
+    let mut finished_once = false;
     loop {
         runs += 1;
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child_entry", "--ignored", "--nocapture"])
             .env("LAMINAR_CRASH_DIR", dir.path())
+            .env("LAMINAR_CRASH_PUSHES", pushes.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -205,7 +216,8 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
         let started = Instant::now();
         let kill_after = (killed < kills).then(|| {
             rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            Duration::from_millis(30 + (rng >> 33) % 400)
+            // Short lives, so the kills spread over the whole input (a whole run pushes for seconds).
+            Duration::from_millis(40 + (rng >> 33) % 160)
         });
         let status = loop {
             if let Some(status) = child.try_wait().expect("child status") {
@@ -215,6 +227,9 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
                 child.kill().expect("SIGKILL the child");
                 child.wait().expect("reap the child");
                 killed += 1;
+                if !finished_once {
+                    killed_midway += 1;
+                }
                 break None;
             }
             assert!(started.elapsed() < CHILD_TIMEOUT, "child run {runs} hangs");
@@ -222,12 +237,17 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
         };
         if let Some(status) = status {
             assert!(status.success(), "child run {runs} failed: {status}");
+            finished_once = true;
             if killed >= kills {
                 break;
             }
         }
     }
-    eprintln!("crash test: {killed} kills over {runs} runs");
+    eprintln!("crash test: {killed} kills ({killed_midway} before the first complete run) over {runs} runs");
+    assert!(
+        killed_midway * 2 >= kills,
+        "most kills should land while rows flow: {killed_midway} of {killed}"
+    );
     for sink in ["out_windows", "out_totals"] {
         let expected = committed(&oracle_dir.path().join(sink));
         let actual = committed(&dir.path().join(sink));
