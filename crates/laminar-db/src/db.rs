@@ -102,16 +102,38 @@ pub(crate) struct Inner {
     pub(crate) durable: Option<Durable>,
     /// Stops the automatic checkpoint thread.
     pub(crate) checkpoints_stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    /// The automatic checkpoint thread, joined when the last handle goes.
+    pub(crate) checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Live `LaminarDB` handles (not the checkpoint thread's temporary hold).
+    handles: AtomicUsize,
     query_runtime: Option<tokio::runtime::Runtime>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the automatic checkpoint thread and waits for it (unless called on it).
+    fn stop_checkpoints(&self) {
         {
             let (stopped, wake) = &*self.checkpoints_stop;
             *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
             wake.notify_all();
         }
+        let thread = self
+            .checkpoint_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                // A checkpoint thread that panicked has nothing left to do.
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_checkpoints();
         if self.durable.is_some() && !self.runtime.is_shut_down() {
             // A clean shutdown ends with a checkpoint, which also commits the sinks' last
             // rows; if it fails, the next open recovers from the previous one.
@@ -160,10 +182,30 @@ impl Drop for Inner {
 
 /// An embedded streaming database.
 ///
-/// Cloning is cheap and every clone is the same database.
-#[derive(Clone)]
+/// Cloning is cheap and every clone is the same database. Dropping the last clone shuts
+/// the database down (with a data directory, after a final checkpoint) before it returns.
 pub struct LaminarDB {
     pub(crate) inner: Arc<Inner>,
+}
+
+impl Clone for LaminarDB {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::AcqRel);
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Drop for LaminarDB {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: the automatic checkpoint thread, which holds the database
+            // only while it checkpoints, is stopped and waited for, so the shutdown (and its
+            // final checkpoint) runs here, before this drop returns, not on that thread.
+            self.inner.stop_checkpoints();
+        }
+    }
 }
 
 impl std::fmt::Debug for LaminarDB {
@@ -223,6 +265,8 @@ impl LaminarDB {
                 store,
                 durable,
                 checkpoints_stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+                checkpoint_thread: Mutex::new(None),
+                handles: AtomicUsize::new(1),
                 query_runtime: Some(query_runtime),
             }),
         };
@@ -636,6 +680,9 @@ impl LaminarDB {
                 _ => None,
             })
             .collect();
+        // The end of input is input too: a checkpoint's cut never splits it.
+        let gate = self.inner.durable.as_ref().map(|d| Arc::clone(&d.gate));
+        let _entered = gate.as_ref().map(|g| g.enter());
         for ingress in ingresses {
             ingress.finish()?;
         }

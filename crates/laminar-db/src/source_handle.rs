@@ -119,6 +119,8 @@ impl SourceHandle {
 
     /// Ends the source: no more rows will come, so every query reading it finishes.
     pub fn finish(&self) -> Result<()> {
+        // The end of input is input too: a checkpoint's cut never splits it.
+        let _entered = self.durable.as_ref().map(|(gate, _)| gate.enter());
         self.ingress.finish()?;
         Ok(())
     }

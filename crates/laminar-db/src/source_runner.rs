@@ -217,13 +217,17 @@ impl Progress {
         }
     }
 
-    /// The reader finished: every partition ended.
-    fn finish(&self) {
+    /// The reader finished: every partition ended, and so does the stream (one step, so
+    /// a checkpoint records the end with the position that says so).
+    fn finish(&self, ingress: &IngressHandle) {
         let _entered = self.gate.as_ref().map(|g| g.enter());
         self.position
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .finish();
+        // Ending the stream flushes every result downstream; a failure here means the
+        // runtime is shutting down, which ends everything anyway.
+        let _ = ingress.finish();
     }
 }
 
@@ -256,8 +260,8 @@ fn read_loop(
         let delivered = match reader.next_event() {
             Ok(Some(event)) => progress.deliver(ingress, reader.as_ref(), event),
             Ok(None) => {
-                progress.finish();
-                break;
+                progress.finish(ingress);
+                return;
             }
             Err(e) => {
                 record(format!("source {source}: {e}"));
@@ -271,7 +275,6 @@ fn read_loop(
             return;
         }
     }
-    // Ending the stream flushes every result downstream; a failure here means the
-    // runtime is shutting down, which ends everything anyway.
+    // A failed reader ends its stream too, so queries over it finish with what they have.
     let _ = ingress.finish();
 }

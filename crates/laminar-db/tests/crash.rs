@@ -260,10 +260,29 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
             .iter()
             .filter(|(row, n)| expected.get(*row) != Some(n))
             .count();
+        let sample: Vec<String> = expected
+            .iter()
+            .filter(|(row, n)| actual.get(*row) != Some(n))
+            .take(40)
+            .map(|(row, n)| format!("{row}: expected {n}, got {:?}", actual.get(row)))
+            .chain(
+                actual
+                    .iter()
+                    .filter(|(row, _)| !expected.contains_key(*row))
+                    .take(40)
+                    .map(|(row, n)| format!("{row}: unexpected, {n} times")),
+            )
+            .collect();
+        if (lost, extra) != (0, 0) && std::env::var_os("LAMINAR_CRASH_KEEP").is_some() {
+            // For a post-mortem of the data directory and sink output.
+            eprintln!("crash test: keeping {}", dir.path().display());
+            std::mem::forget(dir);
+            panic!("{sink}: {lost} rows lost, {extra} extra; e.g. {sample:#?}");
+        }
         assert_eq!(
             (lost, extra),
             (0, 0),
-            "{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted"
+            "{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted; e.g. {sample:#?}"
         );
     }
 }

@@ -67,17 +67,30 @@ pub struct QueryRestore {
 /// one long enough to compact) rather than a delta.
 pub type FullSnapshotRule = dyn Fn(&str, usize, usize) -> bool + Send + Sync;
 
-/// A snapshot asked of every paused worker; each serves it once, on its own thread.
+/// A snapshot asked of every paused worker, in two phases so that no operator forgets its
+/// changes for a cut that is then abandoned: each worker first reports whether its input is
+/// empty; only if every worker's is does the coordinator let them snapshot (each on its own
+/// thread, once); otherwise the cut is abandoned untouched and retried.
 pub(crate) struct SnapshotRequest {
     pub(crate) generation: u64,
     pub(crate) full: Box<FullSnapshotRule>,
     pub(crate) results: Mutex<Vec<QuerySnapshot>>,
     /// The first error a worker met, as text (the request fails as a whole).
     pub(crate) error: Mutex<Option<String>>,
-    /// Workers whose input still held messages when paused (the cut must be retried).
+    /// Workers that reported on their input, and those whose input still held messages.
+    pub(crate) checked: AtomicUsize,
     pub(crate) unsettled: AtomicUsize,
+    /// The coordinator's decision once all checked: snapshot (`GO`) or not (`ABANDON`).
+    pub(crate) decision: AtomicUsize,
     pub(crate) served: AtomicUsize,
 }
+
+/// `SnapshotRequest::decision` before the coordinator decided.
+pub(crate) const PENDING: usize = 0;
+/// Every worker's input was empty: snapshot.
+pub(crate) const GO: usize = 1;
+/// Some input was not: the cut is abandoned, nothing is snapshot.
+pub(crate) const ABANDON: usize = 2;
 
 impl std::fmt::Debug for SnapshotRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,17 +107,23 @@ impl SnapshotRequest {
             full,
             results: Mutex::new(Vec::new()),
             error: Mutex::new(None),
+            checked: AtomicUsize::new(0),
             unsettled: AtomicUsize::new(0),
+            decision: AtomicUsize::new(PENDING),
             served: AtomicUsize::new(0),
         }
     }
 
-    /// Records one worker's answer.
-    pub(crate) fn answer(
-        &self,
-        result: std::result::Result<Vec<QuerySnapshot>, String>,
-        settled: bool,
-    ) {
+    /// Records whether one worker's input was empty when it stopped.
+    pub(crate) fn check_in(&self, settled: bool) {
+        if !settled {
+            self.unsettled.fetch_add(1, Ordering::SeqCst);
+        }
+        self.checked.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Records one worker's snapshot.
+    pub(crate) fn answer(&self, result: std::result::Result<Vec<QuerySnapshot>, String>) {
         match result {
             Ok(snapshots) => self
                 .results
@@ -115,9 +134,6 @@ impl SnapshotRequest {
                 let mut error = self.error.lock().unwrap_or_else(PoisonError::into_inner);
                 error.get_or_insert(message);
             }
-        }
-        if !settled {
-            self.unsettled.fetch_add(1, Ordering::SeqCst);
         }
         self.served.fetch_add(1, Ordering::SeqCst);
     }
@@ -180,16 +196,17 @@ impl Runtime {
                 return Err(e);
             }
             let deadline = Instant::now() + timeout;
-            while request.served.load(Ordering::SeqCst) < self.workers.len() {
-                if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
-                    self.end_pause();
-                    return Err(CoreError::Timeout {
-                        what: "workers to snapshot their state for a checkpoint".into(),
-                        waited_ms: timeout.as_millis() as u64,
-                    });
-                }
-                std::thread::sleep(Duration::from_micros(50));
+            let workers = self.workers.len();
+            self.wait_for(&request.checked, workers, deadline, timeout)?;
+            if request.unsettled.load(Ordering::SeqCst) > 0 {
+                // Something moved between the drain and the pause: nothing was snapshot;
+                // drain again.
+                request.decision.store(ABANDON, Ordering::SeqCst);
+                self.end_pause();
+                continue;
             }
+            request.decision.store(GO, Ordering::SeqCst);
+            self.wait_for(&request.served, workers, deadline, timeout)?;
             if let Some(message) = request
                 .error
                 .lock()
@@ -200,11 +217,6 @@ impl Runtime {
                 return Err(CoreError::Internal(format!(
                     "a checkpoint snapshot failed: {message}"
                 )));
-            }
-            if request.unsettled.load(Ordering::SeqCst) > 0 {
-                // Something moved between the drain and the pause: drain again.
-                self.end_pause();
-                continue;
             }
             let queries = std::mem::take(
                 &mut *request
@@ -223,6 +235,27 @@ impl Runtime {
             ),
             waited_ms: timeout.as_millis() as u64,
         })
+    }
+
+    /// Waits until `counter` reaches `target` (workers answering), or fails the cut.
+    fn wait_for(
+        &self,
+        counter: &AtomicUsize,
+        target: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
+        while counter.load(Ordering::SeqCst) < target {
+            if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
+                self.end_pause();
+                return Err(CoreError::Timeout {
+                    what: "workers to snapshot their state for a checkpoint".into(),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
     }
 
     /// Lets paused workers go on, forgetting any snapshot request.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::checkpoint::{QuerySnapshot, SnapshotRequest};
+use super::checkpoint::{QuerySnapshot, SnapshotRequest, ABANDON, GO};
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
 use super::outlet::{StreamId, StreamOutlet};
@@ -304,9 +304,25 @@ impl Worker {
             match request {
                 Some(request) if request.generation > self.snapshot_generation => {
                     self.snapshot_generation = request.generation;
-                    let settled = self.is_settled();
-                    let result = self.snapshot_queries(&request);
-                    request.answer(result, settled);
+                    request.check_in(self.is_settled());
+                    // Snapshot only once every worker's input is known empty: an operator
+                    // forgets its changes when it snapshots, so an abandoned cut must not.
+                    loop {
+                        match request.decision.load(Ordering::SeqCst) {
+                            GO => {
+                                let result = self.snapshot_queries(&request);
+                                request.answer(result);
+                                break;
+                            }
+                            ABANDON => break,
+                            _ if !self.pause.requested.load(Ordering::SeqCst)
+                                || self.shutdown.load(Ordering::Acquire) =>
+                            {
+                                break
+                            }
+                            _ => std::thread::sleep(Duration::from_micros(20)),
+                        }
+                    }
                 }
                 _ => std::thread::sleep(Duration::from_micros(50)),
             }

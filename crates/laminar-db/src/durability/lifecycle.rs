@@ -269,8 +269,15 @@ impl LaminarDB {
         let spawned = std::thread::Builder::new()
             .name("laminar-checkpoints".into())
             .spawn(move || checkpoint_loop(&weak, &stop, interval));
-        if let Err(e) = spawned {
-            eprintln!("laminardb: cannot start automatic checkpoints: {e}");
+        match spawned {
+            Ok(thread) => {
+                *self
+                    .inner
+                    .checkpoint_thread
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(thread);
+            }
+            Err(e) => eprintln!("laminardb: cannot start automatic checkpoints: {e}"),
         }
     }
 }
