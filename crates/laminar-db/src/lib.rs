@@ -36,6 +36,7 @@ mod catalog_store;
 mod db;
 mod ddl;
 mod durability;
+mod epoch_subscription;
 mod error;
 mod insert;
 mod metrics;
@@ -49,7 +50,10 @@ mod subscription;
 mod table;
 
 pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
-pub use durability::{CheckpointInfo, DEFAULT_CHECKPOINT_INTERVAL};
+pub use durability::{
+    CheckpointInfo, DEFAULT_CHECKPOINT_INTERVAL, OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT,
+};
+pub use epoch_subscription::{EpochSubscription, SubscriptionEvent};
 pub use error::{DbError, Result};
 pub use laminar_storage::wal::Durability;
 pub use metrics::{Metrics, QueryStats, SourceStats};
