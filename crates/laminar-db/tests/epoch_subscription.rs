@@ -701,3 +701,31 @@ fn a_damaged_or_cut_short_epoch_file_ends_subscriptions_with_an_error_naming_it(
         );
     }
 }
+
+#[test]
+fn dropping_the_object_ends_its_subscriptions_after_what_was_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = pushes(6);
+    let db = open(dir.path());
+    create(&db);
+    let mut sub = db.subscribe_from("agg", 0).expect("subscribe");
+    let source = db.source("s").expect("source s");
+    for b in &all[..3] {
+        source.push(b.clone()).expect("push");
+    }
+    let epoch = db.checkpoint().expect("checkpoint").epoch;
+    for b in &all[3..] {
+        source.push(b.clone()).expect("push");
+    }
+    db.sync().expect("sync");
+    db.execute("DROP MATERIALIZED VIEW agg").expect("drop");
+    let mut app = App::keyed();
+    for event in sub.blocking_iter() {
+        app.apply(event);
+    }
+    assert!(sub.error().is_none(), "{:?}", sub.error());
+    assert_eq!(app.last, epoch);
+    assert_eq!(app.rows(), oracle(&all[..3]));
+    let error = db.subscribe_from("agg", 0).expect_err("dropped");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+}
