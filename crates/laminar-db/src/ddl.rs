@@ -931,8 +931,9 @@ impl LaminarDB {
             self.inner.snapshot.deregister(&object.name);
         }
         drop(catalog);
-        // Once the workers and this object let go of the stream, the sink (and output log) sees
-        // its input end; its output is complete when DROP returns. The catalog is not locked meanwhile.
+        // Once the workers and this object let go of the stream, the sink (or output log)
+        // sees its input end; its output is complete when DROP returns. The catalog is not
+        // locked meanwhile.
         drop(removed);
         for mut task in closing {
             task.join(&runtime.progress(), DROP_SYNC_TIMEOUT);

@@ -347,8 +347,10 @@ impl LaminarDB {
     ///
     /// The object must be declared `WITH (output_log = 'on')`, and the database opened on
     /// a data directory. An epoch whose successors the log no longer keeps (see
-    /// [`LaminarDbBuilder::output_log_extra_epochs`](crate::LaminarDbBuilder::output_log_extra_epochs))
-    /// or that is not committed is an error naming the epochs available.
+    /// [`output_log_extra_epochs`]) or that is not committed is an error naming the epochs
+    /// available.
+    ///
+    /// [`output_log_extra_epochs`]: crate::LaminarDbBuilder::output_log_extra_epochs
     pub fn subscribe_from(&self, name: &str, after_epoch: u64) -> Result<EpochSubscription> {
         let statement = || format!("subscribe_from({name}, {after_epoch})");
         if self.inner.durable.is_none() {

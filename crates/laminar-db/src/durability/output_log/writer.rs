@@ -3,9 +3,10 @@
 //! sink. The open epoch's change batches are appended to its hidden temp file as they
 //! arrive (one framed record each, written whole before the state says they exist); the
 //! checkpoint's barrier pre-commits the epoch (an end record, then fsync of the file and
-//! the directory) before the manifest; once the manifest is durable the commit renames it to its committed name,
-//! syncs the directory and removes committed epochs older than the log keeps. Recovery
-//! completes the epochs the restored checkpoint pre-committed and deletes everything after.
+//! the directory) before the manifest; once the manifest is durable the commit renames it
+//! to its committed name, syncs the directory and removes committed epochs older than the
+//! log keeps. Recovery completes the epochs the restored checkpoint pre-committed and
+//! deletes everything after.
 //!
 //! Invariants: every epoch from the log's first has a file (an epoch without changes holds
 //! only the header), so the committed files are a contiguous run of epochs; at most
