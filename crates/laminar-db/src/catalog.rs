@@ -11,6 +11,7 @@ use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
 use laminar_core::{ReferenceTable, WatermarkGenerator};
 use laminar_sql::ObjectKind;
 
+use crate::durability::output_log::OutputLog;
 use crate::durability::SourceWal;
 use crate::sink_runner::SinkTask;
 use crate::source_runner::SourceInstance;
@@ -70,6 +71,25 @@ pub(crate) struct Object {
     /// Restored from the data directory when the database opened: creating it again with
     /// the same definition is a no-op.
     pub(crate) restored: bool,
+    /// The log of its committed changes, for a stream, view or push source declared
+    /// `WITH (output_log = 'on')`.
+    pub(crate) output_log: Option<OutputLog>,
+}
+
+impl Object {
+    /// What takes part in checkpoints' epochs on the object's behalf: its output log, or
+    /// (for a sink) its transactional writer. An object has at most one of them.
+    pub(crate) fn epoch_task(&self) -> Option<&SinkTask> {
+        if let Some(log) = &self.output_log {
+            return Some(log.task());
+        }
+        match &self.state {
+            ObjectState::Derived {
+                sink: Some(task), ..
+            } if task.is_transactional() => Some(task),
+            _ => None,
+        }
+    }
 }
 
 /// All objects, in creation order.

@@ -15,7 +15,7 @@ use laminar_sql::{parse_statements, Emit, ObjectKind, Statement, StreamPlanner};
 
 use crate::catalog::{Catalog, DivertedStream, ObjectState};
 use crate::catalog_store::CatalogStore;
-use crate::durability::{Durable, DEFAULT_CHECKPOINT_INTERVAL};
+use crate::durability::{Durable, DEFAULT_CHECKPOINT_INTERVAL, OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT};
 use crate::error::{DbError, Result};
 use crate::metrics::Metrics;
 use crate::result::ExecuteResult;
@@ -36,6 +36,7 @@ pub struct LaminarDbBuilder {
     runtime: RuntimeConfig,
     durability: Durability,
     checkpoint_interval: Option<Duration>,
+    output_log_extra_epochs: u64,
 }
 
 impl Default for LaminarDbBuilder {
@@ -44,6 +45,7 @@ impl Default for LaminarDbBuilder {
             runtime: RuntimeConfig::default(),
             durability: Durability::default(),
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
+            output_log_extra_epochs: OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT,
         }
     }
 }
@@ -74,6 +76,14 @@ impl LaminarDbBuilder {
     /// demand (`CHECKPOINT`, [`LaminarDB::checkpoint`]) and at a clean shutdown.
     pub fn checkpoint_interval(mut self, interval: Option<Duration>) -> Self {
         self.checkpoint_interval = interval.filter(|i| !i.is_zero());
+        self
+    }
+
+    /// How many committed epochs an output log (`WITH (output_log = 'on')`) keeps beyond
+    /// the two of the checkpoints kept (default 8): a subscription can resume after any of
+    /// the newest `2 + extra` epochs ([`LaminarDB::subscribe_from`]).
+    pub fn output_log_extra_epochs(mut self, extra_epochs: u64) -> Self {
+        self.output_log_extra_epochs = extra_epochs;
         self
     }
 
@@ -162,6 +172,9 @@ impl Drop for Inner {
         // which then close their outputs; waiting for them keeps written files complete.
         let mut sinks = Vec::new();
         for object in catalog.take_all() {
+            if let Some(log) = object.output_log {
+                sinks.push(log.into_task());
+            }
             if let ObjectState::Derived {
                 sink: Some(sink), ..
             } = object.state
@@ -250,6 +263,7 @@ impl LaminarDB {
                     options.durability,
                     options.checkpoint_interval,
                     runtime.workers(),
+                    options.output_log_extra_epochs,
                 )?;
                 (Some(store), statements, Some(durable))
             }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{ColumnOption, Query};
 use laminar_connectors::{
-    create_sink, create_source, ChangeMode, ConnectorOptions, SourceConnector, SourceMetrics,
+    create_sink, create_source, ChangeMode, ConnectorOptions, SinkConnector, SourceConnector,
+    SourceMetrics,
 };
 use laminar_core::runtime::{LatePolicy, SourceFeed, StreamId};
 use laminar_core::{ResultTable, RowTimes, WatermarkGenerator};
@@ -21,6 +22,7 @@ use laminar_sql::{parse_statements, ConnectorSpec, Emit, ObjectKind, SqlError, S
 
 use crate::catalog::{Catalog, DivertedStream, Object, ObjectState};
 use crate::db::{hint, LaminarDB};
+use crate::durability::output_log::OutputLog;
 use crate::error::{DbError, Result};
 use crate::result::ExecuteResult;
 use crate::sink_runner::SinkTask;
@@ -165,6 +167,7 @@ impl LaminarDB {
             Self::check_absent(&catalog, late)?;
         }
         let context = format!("CREATE SOURCE {name}");
+        let output_log = self.declared_output_log(&create.options, &context)?;
         let declared = declared_schema(create, &context)?;
         let (schema, connector) = self.source_connector(create, declared, &context)?;
         let idle_timeout = source_idle_timeout(
@@ -218,6 +221,12 @@ impl LaminarDB {
                 )
                 .inspect_err(|_| forget())?,
         };
+        let output_log = if output_log {
+            self.push_source_output_log(name, &state, diverted.as_ref(), !persist)
+                .inspect_err(|_| forget())?
+        } else {
+            None
+        };
         // Registering names that were just checked absent cannot clash.
         let _ = self
             .inner
@@ -232,30 +241,109 @@ impl LaminarDB {
             watermark_column: create.watermark.as_ref().map(|w| w.column.clone()),
             state,
             restored: false,
+            output_log,
         });
         if let Some(late) = &create.late_data_to {
-            let _ = self
-                .inner
-                .snapshot
-                .register_unqueryable(late, "stream", schema.clone());
-            catalog.insert(Object {
-                name: late.clone(),
-                kind: ObjectKind::Stream,
-                sql,
-                schema,
-                inputs: vec![name.clone()],
-                watermark_column: None,
-                state: ObjectState::LateData {
-                    source: name.clone(),
-                    diverted,
-                },
-                restored: false,
-            });
+            self.insert_late_data(&mut catalog, name, late, sql, schema, diverted);
         }
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Source,
             name: name.clone(),
         })
+    }
+
+    /// Adds the `LATE DATA TO` stream `late` of source `source` (created by `sql`).
+    fn insert_late_data(
+        &self,
+        catalog: &mut Catalog,
+        source: &str,
+        late: &str,
+        sql: String,
+        schema: SchemaRef,
+        diverted: Option<DivertedStream>,
+    ) {
+        // Registering a name that was just checked absent cannot clash.
+        let _ = self
+            .inner
+            .snapshot
+            .register_unqueryable(late, "stream", schema.clone());
+        catalog.insert(Object {
+            name: late.to_string(),
+            kind: ObjectKind::Stream,
+            sql,
+            schema,
+            inputs: vec![source.to_string()],
+            watermark_column: None,
+            state: ObjectState::LateData {
+                source: source.to_string(),
+                diverted,
+            },
+            restored: false,
+            output_log: None,
+        });
+    }
+
+    /// Whether `options` declare `output_log = 'on'`, which `statement` may only do in a
+    /// database with a data directory.
+    fn declared_output_log(&self, options: &[(String, String)], statement: &str) -> Result<bool> {
+        let output_log = with_switch(options, "output_log", statement)?;
+        if output_log && self.inner.durable.is_none() {
+            return Err(DbError::NotAllowed {
+                statement: statement.to_string(),
+                message: "output_log = 'on' needs a data directory: its epochs are the \
+                          checkpoints of a database opened with LaminarDB::open"
+                    .into(),
+            });
+        }
+        Ok(output_log)
+    }
+
+    /// Starts the output log of push source `name` (`state`), attached to its stream; on
+    /// failure the source's streams are removed again.
+    fn push_source_output_log(
+        &self,
+        name: &str,
+        state: &ObjectState,
+        diverted: Option<&DivertedStream>,
+        restoring: bool,
+    ) -> Result<Option<OutputLog>> {
+        let ObjectState::PushSource { stream, outlet, .. } = state else {
+            return Ok(None);
+        };
+        let runtime = &self.inner.runtime;
+        let log = self
+            .start_output_log(name, outlet, restoring)
+            .inspect_err(|_| {
+                runtime.remove_stream(*stream);
+                if let Some(d) = diverted {
+                    runtime.remove_stream(d.stream);
+                }
+            })?;
+        Ok(Some(log))
+    }
+
+    /// The options of a stream, view or sink: `output_log` only for the first two, and
+    /// only under a data directory.
+    fn derived_options(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        options: &[(String, String)],
+        context: &str,
+    ) -> Result<QueryOptions> {
+        let parsed = query_options(options, context)?;
+        if parsed.output_log {
+            if kind == ObjectKind::Sink {
+                return Err(DbError::Sql(SqlError::Invalid {
+                    context: context.to_string(),
+                    message: "output_log applies to streams, materialized views and sources; \
+                              a sink's output is its connector's"
+                        .into(),
+                }));
+            }
+            self.declared_output_log(options, &format!("CREATE {} {name}", kind.sql_name()))?;
+        }
+        Ok(parsed)
     }
 
     /// The source's schema, and its connector when it has one (validated, not yet reading).
@@ -415,34 +503,16 @@ impl LaminarDB {
             return Ok(skipped);
         }
         let context = format!("{} {name}", kind.noun());
-        let state_ttl = query_state_ttl(options, &context)?;
+        let options = self.derived_options(kind, name, options, &context)?;
         let planned = self
             .inner
             .planner
-            .plan_query(query, &context, emit, state_ttl)?;
+            .plan_query(query, &context, emit, options.state_ttl)?;
         let schema = planned.schema.clone();
         Self::check_changelog_use(&catalog, &self.inner.planner, &planned, &context)?;
-        let changes = if planned.graph.changelog {
-            ChangeMode::Changelog
-        } else {
-            ChangeMode::AppendOnly
-        };
-        let sink_connector = match sink {
-            Some(spec) => {
-                let sink = create_sink(
-                    &spec.name.to_lowercase(),
-                    &connector_options(spec),
-                    schema.clone(),
-                    changes,
-                )?;
-                // Under a data directory every sink's output is exactly-once.
-                if self.inner.durable.is_some() {
-                    sink.check_exactly_once()?;
-                }
-                Some(sink)
-            }
-            None => None,
-        };
+        let sink_connector = sink
+            .map(|spec| self.sink_connector(spec, &schema, planned.graph.changelog))
+            .transpose()?;
 
         let runtime = &self.inner.runtime;
         // Rows accepted before this statement are not part of the new query's input.
@@ -463,11 +533,17 @@ impl LaminarDB {
             self.restore_view(name, table, !persist)?;
         }
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
+        // Attached before the query starts (or logs are replayed), so it sees every change.
+        let output_log = options
+            .output_log
+            .then(|| self.start_output_log(name, &outlet, !persist))
+            .transpose()
+            .inspect_err(|_| runtime.remove_stream(stream))?;
         let sink_task = match sink_connector {
             Some(connector) => {
                 let resume = self.sink_resume(name, !persist);
                 let (task, sender) =
-                    SinkTask::start(name, connector, runtime.progress(), resume)
+                    SinkTask::start(name, connector, runtime.progress(), resume, None)
                         .map_err(|e| DbError::Internal(format!("cannot start sink thread: {e}")))?;
                 outlet.attach_sink(sender);
                 Some(task)
@@ -509,11 +585,37 @@ impl LaminarDB {
                 sink: sink_task,
             },
             restored: false,
+            output_log,
         });
         Ok(ExecuteResult::Created {
             kind,
             name: name.to_string(),
         })
+    }
+
+    /// The connector of a sink of `schema` (a changelog or append-only), validated.
+    fn sink_connector(
+        &self,
+        spec: &ConnectorSpec,
+        schema: &SchemaRef,
+        changelog: bool,
+    ) -> Result<Box<dyn SinkConnector>> {
+        let changes = if changelog {
+            ChangeMode::Changelog
+        } else {
+            ChangeMode::AppendOnly
+        };
+        let sink = create_sink(
+            &spec.name.to_lowercase(),
+            &connector_options(spec),
+            schema.clone(),
+            changes,
+        )?;
+        // Under a data directory every sink's output is exactly-once.
+        if self.inner.durable.is_some() {
+            sink.check_exactly_once()?;
+        }
+        Ok(sink)
     }
 
     /// Binds the query's inputs and starts it on the workers, then stores the catalog with
@@ -821,20 +923,20 @@ impl LaminarDB {
                 .ok_or_else(|| DbError::Internal(format!("{gone} vanished during DROP")))?;
             removed.push(object);
         }
-        let mut closing_sink = None;
+        let mut closing = Vec::new();
         for object in &mut removed {
-            if let Some(sink) = self.stop_object(object) {
-                closing_sink = Some(sink);
-            }
+            closing.extend(self.stop_object(object));
+            closing.extend(object.output_log.take().map(OutputLog::into_task));
             self.inner.planner.deregister(&object.name);
             self.inner.snapshot.deregister(&object.name);
         }
         drop(catalog);
-        // Once the workers and this object let go of the stream, the sink sees its input end;
-        // its output is complete when DROP returns. The catalog is not locked meanwhile.
+        // Once the workers and this object let go of the stream, the sink (or output log)
+        // sees its input end; its output is complete when DROP returns. The catalog is not
+        // locked meanwhile.
         drop(removed);
-        if let Some(mut sink) = closing_sink {
-            sink.join(&runtime.progress(), DROP_SYNC_TIMEOUT);
+        for mut task in closing {
+            task.join(&runtime.progress(), DROP_SYNC_TIMEOUT);
         }
         Ok(ExecuteResult::Dropped {
             kind,
@@ -883,7 +985,7 @@ impl LaminarDB {
 }
 
 /// The options a source fed by `push`/`INSERT` takes in `WITH (...)`.
-const PUSH_SOURCE_OPTIONS: [&str; 1] = ["idle_timeout"];
+const PUSH_SOURCE_OPTIONS: [&str; 2] = ["idle_timeout", "output_log"];
 
 /// The source's `idle_timeout`: its connector's option, or a push source's `WITH` option.
 /// Refused without a `WATERMARK`.
@@ -907,23 +1009,45 @@ fn source_idle_timeout(
     Ok(idle_timeout)
 }
 
-/// The `idle_timeout` of a source without a connector, from its `WITH` options (the only
-/// one they have).
+/// The `idle_timeout` of a source without a connector, from its `WITH` options.
 fn push_source_idle_timeout(create: &CreateSource, context: &str) -> Result<Option<Duration>> {
     check_option_keys(&create.options, &PUSH_SOURCE_OPTIONS, context)?;
     with_duration(&create.options, "idle_timeout", context)
 }
 
 /// The options a continuous query (stream, view or sink) takes in `WITH (...)`.
-const QUERY_OPTIONS: [&str; 1] = ["state_ttl"];
+const QUERY_OPTIONS: [&str; 2] = ["state_ttl", "output_log"];
 
-/// The `state_ttl` of a continuous query, from its `WITH` options (the only one they have).
-pub(crate) fn query_state_ttl(
-    options: &[(String, String)],
-    context: &str,
-) -> Result<Option<Duration>> {
+/// A continuous query's `WITH` options.
+pub(crate) struct QueryOptions {
+    /// How long unused keyed state is kept.
+    pub(crate) state_ttl: Option<Duration>,
+    /// Whether its committed changes are kept for subscriptions resuming from an epoch.
+    pub(crate) output_log: bool,
+}
+
+/// A continuous query's `WITH` options, checked.
+pub(crate) fn query_options(options: &[(String, String)], context: &str) -> Result<QueryOptions> {
     check_option_keys(options, &QUERY_OPTIONS, context)?;
-    with_duration(options, "state_ttl", context)
+    Ok(QueryOptions {
+        state_ttl: with_duration(options, "state_ttl", context)?,
+        output_log: with_switch(options, "output_log", context)?,
+    })
+}
+
+/// The switch option `key` among `WITH` options: `'on'` or `'off'` (the default).
+fn with_switch(options: &[(String, String)], key: &str, context: &str) -> Result<bool> {
+    let Some((_, value)) = options.iter().rev().find(|(k, _)| k == key) else {
+        return Ok(false);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(DbError::Sql(SqlError::Invalid {
+            context: context.to_string(),
+            message: format!("invalid value '{value}' for option '{key}': expected 'on' or 'off'"),
+        })),
+    }
 }
 
 /// Refuses a `WITH` option not among `known`, listing those.

@@ -115,6 +115,40 @@ pub enum DbError {
         /// What failed.
         message: String,
     },
+    /// An output log could not be written or read.
+    #[error("output log of {object}: {message}")]
+    OutputLog {
+        /// The stream, view or source whose log it is.
+        object: String,
+        /// What failed, naming the file.
+        message: String,
+    },
+    /// `subscribe_from` after an epoch whose successors the output log no longer keeps.
+    #[error(
+        "cannot resume {object} after epoch {epoch}: its output log no longer holds the \
+         epochs after it; the oldest epoch to resume after is {oldest}"
+    )]
+    EpochNotRetained {
+        /// The stream, view or source.
+        object: String,
+        /// The epoch asked for.
+        epoch: u64,
+        /// The oldest epoch a subscription can resume after.
+        oldest: u64,
+    },
+    /// `subscribe_from` after an epoch that is not committed.
+    #[error(
+        "cannot resume {object} after epoch {epoch}: it is not committed; the newest \
+         committed epoch is {newest}"
+    )]
+    EpochNotCommitted {
+        /// The stream, view or source.
+        object: String,
+        /// The epoch asked for.
+        epoch: u64,
+        /// The newest epoch a subscription can resume after.
+        newest: u64,
+    },
     /// A broken internal invariant: always a bug in LaminarDB.
     #[error("internal error (this is a bug in LaminarDB, please report it): {0}")]
     Internal(String),

@@ -8,7 +8,8 @@
 //! channel behind the rows of its cut, makes the thread pre-commit the epoch (durable, not
 //! visible) and report the transaction's handle; once the checkpoint's manifest is durable,
 //! a commit message makes the epoch visible. After the stream ends the thread stays for the
-//! checkpoint that commits the last rows.
+//! checkpoint that commits the last rows. An object's output log (`durability::output_log`)
+//! runs on the same machinery, as an internal transactional sink.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,9 @@ struct Precommits {
     ready: Condvar,
 }
 
+/// Called once on the writer thread when every row of the sink's input has arrived.
+pub(crate) type InputEnded = Box<dyn FnOnce() + Send>;
+
 /// A running sink.
 pub(crate) struct SinkTask {
     name: String,
@@ -56,11 +60,14 @@ pub(crate) struct SinkTask {
 impl SinkTask {
     /// Starts the writer thread; returns the task and the sender to attach to the stream.
     /// With `resume`, the sink is transactional and first recovers its pending transaction.
+    /// `on_input_ended` runs once every row has arrived (the stream ended, or its sender
+    /// was dropped).
     pub(crate) fn start(
         name: &str,
         sink: Box<dyn SinkConnector>,
         progress: Arc<Progress>,
         resume: Option<SinkResume>,
+        on_input_ended: Option<InputEnded>,
     ) -> std::io::Result<(Self, SyncSender<EgressMessage>)> {
         let (sender, receiver) = sync_channel(SINK_CHANNEL_CAPACITY_BATCHES);
         let closed = Arc::new(AtomicBool::new(false));
@@ -82,6 +89,7 @@ impl SinkTask {
                         failed: false,
                         precommits: &precommits,
                         handles: HashMap::new(),
+                        on_input_ended,
                     };
                     if let Some(resume) = resume {
                         writer.resume(&resume);
@@ -195,6 +203,7 @@ struct Writer<'a> {
     precommits: &'a Precommits,
     /// Pre-committed epochs not yet committed, with their handles.
     handles: HashMap<u64, Value>,
+    on_input_ended: Option<InputEnded>,
 }
 
 impl Writer<'_> {
@@ -244,11 +253,11 @@ impl Writer<'_> {
                     // Every row arrived; they become visible with the next checkpoint's
                     // commit, so the sink stays open for its barrier.
                     ended = true;
-                    Self::signal_closed(closed, progress);
+                    self.signal_closed(closed, progress);
                 }
                 EgressMessage::End => {
                     self.close();
-                    Self::signal_closed(closed, progress);
+                    self.signal_closed(closed, progress);
                     return;
                 }
                 EgressMessage::Barrier(epoch) => self.precommit(epoch),
@@ -257,7 +266,7 @@ impl Writer<'_> {
         }
         self.close();
         if !ended {
-            Self::signal_closed(closed, progress);
+            self.signal_closed(closed, progress);
         }
     }
 
@@ -267,7 +276,10 @@ impl Writer<'_> {
         }
     }
 
-    fn signal_closed(closed: &AtomicBool, progress: &Progress) {
+    fn signal_closed(&mut self, closed: &AtomicBool, progress: &Progress) {
+        if let Some(on_input_ended) = self.on_input_ended.take() {
+            on_input_ended();
+        }
         closed.store(true, Ordering::Release);
         progress.bump();
     }

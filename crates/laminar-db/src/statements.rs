@@ -285,11 +285,11 @@ impl LaminarDB {
             }
         };
         let context = format!("EXPLAIN {}", inner.label());
-        let state_ttl = crate::ddl::query_state_ttl(options, &context)?;
+        let options = crate::ddl::query_options(options, &context)?;
         let planned = self
             .inner
             .planner
-            .plan_query(&query, &context, emit, state_ttl)?;
+            .plan_query(&query, &context, emit, options.state_ttl)?;
         let text = planned.graph.explain(&name, self.workers());
         let rows: Vec<Vec<String>> = text.lines().map(|l| vec![l.to_string()]).collect();
         text_batch(&["dataflow"], &rows)

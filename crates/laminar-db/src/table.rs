@@ -127,6 +127,7 @@ impl LaminarDB {
                 wal,
             },
             restored: false,
+            output_log: None,
         });
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Table,

@@ -1,8 +1,11 @@
 //! Crash test: a child process runs a windowed aggregation over rows pushed through the API
 //! and a regular aggregation over a file source, both into exactly-once file sinks, with
-//! frequent checkpoints. The parent kills it with SIGKILL at seeded random moments and
-//! restarts it, until one run finishes; then the committed sink output must equal the output
-//! of an uninterrupted run: no acknowledged row lost, none duplicated.
+//! frequent checkpoints, and an application following a third aggregation's changes by an
+//! epoch subscription (keeping each committed epoch's changes in a file of its own, and
+//! resuming after the last one). The parent kills it with SIGKILL at seeded random moments
+//! and restarts it, until one run finishes; then the committed sink output and the
+//! application's changes must equal those of an uninterrupted run: no acknowledged row lost,
+//! none duplicated.
 //!
 //! The child is this test binary run again with `LAMINAR_CRASH_DIR` set (see
 //! `crash_child_entry`). `LAMINAR_CRASH_KILLS` sets the number of kill points (default 20;
@@ -15,9 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use laminar_db::{Durability, LaminarDB};
+use laminar_db::{Durability, LaminarDB, SubscriptionEvent};
 
 /// Batches the child pushes in all, per kill point (so kills spread over the input).
 const PUSHES_PER_KILL: u64 = 50;
@@ -54,7 +57,93 @@ fn script(dir: &Path) -> Vec<String> {
              SELECT shop, count(*) AS n, sum(amount) AS total FROM sales GROUP BY shop",
             totals.display()
         ),
+        "CREATE MATERIALIZED VIEW per_key WITH (output_log = 'on') AS \
+         SELECT k, count(*) AS n, sum(v) AS total FROM events GROUP BY k"
+            .to_string(),
     ]
+}
+
+/// The application's directory: `<epoch>.csv` per committed epoch, `k,n,total,weight` rows.
+fn app_dir(dir: &Path) -> PathBuf {
+    dir.join("app")
+}
+
+/// Follows `per_key` after the last epoch the application kept, keeping each committed
+/// epoch's changes in a file of its own (written whole, then renamed into place), until the
+/// subscription ends.
+fn follow(dir: &Path, db: &LaminarDB) -> std::thread::JoinHandle<()> {
+    let app = app_dir(dir);
+    std::fs::create_dir_all(&app).expect("the application's directory");
+    let last = std::fs::read_dir(&app)
+        .expect("list the application's directory")
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".csv")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let mut sub = db
+        .subscribe_from("per_key", last)
+        .expect("resume the subscription");
+    std::thread::spawn(move || {
+        let mut changes = String::new();
+        for event in sub.blocking_iter() {
+            match event {
+                SubscriptionEvent::Changes(batch) => {
+                    let b = batch.batch();
+                    let column = |i: usize| {
+                        b.column(i)
+                            .as_any()
+                            .downcast_ref::<Int64Array>()
+                            .expect("BIGINT column")
+                            .clone()
+                    };
+                    let (k, n, total) = (column(0), column(1), column(2));
+                    for row in 0..b.num_rows() {
+                        let weight = batch.weights().map_or(1, |w| w.value(row));
+                        writeln!(
+                            changes,
+                            "{},{},{},{weight}",
+                            k.value(row),
+                            n.value(row),
+                            total.value(row)
+                        )
+                        .expect("write to a String");
+                    }
+                }
+                SubscriptionEvent::Committed(epoch) => {
+                    let temp = app.join(".epoch.tmp");
+                    std::fs::write(&temp, &changes).expect("write the epoch's changes");
+                    std::fs::rename(&temp, app.join(format!("{epoch:020}.csv")))
+                        .expect("keep the epoch");
+                    changes.clear();
+                }
+            }
+        }
+        assert!(sub.error().is_none(), "{:?}", sub.error());
+    })
+}
+
+/// The application's committed changes, weights applied.
+fn followed(dir: &Path) -> BTreeMap<String, i64> {
+    let mut rows = BTreeMap::new();
+    for entry in std::fs::read_dir(app_dir(dir)).expect("the application's directory") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read an epoch's changes");
+        for line in text.lines() {
+            let (row, weight) = line.rsplit_once(',').expect("a weight");
+            *rows.entry(row.to_string()).or_insert(0) += weight.parse::<i64>().expect("weight");
+        }
+    }
+    rows.retain(|_, n| *n != 0);
+    rows
 }
 
 fn write_input(dir: &Path) {
@@ -100,11 +189,14 @@ fn run_pipeline(dir: &Path, pushes: u64, checkpoint_every: Option<Duration>, pac
         .pin_workers(false)
         .durability(Durability::Group)
         .checkpoint_interval(checkpoint_every)
+        // Killed runs restart slower than checkpoints come: keep every epoch of the test.
+        .output_log_extra_epochs(100_000)
         .open(dir.join("db"))
         .expect("database opens");
     for statement in script(dir) {
         db.execute(&statement).expect("statement");
     }
+    let app = follow(dir, &db);
     let source = db.source("events").expect("source events");
     for i in source.logged_pushes()..pushes {
         source.push(push_batch(i)).expect("push");
@@ -118,8 +210,10 @@ fn run_pipeline(dir: &Path, pushes: u64, checkpoint_every: Option<Duration>, pac
         "pipeline finishes: {:?}",
         db.metrics()
     );
-    // Dropping the database takes the final checkpoint, which commits the last output.
+    // Dropping the database takes the final checkpoint, which commits the last output,
+    // and ends the subscription.
     drop(db);
+    app.join().expect("the application follows to the end");
 }
 
 /// The child process's entry point (ignored in ordinary runs).
@@ -285,4 +379,12 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
             "{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted; e.g. {sample:#?}"
         );
     }
+    let expected = followed(oracle_dir.path());
+    let actual = followed(dir.path());
+    assert!(!expected.is_empty(), "the oracle's application has rows");
+    assert!(
+        actual.values().all(|n| *n == 1),
+        "every committed change once: {actual:?}"
+    );
+    assert_eq!(actual, expected, "the application's committed changes");
 }

@@ -5,13 +5,14 @@
 //! 2. Take the runtime's cut: the workers drain what they were handed, stop between
 //!    messages and snapshot their operators (full or delta, per state id).
 //! 3. While they stand still: snapshot materialized views' and tables' rows, record each
-//!    source's log position (or reader position) and watermark, and send each sink its
-//!    barrier, which lands behind exactly the rows of the cut.
+//!    source's log position (or reader position) and watermark, and send each sink and
+//!    output log its barrier, which lands behind exactly the rows of the cut.
 //! 4. Let the workers and inputs go on; everything after this overlaps with processing.
-//! 5. Wait for each sink's pre-commit, write the state files and then the manifest
-//!    (atomically): the checkpoint exists once the manifest does.
-//! 6. Commit the sinks' epoch, drop the log records the checkpoint covers, and
-//!    garbage-collect older checkpoints.
+//! 5. Wait for each sink's and output log's pre-commit, write the state files and then the
+//!    manifest (atomically): the checkpoint exists once the manifest does.
+//! 6. Commit the sinks' and output logs' epoch (waiting for the output logs, so that a
+//!    subscription can resume after the epoch once the checkpoint returns), drop the log
+//!    records the checkpoint covers, and garbage-collect older checkpoints.
 //!
 //! A failure before the manifest leaves the previous checkpoint as the newest; the next
 //! checkpoint is then full (operators already forgot what changed), and sink epochs
@@ -27,13 +28,15 @@ use serde_json::{json, Value};
 
 use super::recovery::watermark_json;
 use super::{query_state_id, table_state_id, view_state_id, Durable, CHECKPOINT_CUT_TIMEOUT};
-use crate::catalog::ObjectState;
+use crate::catalog::{Object, ObjectState};
 use crate::db::{Inner, LaminarDB};
 use crate::error::{DbError, Result};
-use crate::sink_runner::SinkTask;
 
 /// How long a checkpoint waits for a sink to pre-commit.
 const PRECOMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a checkpoint waits for an output log to commit its epoch.
+const OUTPUT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a checkpoint wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +75,7 @@ struct Taken {
     states: Vec<(String, OperatorState)>,
     engine: Value,
     sources: BTreeMap<String, Value>,
-    /// Sinks sent a barrier: `(name, index in the catalog)`.
+    /// Objects whose sink or output log was sent a barrier, by name.
     sinks: Vec<String>,
     /// Log positions to truncate through once the checkpoint is durable.
     wal_positions: Vec<(Arc<super::SourceWal>, u64)>,
@@ -180,10 +183,7 @@ impl Inner {
                     }
                 }
                 ObjectState::Derived {
-                    outlet,
-                    instances,
-                    sink,
-                    ..
+                    outlet, instances, ..
                 } => {
                     if let Some(table) = outlet.table() {
                         for worker in 0..workers {
@@ -203,20 +203,17 @@ impl Inner {
                             instance.checkpoint_position(),
                         );
                     }
-                    if sink.as_ref().is_some_and(SinkTask::is_transactional) {
-                        taken.sinks.push(object.name.clone());
-                    }
                 }
                 ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
+            }
+            if object.epoch_task().is_some() {
+                taken.sinks.push(object.name.clone());
             }
         }
         // Barriers go last: once a sink has one, this epoch must not be taken again.
         let epoch = durable.next_epoch.load(Ordering::SeqCst);
         taken.sinks.retain(|name| {
-            let Some(ObjectState::Derived {
-                sink: Some(task), ..
-            }) = catalog.get(name).map(|o| &o.state)
-            else {
+            let Some(task) = catalog.get(name).and_then(Object::epoch_task) else {
                 return false;
             };
             // A sink whose thread stopped after an error it reported no longer takes part;
@@ -243,10 +240,7 @@ impl Inner {
         {
             let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
             for name in &taken.sinks {
-                let Some(ObjectState::Derived {
-                    sink: Some(task), ..
-                }) = catalog.get(name).map(|o| &o.state)
-                else {
+                let Some(task) = catalog.get(name).and_then(Object::epoch_task) else {
                     continue;
                 };
                 let handle = task
@@ -269,7 +263,8 @@ impl Inner {
             builder.set_source(name, value.clone());
         }
         for (name, handle) in &sinks {
-            // The handle names every epoch of the sink still pending, this one last.
+            // The handle names every epoch of the sink still pending, this one last. An
+            // output log's entry is under its object's name: no sink has that name.
             builder.set_sink(name, json!({ "epoch": epoch, "handle": handle }));
         }
         builder.set_engine(taken.engine);
@@ -285,16 +280,28 @@ impl Inner {
                 .map_or(0, |file| file.bytes);
         }
         let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut output_logs = Vec::new();
         for name in sinks.keys() {
-            if let Some(ObjectState::Derived {
-                sink: Some(task), ..
-            }) = catalog.get(name).map(|o| &o.state)
-            {
+            let Some(object) = catalog.get(name) else {
+                continue;
+            };
+            if let Some(task) = object.epoch_task() {
                 // A commit that fails is completed by recovery from this manifest.
                 let _ = task.commit(epoch);
             }
+            output_logs.extend(
+                object
+                    .output_log
+                    .as_ref()
+                    .map(|log| Arc::clone(log.shared())),
+            );
         }
         drop(catalog);
+        // Once a checkpoint returns, subscriptions can resume after its epoch. A log that
+        // fails to commit fails its subscriptions; recovery completes the commit.
+        for log in output_logs {
+            log.wait_committed(epoch, OUTPUT_COMMIT_TIMEOUT);
+        }
         // Records are dropped only once no kept checkpoint needs them: recovery may fall
         // back to the previous checkpoint (if the newest turns out corrupt), which replays
         // from its own, earlier, position.

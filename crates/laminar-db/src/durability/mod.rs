@@ -3,11 +3,13 @@
 //! the sinks' transactions, and recovery from them (see `docs/storage-format.md`).
 //!
 //! Layout under the data directory: `catalog.json` (the statements), `wal/<object>/` (one
-//! log per push source or table), `checkpoints/` (manifests and state files).
+//! log per push source or table), `checkpoints/` (manifests and state files),
+//! `outputs/<object>/` (the output log of each object declared with `output_log`).
 
 mod coordinator;
 mod input_gate;
 mod lifecycle;
+pub(crate) mod output_log;
 mod recovery;
 mod source_wal;
 mod wal_record;
@@ -24,13 +26,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use laminar_storage::checkpoint::CheckpointStore;
+use laminar_storage::checkpoint::{CheckpointStore, RETAIN_DEFAULT};
 use laminar_storage::wal::Durability;
 
 use crate::error::Result;
 
 /// Default time between automatic checkpoints.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Committed epochs an output log keeps beyond those of the checkpoints kept, by default.
+pub const OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT: u64 = 8;
 
 /// How long a checkpoint waits for the workers to drain and stand still.
 pub(crate) const CHECKPOINT_CUT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,6 +62,9 @@ pub(crate) struct Durable {
     covered: Mutex<HashMap<String, u64>>,
     /// Time between automatic checkpoints; `None` for none.
     pub(crate) interval: Option<Duration>,
+    /// Committed epochs each output log keeps: those of the checkpoints the store keeps
+    /// (recovery may fall back to the older one) plus the configured extra.
+    pub(crate) output_log_keep_epochs: u64,
 }
 
 impl std::fmt::Debug for Durable {
@@ -75,6 +83,7 @@ impl Durable {
         durability: Durability,
         interval: Option<Duration>,
         workers: usize,
+        output_log_extra_epochs: u64,
     ) -> Result<Self> {
         let (store, recovered, warnings) = CheckpointStore::open(dir.join("checkpoints"))?;
         let next_epoch = recovered.as_ref().map_or(1, |r| r.manifest.epoch + 1);
@@ -97,6 +106,7 @@ impl Durable {
             covered: Mutex::new(covered),
             warnings: Mutex::new(warnings),
             interval,
+            output_log_keep_epochs: RETAIN_DEFAULT as u64 + output_log_extra_epochs,
         })
     }
 
