@@ -276,19 +276,9 @@ fn committed(dir: &Path) -> BTreeMap<String, i64> {
     rows
 }
 
-#[test]
-fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
-    let kills: usize = std::env::var("LAMINAR_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(KILLS_DEFAULT);
-    let pushes = PUSHES_PER_KILL * kills.max(20) as u64;
-    let oracle_dir = tempfile::tempdir().expect("temp dir");
-    write_input(oracle_dir.path());
-    run_pipeline(oracle_dir.path(), pushes, None, Duration::ZERO);
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_input(dir.path());
+/// Kills and restarts the child in `dir` until it finished once after `kills` kills;
+/// returns the kills that landed before the first complete run, and the runs.
+fn kill_and_restart(dir: &Path, pushes: u64, kills: usize) -> (usize, usize) {
     let exe = std::env::current_exe().expect("test binary");
     let mut rng = 0x5eed_u64;
     let mut killed = 0;
@@ -301,7 +291,7 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
         runs += 1;
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child_entry", "--ignored", "--nocapture"])
-            .env("LAMINAR_CRASH_DIR", dir.path())
+            .env("LAMINAR_CRASH_DIR", dir)
             .env("LAMINAR_CRASH_PUSHES", pushes.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -310,7 +300,8 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
         let started = Instant::now();
         let kill_after = (killed < kills).then(|| {
             rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            // Short lives, so the kills spread over the whole input (a whole run pushes for seconds).
+            // Short lives, so the kills spread over the whole input (a whole run pushes for
+            // seconds).
             Duration::from_millis(40 + (rng >> 33) % 160)
         });
         let status = loop {
@@ -333,51 +324,73 @@ fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
             assert!(status.success(), "child run {runs} failed: {status}");
             finished_once = true;
             if killed >= kills {
-                break;
+                return (killed_midway, runs);
             }
         }
     }
-    eprintln!("crash test: {killed} kills ({killed_midway} before the first complete run) over {runs} runs");
+}
+
+/// Compares a sink's committed output with the oracle's; on a difference, fails with
+/// examples (keeping the data directory when `LAMINAR_CRASH_KEEP` is set).
+fn compare_sink(oracle: &Path, dir: tempfile::TempDir, sink: &str) -> tempfile::TempDir {
+    let expected = committed(&oracle.join(sink));
+    let actual = committed(&dir.path().join(sink));
+    assert!(!expected.is_empty(), "the oracle's {sink} has rows");
+    let lost = expected
+        .iter()
+        .filter(|(row, n)| actual.get(*row) != Some(n))
+        .count();
+    let extra = actual
+        .iter()
+        .filter(|(row, n)| expected.get(*row) != Some(n))
+        .count();
+    if (lost, extra) == (0, 0) {
+        return dir;
+    }
+    let sample: Vec<String> = expected
+        .iter()
+        .filter(|(row, n)| actual.get(*row) != Some(n))
+        .take(40)
+        .map(|(row, n)| format!("{row}: expected {n}, got {:?}", actual.get(row)))
+        .chain(
+            actual
+                .iter()
+                .filter(|(row, _)| !expected.contains_key(*row))
+                .take(40)
+                .map(|(row, n)| format!("{row}: unexpected, {n} times")),
+        )
+        .collect();
+    if std::env::var_os("LAMINAR_CRASH_KEEP").is_some() {
+        // For a post-mortem of the data directory and sink output.
+        eprintln!("crash test: keeping {}", dir.path().display());
+        std::mem::forget(dir);
+    }
+    panic!("{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted; e.g. {sample:#?}");
+}
+
+#[test]
+fn killed_at_random_points_the_output_equals_an_uninterrupted_run() {
+    let kills: usize = std::env::var("LAMINAR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KILLS_DEFAULT);
+    let pushes = PUSHES_PER_KILL * kills.max(20) as u64;
+    let oracle_dir = tempfile::tempdir().expect("temp dir");
+    write_input(oracle_dir.path());
+    run_pipeline(oracle_dir.path(), pushes, None, Duration::ZERO);
+
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    write_input(dir.path());
+    let (killed_midway, runs) = kill_and_restart(dir.path(), pushes, kills);
+    eprintln!(
+        "crash test: {kills} kills ({killed_midway} before the first complete run) over {runs} runs"
+    );
     assert!(
         killed_midway * 2 >= kills,
-        "most kills should land while rows flow: {killed_midway} of {killed}"
+        "most kills should land while rows flow: {killed_midway} of {kills}"
     );
     for sink in ["out_windows", "out_totals"] {
-        let expected = committed(&oracle_dir.path().join(sink));
-        let actual = committed(&dir.path().join(sink));
-        assert!(!expected.is_empty(), "the oracle's {sink} has rows");
-        let lost = expected
-            .iter()
-            .filter(|(row, n)| actual.get(*row) != Some(n))
-            .count();
-        let extra = actual
-            .iter()
-            .filter(|(row, n)| expected.get(*row) != Some(n))
-            .count();
-        let sample: Vec<String> = expected
-            .iter()
-            .filter(|(row, n)| actual.get(*row) != Some(n))
-            .take(40)
-            .map(|(row, n)| format!("{row}: expected {n}, got {:?}", actual.get(row)))
-            .chain(
-                actual
-                    .iter()
-                    .filter(|(row, _)| !expected.contains_key(*row))
-                    .take(40)
-                    .map(|(row, n)| format!("{row}: unexpected, {n} times")),
-            )
-            .collect();
-        if (lost, extra) != (0, 0) && std::env::var_os("LAMINAR_CRASH_KEEP").is_some() {
-            // For a post-mortem of the data directory and sink output.
-            eprintln!("crash test: keeping {}", dir.path().display());
-            std::mem::forget(dir);
-            panic!("{sink}: {lost} rows lost, {extra} extra; e.g. {sample:#?}");
-        }
-        assert_eq!(
-            (lost, extra),
-            (0, 0),
-            "{sink}: {lost} rows lost or miscounted, {extra} rows extra or miscounted; e.g. {sample:#?}"
-        );
+        dir = compare_sink(oracle_dir.path(), dir, sink);
     }
     let expected = followed(oracle_dir.path());
     let actual = followed(dir.path());
