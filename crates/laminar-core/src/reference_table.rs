@@ -6,7 +6,7 @@
 
 mod snapshot;
 
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use datafusion::arrow::array::{Array, Int64Array, UInt32Array};

@@ -10,8 +10,8 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use datafusion::common::hash_map::Entry;
+use datafusion::common::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};

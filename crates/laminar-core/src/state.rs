@@ -138,7 +138,7 @@ pub fn merge_states(chain: &[OperatorState]) -> DfResult<Vec<RestoredPart>> {
 /// Merges one part over a chain that starts at a full snapshot: walking newest to oldest,
 /// an entry is kept unless a newer snapshot already wrote or deleted its key.
 fn merge_part(chain: &[OperatorState], name: &str) -> DfResult<RestoredPart> {
-    let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut seen: datafusion::common::HashSet<&[u8]> = datafusion::common::HashSet::new();
     let mut kept: Vec<RecordBatch> = Vec::new();
     for state in chain.iter().rev() {
         let Some(part) = state.parts.iter().find(|p| p.name == name) else {

@@ -8,7 +8,7 @@
 
 mod snapshot;
 
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, UInt32Array};

@@ -9,7 +9,7 @@
 //! arrival) and the arrival counter. It is always full: a tick empties the pending changes,
 //! so they stay as small as what one interval brings.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 

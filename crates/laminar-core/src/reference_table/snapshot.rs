@@ -2,7 +2,7 @@
 //! `rows` holds each current row under its key's row encoding, and a delta rewrites the
 //! keys written since the previous snapshot (rows are only ever replaced, never removed).
 
-use std::collections::HashSet;
+use datafusion::common::HashSet;
 
 use datafusion::arrow::array::{Array, BinaryArray};
 use datafusion::arrow::compute::concat_batches;
@@ -67,7 +67,7 @@ impl ReferenceTable {
         let part = parts.into_iter().next();
         let reader = PartReader::new(&owner, ROWS_PART);
         let mut state = self.lock();
-        let mut restored = std::collections::HashMap::new();
+        let mut restored = datafusion::common::HashMap::new();
         for batch in part.iter().flat_map(|p| &p.batches) {
             let stored_keys = reader.keys(batch)?;
             let rows = reader.keyed_rows(batch, &self.schema)?;

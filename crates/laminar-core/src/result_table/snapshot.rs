@@ -5,7 +5,7 @@
 //! the worker, so a delta rewrites the rows whose multiplicity changed and deletes those
 //! that dropped to zero.
 
-use std::collections::HashSet;
+use datafusion::common::HashSet;
 use std::sync::{Arc, PoisonError};
 
 use datafusion::arrow::array::{Array, BinaryArray, Int64Array, RecordBatch};

@@ -8,7 +8,7 @@
 //! was judged against the watermark before it (a row never makes itself or its batch late);
 //! a row with a NULL event time leaves its key's watermark where it is.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, Int64Array, RecordBatch};

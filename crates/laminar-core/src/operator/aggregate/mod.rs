@@ -7,7 +7,7 @@
 //! keyed watermarks, each group fires by the watermark of its key instead
 //! ([`keyed`]). Snapshots are incremental by group ([`state`]).
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{

@@ -15,7 +15,7 @@ use datafusion::arrow::row::OwnedRow;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::keyed::KEY_WATERMARKS_PART;
-use super::AggregateOperator;
+use super::{Accumulation, AggregateOperator};
 use crate::operator::change_tracker::EntryFlags;
 use crate::operator::state_codec::{
     check_parts, counters_part, state_batch, state_types, AccumulatorStates, Counters,
@@ -111,6 +111,9 @@ impl AggregateOperator {
         columns.extend(emitted.finish(&result_types)?);
         columns.extend(state_columns);
         let batch = state_batch(key_bytes.finish(), columns)?;
+        if self.states_are_kept() {
+            return Ok(vec![batch]);
+        }
         for (row, key) in written.iter().enumerate() {
             let fresh = self.accumulators()?;
             if let Some(group) = self.groups.get_mut(key) {
@@ -118,6 +121,21 @@ impl AggregateOperator {
             }
         }
         Ok(vec![batch])
+    }
+
+    /// Whether every call's accumulator survives `state()` unchanged and merges back into
+    /// an equal one (COUNT, SUM, MIN, MAX keep a plain value): then the live accumulators
+    /// need no rebuild after a snapshot, which for a million groups is most of its cost.
+    fn states_are_kept(&self) -> bool {
+        const KEPT: [&str; 4] = ["count", "sum", "min", "max"];
+        // Without retractions there is no accumulation list: plain accumulators.
+        self.calls.iter().enumerate().all(|(index, call)| {
+            let plain = self
+                .accumulation
+                .get(index)
+                .is_none_or(|a| matches!(a, Accumulation::Sliding));
+            plain && KEPT.contains(&call.function.fun().name())
+        })
     }
 
     /// Replaces the state of a fresh instance with `parts`, as [`Self::snapshot_state`]

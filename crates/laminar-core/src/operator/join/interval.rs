@@ -10,7 +10,8 @@
 
 mod snapshot;
 
-use std::collections::{BTreeMap, HashMap};
+use datafusion::common::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};

@@ -9,7 +9,7 @@
 
 mod snapshot;
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

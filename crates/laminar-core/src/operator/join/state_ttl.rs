@@ -2,7 +2,8 @@
 //! write, processing time), ordered by that time, so finding the keys idle for the TTL costs
 //! the expired keys rather than a scan of every key.
 
-use std::collections::{BTreeSet, HashMap};
+use datafusion::common::HashMap;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// The longest pause between two expiry checks, whatever the TTL.

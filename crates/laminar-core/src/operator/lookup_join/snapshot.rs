@@ -3,7 +3,7 @@
 //! since the previous snapshot and deletes those retracted. Unlike the other joins' state
 //! the table is not bounded by the watermark, so whole snapshots would grow with it.
 
-use std::collections::HashSet;
+use datafusion::common::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{BinaryArray, RecordBatch};

@@ -9,7 +9,8 @@
 //! it is. Partitions are remembered until the end of input: a forgotten one's late rows would
 //! look on time.
 
-use std::collections::{BTreeSet, HashMap};
+use datafusion::common::HashMap;
+use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::row::OwnedRow;

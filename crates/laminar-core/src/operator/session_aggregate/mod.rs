@@ -10,7 +10,8 @@
 //! watermarks, sessions close by their partition's watermark instead ([`keyed`]).
 //! Snapshots are incremental by session ([`state`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use datafusion::common::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};

@@ -13,7 +13,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};

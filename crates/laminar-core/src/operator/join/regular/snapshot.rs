@@ -4,7 +4,7 @@
 //! rows went (retracted or expired). With a `state_ttl`, each key's last access is kept as
 //! wall-clock milliseconds (part `expiry`), so idle time across a restart counts toward it.
 
-use std::collections::HashMap;
+use datafusion::common::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{
