@@ -12,10 +12,10 @@
 //! header and part sections say exactly which sections follow, and the file ends right after
 //! the last one, so a truncation at a frame boundary is detected too.
 
-use std::io::Cursor;
 use std::path::Path;
 
-use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use laminar_core::state::{OperatorState, StateKind, StatePart};
@@ -236,20 +236,26 @@ fn parse_part(sections: &mut Sections<'_>) -> Result<StatePart> {
     })
 }
 
-/// The one batch of an Arrow IPC stream.
+/// The one batch of an Arrow IPC stream. Decoded with Arrow's push decoder over the bytes at
+/// hand: unlike its stream reader, it never allocates a buffer of a length the (possibly
+/// damaged) stream claims, only copies of bytes that exist.
 fn decode_batch(path: &Path, offset: u64, ipc: &[u8]) -> Result<RecordBatch> {
     let bad = |e: String| StorageError::corrupt(path, offset, format!("state batch: {e}"));
-    let mut reader =
-        StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| bad(e.to_string()))?;
-    let batch = match reader.next() {
-        Some(Ok(batch)) => batch,
-        Some(Err(e)) => return Err(bad(e.to_string())),
-        None => return Err(bad("the Arrow IPC stream holds no batch".into())),
-    };
-    if reader.next().is_some() {
-        return Err(bad("the Arrow IPC stream holds more than one batch".into()));
+    let mut decoder = StreamDecoder::new();
+    let mut buffer = Buffer::from_slice_ref(ipc);
+    let mut batch = None;
+    while !buffer.is_empty() {
+        if let Some(decoded) = decoder
+            .decode(&mut buffer)
+            .map_err(|e| bad(e.to_string()))?
+        {
+            if batch.replace(decoded).is_some() {
+                return Err(bad("the Arrow IPC stream holds more than one batch".into()));
+            }
+        }
     }
-    Ok(batch)
+    decoder.finish().map_err(|e| bad(e.to_string()))?;
+    batch.ok_or_else(|| bad("the Arrow IPC stream holds no batch".into()))
 }
 
 /// The frames of a state file, read in order; anything but a whole frame is corruption.
