@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use laminar_storage::io::{backend, IoBackendKind};
-use laminar_storage::wal::{Durability, WalOptions, WalWriter};
+use laminar_db::storage::io::{backend, IoBackendKind};
+use laminar_db::storage::wal::{Durability, WalOptions, WalWriter};
 
 use crate::error::CliError;
 use crate::{table, units};
@@ -147,7 +147,7 @@ mod tests {
         let log_dir = dir.path().join("log");
         let outcome = run(&options, &log_dir).unwrap();
         assert_eq!(outcome.segments, 1);
-        let read = laminar_storage::wal::read_wal(&log_dir, 0).unwrap();
+        let read = laminar_db::storage::wal::read_wal(&log_dir, 0).unwrap();
         assert_eq!(read.records.len(), 1_001);
         assert!(read.records.iter().all(|r| r.payload.len() == 100));
         wal(&options).unwrap();

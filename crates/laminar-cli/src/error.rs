@@ -43,7 +43,7 @@ pub enum CliError {
     Db(#[from] DbError),
     /// A storage benchmark's log failed.
     #[error(transparent)]
-    Storage(#[from] laminar_storage::StorageError),
+    Storage(#[from] laminar_db::storage::StorageError),
     /// Something else the command needs failed (terminal, threads, signals).
     #[error("{context}: {message}")]
     Environment {

@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use laminar_storage::io::IoBackendKind;
-use laminar_storage::wal::Durability;
+use laminar_db::storage::io::IoBackendKind;
+use laminar_db::storage::wal::Durability;
 
 use crate::error::CliError;
 
@@ -251,7 +251,7 @@ fn main() -> ExitCode {
             benchmark: Benchmark::Wal(args),
         } => bench_wal::wal(&bench_wal::WalBenchOptions {
             durability: args.durability,
-            backend: args.backend.unwrap_or_else(laminar_storage::io::detect),
+            backend: args.backend.unwrap_or_else(laminar_db::storage::io::detect),
             records: args.records,
             record_bytes: args.record_bytes,
             threads: args.threads,

@@ -96,6 +96,9 @@ pub use durability::{
 };
 pub use epoch_subscription::{EpochSubscription, SubscriptionEvent};
 pub use error::{DbError, Result};
+/// The storage layer (write-ahead log, checkpoint files, I/O backends), for tools such as
+/// the `laminardb bench wal` benchmark that measure it directly.
+pub use laminar_storage as storage;
 pub use laminar_storage::wal::Durability;
 pub use metrics::{Metrics, QueryStats, SourceStats};
 pub use result::ExecuteResult;

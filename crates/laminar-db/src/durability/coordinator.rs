@@ -268,6 +268,12 @@ impl Inner {
             builder.set_sink(name, json!({ "epoch": epoch, "handle": handle }));
         }
         builder.set_engine(taken.engine);
+        // The manifest must never cover log records a power loss could still take: under
+        // `group` durability the last ones may not be fsynced yet, and a log that lost them
+        // would number new records below the manifest's position, which replay skips.
+        for (wal, _) in &taken.wal_positions {
+            wal.sync()?;
+        }
         // On failure the epochs stay pre-committed: the next successful checkpoint's
         // handle names them, and its commit commits them.
         let manifest = builder.commit()?;

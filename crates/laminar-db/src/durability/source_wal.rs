@@ -65,6 +65,12 @@ impl SourceWal {
         self.writer.last_lsn()
     }
 
+    /// Makes every record appended so far durable (fsynced).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.writer.sync()?;
+        Ok(())
+    }
+
     /// Forgets the records a checkpoint covers.
     pub(crate) fn truncate_through(&self, lsn: u64) -> Result<()> {
         self.writer.truncate_through(lsn)?;
