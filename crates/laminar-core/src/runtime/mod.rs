@@ -65,6 +65,10 @@ impl Default for RuntimeConfig {
 /// How long creating a query over a materialized view waits for the workers to pause.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long starting a query from restored state waits for the workers to restore it
+/// (proportional to the state: a million groups take about a second).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Rounds of exchange draining `sync` waits for (the depth of keyed queries over keyed
 /// queries it covers).
 const EXCHANGE_SYNC_ROUNDS_MAX: usize = 16;
@@ -491,22 +495,12 @@ impl Runtime {
         restore: Option<&QueryRestore>,
     ) -> Result<()> {
         let started = Arc::new(AtomicUsize::new(0));
-        let mut instances = Vec::with_capacity(self.workers.len());
+        // Each worker restores its share on its own thread: in parallel, and allocated
+        // where it will be used (after pinning, like any state of the worker).
+        let restore = restore.map(|r| Arc::new(r.clone()));
+        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         for worker in &self.workers {
-            let mut instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
-            if let Some(restore) = restore {
-                // State decoding trusts bytes the storage layer checksummed; should a bug
-                // still panic on them, opening fails with an error instead.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    instance.restore(restore)
-                }))
-                .map_err(|_| {
-                    CoreError::Internal(format!("query {name}: restoring its state panicked"))
-                })??;
-            }
-            instances.push(instance);
-        }
-        for (worker, instance) in self.workers.iter().zip(instances) {
+            let instance = QueryInstance::fork(name, graph, worker.index, self.workers.len());
             let mut leaf_bindings = Vec::new();
             let mut backfill = Vec::new();
             for (input, leaf) in instance.leaves() {
@@ -532,23 +526,41 @@ impl Runtime {
                 outlet: Arc::clone(outlet),
                 backfill,
                 started: Arc::clone(&started),
+                restore: restore.clone(),
+                failure: Arc::clone(&failure),
             });
         }
-        if !wait_started {
+        if !wait_started && restore.is_none() {
             return Ok(());
         }
         // Backfilled rows are in flight once every worker started the query; later reads
         // (which wait for rows in flight) then see their results.
         self.pause.requested.store(false, Ordering::SeqCst);
-        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        let timeout = if restore.is_some() {
+            RESTORE_TIMEOUT
+        } else {
+            PAUSE_TIMEOUT
+        };
+        let deadline = Instant::now() + timeout;
         while started.load(Ordering::SeqCst) < self.workers.len() {
             if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
                 return Err(CoreError::Timeout {
                     what: format!("workers to start query {name}"),
-                    waited_ms: PAUSE_TIMEOUT.as_millis() as u64,
+                    waited_ms: timeout.as_millis() as u64,
                 });
             }
             std::thread::sleep(Duration::from_micros(50));
+        }
+        let failed = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(message) = failed {
+            // Workers that restored their share run the query: stop it everywhere.
+            for worker in &self.workers {
+                worker.send(Command::RemoveQuery { id });
+            }
+            return Err(CoreError::Internal(message));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::checkpoint::{QuerySnapshot, SnapshotRequest, ABANDON, GO};
+use super::checkpoint::{QueryRestore, QuerySnapshot, SnapshotRequest, ABANDON, GO};
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
 use super::outlet::{StreamId, StreamOutlet};
@@ -53,6 +53,10 @@ pub(crate) enum Command {
         backfill: Vec<(usize, ChangeBatch)>,
         /// Counts the workers that have started the query (and pushed their backfill).
         started: Arc<AtomicUsize>,
+        /// State a checkpoint holds for the query, restored by the worker before it starts.
+        restore: Option<Arc<QueryRestore>>,
+        /// Where a worker that could not restore its share says why.
+        failure: Arc<Mutex<Option<String>>>,
     },
     RemoveQuery {
         id: u64,
@@ -419,8 +423,19 @@ impl Worker {
                     outlet,
                     backfill,
                     started,
+                    restore,
+                    failure,
                 } => {
-                    self.add_query(id, instance, &bindings, output, outlet, backfill);
+                    let mut instance = instance;
+                    match restore.map(|r| restore_instance(&mut instance, &r)) {
+                        Some(Err(message)) => {
+                            failure
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .get_or_insert(message);
+                        }
+                        _ => self.add_query(id, instance, &bindings, output, outlet, backfill),
+                    }
                     started.fetch_add(1, Ordering::SeqCst);
                 }
                 Command::RemoveQuery { id } => self.remove_query(id),
@@ -826,6 +841,15 @@ impl Worker {
 }
 
 /// `batch` cut into consecutive zero-copy slices of at most `rows` rows.
+/// Restores one worker's share of a query's state; a panic (state decoding trusts bytes the
+/// storage layer checksummed, so only a bug) is an error, not a dead worker.
+fn restore_instance(instance: &mut QueryInstance, restore: &QueryRestore) -> Result<(), String> {
+    let name = instance.name().to_string();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| instance.restore(restore)))
+        .map_err(|_| format!("query {name}: restoring its state panicked"))?
+        .map_err(|e| e.to_string())
+}
+
 fn slices(batch: &RecordBatch, rows: usize) -> VecDeque<RecordBatch> {
     (0..batch.num_rows())
         .step_by(rows.max(1))
