@@ -3,6 +3,7 @@
 //! An operator processes batches; watermark and end-of-input hooks have defaults that pass
 //! the event through, so a stateless operator implements one method.
 
+mod accumulator_state;
 mod aggregate;
 mod asof_join;
 mod change_tracker;
@@ -17,7 +18,6 @@ mod scan;
 mod session_aggregate;
 #[cfg(test)]
 mod snapshot_harness;
-mod state_codec;
 #[cfg(test)]
 mod test_support;
 mod top_n;

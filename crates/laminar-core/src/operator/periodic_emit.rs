@@ -13,17 +13,17 @@ use datafusion::common::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int64Array, RecordBatch};
+use datafusion::arrow::array::{BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
-use super::state_codec::{
-    check_parts, counters_part, state_batch, Counters, PartReader, COUNTERS_PART,
-};
 use super::Operator;
 use crate::change_batch::ChangeBatch;
 use crate::state::{restored_part, OperatorState, RestoredPart, StatePart};
+use crate::state_codec::{
+    counters_part, state_batch, Counters, PartReader, StateColumn, COUNTERS_PART,
+};
 
 /// Name of the state part holding the pending changes.
 const PENDING_PART: &str = "pending";
@@ -95,9 +95,9 @@ impl PeriodicEmitOperator {
         let upserts = if weights.is_empty() {
             Vec::new()
         } else {
-            let columns: Vec<(String, ArrayRef)> = vec![
-                ("weight".into(), Arc::new(Int64Array::from(weights))),
-                ("arrival".into(), Arc::new(Int64Array::from(arrivals))),
+            let columns: Vec<StateColumn<&str>> = vec![
+                ("weight", Arc::new(Int64Array::from(weights)), true),
+                ("arrival", Arc::new(Int64Array::from(arrivals)), true),
             ];
             vec![state_batch(rows.finish(), columns)?]
         };
@@ -110,21 +110,25 @@ impl PeriodicEmitOperator {
     /// Replaces the state of a fresh instance with `parts`, as [`Self::snapshot_state`]
     /// wrote them.
     fn restore_state(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
-        if !check_parts(OPERATOR, parts, &[COUNTERS_PART, PENDING_PART])? {
+        let known = [COUNTERS_PART, PENDING_PART];
+        let Some(counters) = Counters::restore(OPERATOR, parts, &known)? else {
             return Ok(());
-        }
+        };
         if !self.pending.is_empty() {
             return Err(DataFusionError::Internal(
                 "state restored into a periodic emit holding changes".into(),
             ));
         }
-        self.arrivals = Counters::read(OPERATOR, parts)?.get("arrivals")? as u64;
+        self.arrivals = counters.get("arrivals")? as u64;
         let parser = self.converter.parser();
         for batch in restored_part(parts, PENDING_PART).map_or(&[][..], |p| &p.batches) {
-            let reader = PartReader::new(OPERATOR, PENDING_PART, batch);
-            let rows = reader.keys()?;
-            let (weights, arrivals) = (reader.int64("weight")?, reader.int64("arrival")?);
-            for index in 0..reader.rows() {
+            let reader = PartReader::new(OPERATOR, PENDING_PART);
+            let rows = reader.keys(batch)?;
+            let (weights, arrivals) = (
+                reader.required::<Int64Array>(batch, "weight")?,
+                reader.required::<Int64Array>(batch, "arrival")?,
+            );
+            for index in 0..batch.num_rows() {
                 let row = parser.parse(rows.value(index)).owned();
                 let change = (weights.value(index), arrivals.value(index) as u64);
                 if self.pending.insert(row, change).is_some() {

@@ -73,13 +73,13 @@ impl ReferenceTable {
             let rows = reader.keyed_rows(batch, &self.schema)?;
             let key_columns: Vec<_> = self.key.iter().map(|&k| rows.column(k).clone()).collect();
             if key_columns.iter().any(|c| c.null_count() > 0) {
-                return Err(reader.error("a row's primary key is NULL"));
+                return Err(reader.malformed("a row's primary key is NULL"));
             }
             let keys = state.converter.convert_columns(&key_columns)?;
             for index in 0..rows.num_rows() {
                 let key = keys.row(index);
                 if key.as_ref() != stored_keys.value(index) {
-                    return Err(reader.error("a row is stored under another row's key"));
+                    return Err(reader.malformed("a row is stored under another row's key"));
                 }
                 restored.insert(key.owned(), rows.slice(index, 1));
             }

@@ -192,7 +192,7 @@ fn restore_appended(
         for key in keys.iter().flatten() {
             let bytes: [u8; 8] = key
                 .try_into()
-                .map_err(|_| reader.error("a key is not a sequence number"))?;
+                .map_err(|_| reader.malformed("a key is not a sequence number"))?;
             sequences.push(u64::from_be_bytes(bytes));
         }
         let (Some(&first), Some(&last)) = (sequences.first(), sequences.iter().max()) else {

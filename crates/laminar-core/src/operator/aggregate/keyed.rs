@@ -19,8 +19,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::AggregateOperator;
 use crate::change_batch::ChangeBatch;
 use crate::operator::change_tracker::{ChangeTracker, EntryFlags};
-use crate::operator::state_codec::{state_batch, PartReader};
 use crate::state::{RestoredPart, StatePart};
+use crate::state_codec::{state_batch, PartReader};
 use crate::watermark::{WATERMARK_END_MS, WATERMARK_MIN_MS};
 
 /// How an aggregate reads keyed watermarks off its input.
@@ -293,7 +293,7 @@ impl KeyedWatermarks {
             let column: ArrayRef = Arc::new(Int64Array::from(watermarks));
             vec![state_batch(
                 keys.finish(),
-                vec![("watermark_ms".into(), column)],
+                vec![("watermark_ms", column, true)],
             )?]
         };
         Ok(StatePart::new(KEY_WATERMARKS_PART, upserts))
@@ -302,10 +302,10 @@ impl KeyedWatermarks {
     /// Restores the keys' watermarks written by [`Self::snapshot`].
     fn restore_watermarks(&mut self, part: &RestoredPart) -> DfResult<()> {
         for batch in &part.batches {
-            let reader = PartReader::new("Aggregate", KEY_WATERMARKS_PART, batch);
-            let keys = reader.keys()?;
-            let watermarks = reader.int64("watermark_ms")?;
-            for row in 0..reader.rows() {
+            let reader = PartReader::new("Aggregate", KEY_WATERMARKS_PART);
+            let keys = reader.keys(batch)?;
+            let watermarks = reader.required::<Int64Array>(batch, "watermark_ms")?;
+            for row in 0..batch.num_rows() {
                 let state = KeyState {
                     watermark_ms: watermarks.value(row),
                     groups: Vec::new(),

@@ -9,19 +9,21 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int64Array, RecordBatch};
+use datafusion::arrow::array::{BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::OwnedRow;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::keyed::KEY_WATERMARKS_PART;
 use super::{Accumulation, AggregateOperator};
-use crate::operator::change_tracker::EntryFlags;
-use crate::operator::state_codec::{
-    check_parts, counters_part, state_batch, state_types, AccumulatorStates, Counters,
-    EmittedColumns, EmittedRows, PartReader, StateColumns, COUNTERS_PART,
+use crate::operator::accumulator_state::{
+    state_types, AccumulatorStates, EmittedColumns, EmittedRows, StateColumns,
 };
+use crate::operator::change_tracker::EntryFlags;
 use crate::state::{restored_part, OperatorState, RestoredPart, StateKind, StatePart};
+use crate::state_codec::{
+    counters_part, state_batch, Counters, PartReader, StateColumn, COUNTERS_PART,
+};
 
 /// Name of the part holding the groups.
 const GROUPS_PART: &str = "groups";
@@ -101,12 +103,13 @@ impl AggregateOperator {
             .iter()
             .map(|call| call.function.field().data_type().clone())
             .collect();
-        let mut columns: Vec<(String, ArrayRef)> = vec![
+        let mut columns: Vec<StateColumn> = vec![
             (
                 "window_end_ms".into(),
                 Arc::new(Int64Array::from(window_ends)),
+                true,
             ),
-            ("rows".into(), Arc::new(Int64Array::from(rows))),
+            ("rows".into(), Arc::new(Int64Array::from(rows)), true),
         ];
         columns.extend(emitted.finish(&result_types)?);
         columns.extend(state_columns);
@@ -142,21 +145,20 @@ impl AggregateOperator {
     /// wrote them (merged over a chain of snapshots).
     pub(super) fn restore_state(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
         let known = [COUNTERS_PART, GROUPS_PART, KEY_WATERMARKS_PART];
-        if !check_parts(OPERATOR, parts, &known)? {
+        let Some(counters) = Counters::restore(OPERATOR, parts, &known)? else {
             return Ok(());
-        }
+        };
         if !self.groups.is_empty() {
             return Err(DataFusionError::Internal(
                 "state restored into an aggregate that already holds groups".into(),
             ));
         }
-        let counters = Counters::read(OPERATOR, parts)?;
         self.watermark_ms = counters.get("watermark_ms")?;
         self.late_rows = counters.get("late_rows")? as u64;
         self.unmatched_retractions = counters.get("unmatched_retractions")? as u64;
         if let Some(part) = restored_part(parts, GROUPS_PART) {
             for batch in &part.batches {
-                self.restore_groups(&PartReader::new(OPERATOR, GROUPS_PART, batch))?;
+                self.restore_groups(&PartReader::new(OPERATOR, GROUPS_PART), batch)?;
             }
         }
         self.restore_keyed(restored_part(parts, KEY_WATERMARKS_PART))?;
@@ -165,16 +167,16 @@ impl AggregateOperator {
     }
 
     /// Restores the groups of one batch written by [`Self::write_groups`].
-    fn restore_groups(&mut self, reader: &PartReader<'_>) -> DfResult<()> {
+    fn restore_groups(&mut self, reader: &PartReader<'_>, batch: &RecordBatch) -> DfResult<()> {
         let calls = self.calls.len();
-        let keys = reader.keys()?;
-        let window_ends = reader.int64("window_end_ms")?;
-        let rows = reader.int64("rows")?;
-        let emitted = EmittedColumns::read(reader, calls)?;
+        let keys = reader.keys(batch)?;
+        let window_ends = reader.required::<Int64Array>(batch, "window_end_ms")?;
+        let rows = reader.required::<Int64Array>(batch, "rows")?;
+        let emitted = EmittedColumns::read(reader, batch, calls)?;
         let types = state_types(&mut self.accumulators()?)?;
-        let states = StateColumns::read(reader, &types)?;
+        let states = StateColumns::read(reader, batch, &types)?;
         let parser = self.converter.parser();
-        for row in 0..reader.rows() {
+        for row in 0..batch.num_rows() {
             // The one group of a global aggregate has no key columns to parse.
             let key = match &self.global_key {
                 Some(global) => global.clone(),

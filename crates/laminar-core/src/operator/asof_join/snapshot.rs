@@ -19,7 +19,8 @@ use super::state::Pending;
 use super::AsofJoinOperator;
 use crate::state::{restored_part, OperatorState, RestoredPart, StatePart};
 use crate::state_codec::{
-    check_part_names, state_batch, time_sequence_key, PartReader, STATE_BATCH_ENTRIES_MAX,
+    check_part_names, state_batch, time_sequence_key, PartReader, StateColumn,
+    STATE_BATCH_ENTRIES_MAX,
 };
 
 const OWNER: &str = "AsofJoin";
@@ -119,7 +120,7 @@ impl AsofJoinOperator {
         keys.chunks(STATE_BATCH_ENTRIES_MAX)
             .map(|chunk| {
                 let keys: BinaryArray = chunk.iter().map(|k| Some(k.row())).collect();
-                state_batch(keys, Vec::new())
+                state_batch(keys, Vec::<StateColumn<&str>>::new())
             })
             .collect()
     }
@@ -198,7 +199,7 @@ impl AsofJoinOperator {
     ) -> DfResult<OwnedRow> {
         match &self.global_key {
             Some(global) if global.row().as_ref() == bytes => Ok(global.clone()),
-            Some(_) => Err(reader.error("a key of a join without keys is not its one key")),
+            Some(_) => Err(reader.malformed("a key of a join without keys is not its one key")),
             None => Ok(parser.parse(bytes).owned()),
         }
     }
@@ -253,7 +254,7 @@ impl AsofJoinOperator {
                         right_parser.parse(answer_rows.value(index)).owned(),
                     )),
                     (false, false) => None,
-                    _ => return Err(reader.error("an answer has a time or a row, not both")),
+                    _ => return Err(reader.malformed("an answer has a time or a row, not both")),
                 };
                 let pending = Pending {
                     row: left_parser.parse(rows.value(index)).owned(),
@@ -274,7 +275,7 @@ impl AsofJoinOperator {
             None => None,
         };
         let Some(progress) = progress else {
-            return Err(reader.error("is missing"));
+            return Err(reader.missing());
         };
         self.watermark = reader
             .required::<Int64Array>(progress, "watermark")?
@@ -295,7 +296,7 @@ impl AsofJoinOperator {
             .filter_map(|state| state.pending.keys().map(|&(_, a)| a).max())
             .max();
         if arrived_max.is_some_and(|max| max >= self.arrivals) {
-            return Err(reader.error("a waiting row's arrival number is not below the counter"));
+            return Err(reader.malformed("a waiting row's arrival number is not below the counter"));
         }
         Ok(())
     }

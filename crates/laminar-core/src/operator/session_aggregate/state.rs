@@ -10,18 +10,20 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Int64Array, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, BinaryArray, BinaryBuilder, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::OwnedRow;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::{Session, SessionAggregateOperator};
-use crate::operator::change_tracker::EntryFlags;
-use crate::operator::state_codec::{
-    check_parts, counters_part, state_batch, state_types, AccumulatorStates, Counters,
-    EmittedColumns, EmittedRows, PartReader, StateColumns, COUNTERS_PART,
+use crate::operator::accumulator_state::{
+    state_types, AccumulatorStates, EmittedColumns, EmittedRows, StateColumns,
 };
+use crate::operator::change_tracker::EntryFlags;
 use crate::state::{restored_part, OperatorState, RestoredPart, StateKind, StatePart};
+use crate::state_codec::{
+    counters_part, state_batch, Counters, PartReader, StateColumn, COUNTERS_PART,
+};
 
 /// Name of the part holding the open sessions.
 const SESSIONS_PART: &str = "sessions";
@@ -128,10 +130,10 @@ impl SessionAggregateOperator {
             .iter()
             .map(|call| call.function.field().data_type().clone())
             .collect();
-        let mut columns: Vec<(String, ArrayRef)> = vec![
-            ("partition".into(), Arc::new(partitions.finish())),
-            ("start_ms".into(), Arc::new(Int64Array::from(starts))),
-            ("end_ms".into(), Arc::new(Int64Array::from(ends))),
+        let mut columns: Vec<StateColumn> = vec![
+            ("partition".into(), Arc::new(partitions.finish()), true),
+            ("start_ms".into(), Arc::new(Int64Array::from(starts)), true),
+            ("end_ms".into(), Arc::new(Int64Array::from(ends)), true),
         ];
         columns.extend(emitted.finish(&result_types)?);
         columns.extend(state_columns);
@@ -175,7 +177,7 @@ impl SessionAggregateOperator {
             let column: ArrayRef = Arc::new(Int64Array::from(watermarks));
             vec![state_batch(
                 keys.finish(),
-                vec![("watermark_ms".into(), column)],
+                vec![("watermark_ms", column, true)],
             )?]
         };
         Ok(StatePart::new(WATERMARKS_PART, upserts))
@@ -185,28 +187,30 @@ impl SessionAggregateOperator {
     /// wrote them (merged over a chain of snapshots).
     pub(super) fn restore_state(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
         let known = [COUNTERS_PART, SESSIONS_PART, WATERMARKS_PART];
-        if !check_parts(OPERATOR, parts, &known)? {
+        let Some(counters) = Counters::restore(OPERATOR, parts, &known)? else {
             return Ok(());
-        }
+        };
         if !self.partitions.is_empty() {
             return Err(DataFusionError::Internal(
                 "state restored into a session aggregate that already holds sessions".into(),
             ));
         }
-        let counters = Counters::read(OPERATOR, parts)?;
         self.watermark_ms = counters.get("watermark_ms")?;
         self.late_rows = counters.get("late_rows")? as u64;
         if let Some(part) = restored_part(parts, SESSIONS_PART) {
             for batch in &part.batches {
-                self.restore_sessions(&PartReader::new(OPERATOR, SESSIONS_PART, batch))?;
+                self.restore_sessions(&PartReader::new(OPERATOR, SESSIONS_PART), batch)?;
             }
         }
         let parser = self.converter.parser();
         if let Some(keyed) = &mut self.keyed {
             for batch in restored_part(parts, WATERMARKS_PART).map_or(&[][..], |p| &p.batches) {
-                let reader = PartReader::new(OPERATOR, WATERMARKS_PART, batch);
-                let (keys, watermarks) = (reader.keys()?, reader.int64("watermark_ms")?);
-                for row in 0..reader.rows() {
+                let reader = PartReader::new(OPERATOR, WATERMARKS_PART);
+                let (keys, watermarks) = (
+                    reader.keys(batch)?,
+                    reader.required::<Int64Array>(batch, "watermark_ms")?,
+                );
+                for row in 0..batch.num_rows() {
                     let partition = parser.parse(keys.value(row)).owned();
                     let entry = (watermarks.value(row), EntryFlags::restored());
                     keyed.watermarks.insert(partition, entry);
@@ -219,15 +223,15 @@ impl SessionAggregateOperator {
     }
 
     /// Restores the sessions of one batch written by [`Self::write_sessions`].
-    fn restore_sessions(&mut self, reader: &PartReader<'_>) -> DfResult<()> {
-        let partitions = reader.binary("partition")?;
-        let starts = reader.int64("start_ms")?;
-        let ends = reader.int64("end_ms")?;
-        let emitted = EmittedColumns::read(reader, self.calls.len())?;
+    fn restore_sessions(&mut self, reader: &PartReader<'_>, batch: &RecordBatch) -> DfResult<()> {
+        let partitions = reader.required::<BinaryArray>(batch, "partition")?;
+        let starts = reader.required::<Int64Array>(batch, "start_ms")?;
+        let ends = reader.required::<Int64Array>(batch, "end_ms")?;
+        let emitted = EmittedColumns::read(reader, batch, self.calls.len())?;
         let types = state_types(&mut self.accumulators()?)?;
-        let states = StateColumns::read(reader, &types)?;
+        let states = StateColumns::read(reader, batch, &types)?;
         let parser = self.converter.parser();
-        for row in 0..reader.rows() {
+        for row in 0..batch.num_rows() {
             let partition = parser.parse(partitions.value(row)).owned();
             let (start_ms, end_ms) = (starts.value(row), ends.value(row));
             let session = Session {

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, Int64Array, LargeListBuilder, RecordBatch,
-    UInt64Array, UInt64Builder,
+    Array, BinaryArray, BinaryBuilder, Int64Array, LargeListBuilder, RecordBatch, UInt64Array,
+    UInt64Builder,
 };
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::OwnedRow;
@@ -19,10 +19,10 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::partition::{Numbered, Partition, RankKey};
 use super::TopNOperator;
-use crate::operator::state_codec::{
-    check_parts, counters_part, state_batch, Counters, PartReader, COUNTERS_PART,
-};
 use crate::state::{restored_part, OperatorState, RestoredPart, StateKind, StatePart};
+use crate::state_codec::{
+    counters_part, state_batch, Counters, PartReader, StateColumn, COUNTERS_PART,
+};
 
 /// Name of the part holding the partitions.
 const PARTITIONS_PART: &str = "partitions";
@@ -59,11 +59,19 @@ impl RankedColumns {
     }
 
     /// The columns, named with `prefix`.
-    fn finish(mut self, prefix: &str) -> Vec<(String, ArrayRef)> {
+    fn finish(mut self, prefix: &str) -> Vec<StateColumn> {
         vec![
-            (format!("{prefix}_order"), Arc::new(self.orders.finish())),
-            (format!("{prefix}_row"), Arc::new(self.rows.finish())),
-            (format!("{prefix}_number"), Arc::new(self.numbers.finish())),
+            (
+                format!("{prefix}_order"),
+                Arc::new(self.orders.finish()),
+                true,
+            ),
+            (format!("{prefix}_row"), Arc::new(self.rows.finish()), true),
+            (
+                format!("{prefix}_number"),
+                Arc::new(self.numbers.finish()),
+                true,
+            ),
         ]
     }
 }
@@ -124,9 +132,10 @@ impl TopNOperator {
         if window_ends.is_empty() {
             return Ok(Vec::new());
         }
-        let mut columns: Vec<(String, ArrayRef)> = vec![(
+        let mut columns: Vec<StateColumn> = vec![(
             "window_end_ms".into(),
             Arc::new(Int64Array::from(window_ends)),
+            true,
         )];
         columns.extend(ranked.finish("ranked"));
         columns.extend(emitted.finish("emitted"));
@@ -136,25 +145,25 @@ impl TopNOperator {
     /// Replaces the state of a fresh instance with `parts`, as [`Self::snapshot_state`]
     /// wrote them (merged over a chain of snapshots).
     pub(super) fn restore_state(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
-        if !check_parts(OPERATOR, parts, &[COUNTERS_PART, PARTITIONS_PART])? {
+        let known = [COUNTERS_PART, PARTITIONS_PART];
+        let Some(counters) = Counters::restore(OPERATOR, parts, &known)? else {
             return Ok(());
-        }
+        };
         if !self.partitions.is_empty() {
             return Err(DataFusionError::Internal(
                 "state restored into a top-N that already holds partitions".into(),
             ));
         }
-        let counters = Counters::read(OPERATOR, parts)?;
         self.watermark_ms = counters.get("watermark_ms")?;
         self.late_rows = counters.get("late_rows")? as u64;
         for batch in restored_part(parts, PARTITIONS_PART).map_or(&[][..], |p| &p.batches) {
-            let reader = PartReader::new(OPERATOR, PARTITIONS_PART, batch);
-            let keys = reader.keys()?;
-            let window_ends = reader.int64("window_end_ms")?;
-            for row in 0..reader.rows() {
+            let reader = PartReader::new(OPERATOR, PARTITIONS_PART);
+            let keys = reader.keys(batch)?;
+            let window_ends = reader.required::<Int64Array>(batch, "window_end_ms")?;
+            for row in 0..batch.num_rows() {
                 let partition = Partition::restored(
-                    self.read_ranked(&reader, "ranked", row)?,
-                    self.read_ranked(&reader, "emitted", row)?,
+                    self.read_ranked(&reader, batch, "ranked", row)?,
+                    self.read_ranked(&reader, batch, "emitted", row)?,
                     window_ends.value(row),
                 );
                 // The one partition without PARTITION BY has no key columns to parse.
@@ -181,25 +190,26 @@ impl TopNOperator {
     fn read_ranked(
         &self,
         reader: &PartReader<'_>,
+        batch: &RecordBatch,
         prefix: &str,
         row: usize,
     ) -> DfResult<Vec<Numbered>> {
         let binary = |name: String| -> DfResult<BinaryArray> {
-            let values = reader.list_value(&name, row, &DataType::Binary)?;
+            let values = reader.list_value(batch, &name, row, &DataType::Binary)?;
             values
                 .as_any()
                 .downcast_ref::<BinaryArray>()
                 .cloned()
-                .ok_or_else(|| reader.column_error(&name, "LargeList of Binary"))
+                .ok_or_else(|| reader.column_error(&name, "holds no list of Binary"))
         };
         let orders = binary(format!("{prefix}_order"))?;
         let rows = binary(format!("{prefix}_row"))?;
         let name = format!("{prefix}_number");
-        let numbers = reader.list_value(&name, row, &DataType::UInt64)?;
+        let numbers = reader.list_value(batch, &name, row, &DataType::UInt64)?;
         let numbers = numbers
             .as_any()
             .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| reader.column_error(&name, "LargeList of UInt64"))?;
+            .ok_or_else(|| reader.column_error(&name, "holds no list of UInt64"))?;
         let nulls = orders.null_count() + rows.null_count() + numbers.null_count();
         if orders.len() != rows.len() || rows.len() != numbers.len() || nulls > 0 {
             return Err(reader.malformed(format!("the lists `{prefix}_*` do not match")));

@@ -19,12 +19,12 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::EmitTo;
 
 use super::{WindowAggregateOperator, WindowGroups};
+use crate::operator::accumulator_state::state_column;
 use crate::operator::change_tracker::EntryFlags;
-use crate::operator::state_codec::{
-    check_parts, counters_part, single_row_list, state_batch, state_column, Counters, PartReader,
-    COUNTERS_PART,
-};
 use crate::state::{restored_part, OperatorState, RestoredPart, StateKind, StatePart};
+use crate::state_codec::{
+    counters_part, single_row_list, state_batch, Counters, PartReader, StateColumn, COUNTERS_PART,
+};
 
 /// Name of the part holding the open windows.
 const WINDOWS_PART: &str = "windows";
@@ -99,18 +99,20 @@ impl WindowAggregateOperator {
             .iter_mut()
             .map(|accumulator| accumulator.state(EmitTo::All))
             .collect::<DfResult<Vec<_>>>()?;
-        let mut columns: Vec<(String, ArrayRef)> = vec![(
+        let mut columns: Vec<StateColumn> = vec![(
             "window_end_ms".into(),
             Arc::new(Int64Array::from(vec![window_end_ms])),
+            true,
         )];
         for (index, key) in keys.iter().enumerate() {
-            columns.push((key_column(index), single_row_list(Arc::clone(key))));
+            columns.push((key_column(index), single_row_list(Arc::clone(key)), true));
         }
         for (call, fields) in states.iter().enumerate() {
             for (field, state) in fields.iter().enumerate() {
                 columns.push((
                     state_column(call, field),
                     single_row_list(Arc::clone(state)),
+                    true,
                 ));
             }
         }
@@ -143,15 +145,15 @@ impl WindowAggregateOperator {
     /// Replaces the state of a fresh instance with `parts`, as [`Self::snapshot_state`]
     /// wrote them (merged over a chain of snapshots).
     pub(super) fn restore_state(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
-        if !check_parts(OPERATOR, parts, &[COUNTERS_PART, WINDOWS_PART])? {
+        let known = [COUNTERS_PART, WINDOWS_PART];
+        let Some(counters) = Counters::restore(OPERATOR, parts, &known)? else {
             return Ok(());
-        }
+        };
         if !self.windows.is_empty() {
             return Err(DataFusionError::Internal(
                 "state restored into a window aggregate that already holds windows".into(),
             ));
         }
-        let counters = Counters::read(OPERATOR, parts)?;
         self.watermark_ms = counters.get("watermark_ms")?;
         self.late_rows = counters.get("late_rows")? as u64;
         // Groups accumulators emit the states the function declares, as DataFusion's
@@ -165,9 +167,9 @@ impl WindowAggregateOperator {
             })
             .collect::<DfResult<_>>()?;
         for batch in restored_part(parts, WINDOWS_PART).map_or(&[][..], |p| &p.batches) {
-            let reader = PartReader::new(OPERATOR, WINDOWS_PART, batch);
-            for row in 0..reader.rows() {
-                self.restore_window(&reader, row, &state_types)?;
+            let reader = PartReader::new(OPERATOR, WINDOWS_PART);
+            for row in 0..batch.num_rows() {
+                self.restore_window(&reader, batch, row, &state_types)?;
             }
         }
         self.changes.restored();
@@ -179,16 +181,21 @@ impl WindowAggregateOperator {
     fn restore_window(
         &mut self,
         reader: &PartReader<'_>,
+        batch: &RecordBatch,
         row: usize,
         state_types: &[Vec<DataType>],
     ) -> DfResult<()> {
-        let window_end_ms = reader.int64("window_end_ms")?.value(row);
+        let window_end_ms = reader
+            .required::<Int64Array>(batch, "window_end_ms")?
+            .value(row);
         let keys = self
             .key_schema
             .fields()
             .iter()
             .enumerate()
-            .map(|(index, field)| reader.list_value(&key_column(index), row, field.data_type()))
+            .map(|(index, field)| {
+                reader.list_value(batch, &key_column(index), row, field.data_type())
+            })
             .collect::<DfResult<Vec<_>>>()?;
         let mut states = Vec::with_capacity(state_types.len());
         for (call, types) in state_types.iter().enumerate() {
@@ -196,7 +203,7 @@ impl WindowAggregateOperator {
                 .iter()
                 .enumerate()
                 .map(|(field, data_type)| {
-                    reader.list_value(&state_column(call, field), row, data_type)
+                    reader.list_value(batch, &state_column(call, field), row, data_type)
                 })
                 .collect::<DfResult<Vec<_>>>()?;
             states.push(fields);

@@ -130,7 +130,7 @@ impl IntervalJoinOperator {
             None => None,
         };
         let Some(progress) = progress else {
-            return Err(reader.error("is missing"));
+            return Err(reader.missing());
         };
         self.watermark_ms = reader
             .required::<Int64Array>(progress, "watermark_ms")?
@@ -147,7 +147,7 @@ impl IntervalJoinOperator {
             .filter_map(|side| side.expiry.keys().map(|&(_, s)| s).max())
             .max();
         if stored_max.is_some_and(|max| max >= self.sequence) {
-            return Err(reader.error("a stored row's arrival number is not below the counter"));
+            return Err(reader.malformed("a stored row's arrival number is not below the counter"));
         }
         Ok(())
     }

@@ -173,7 +173,7 @@ impl Side {
             if rows.value_offsets() != counts.value_offsets()
                 || rows.value_offsets() != matches.value_offsets()
             {
-                return Err(reader.error("a key's rows, counts and matches differ in number"));
+                return Err(reader.malformed("a key's rows, counts and matches differ in number"));
             }
             let row_values = list_values::<BinaryArray>(&reader, rows, "rows")?;
             let count_values = list_values::<Int64Array>(&reader, counts, "counts")?;
@@ -181,13 +181,15 @@ impl Side {
             for (index, range) in rows.value_offsets().windows(2).enumerate() {
                 let (start, end) = (range[0] as usize, range[1] as usize);
                 if start >= end {
-                    return Err(reader.error("a key holds no rows"));
+                    return Err(reader.malformed("a key holds no rows"));
                 }
                 let mut group = Group::default();
                 for value in start..end {
                     let count = count_values.value(value);
                     if count <= 0 {
-                        return Err(reader.error(format_args!("a row's multiplicity is {count}")));
+                        return Err(
+                            reader.malformed(format_args!("a row's multiplicity is {count}"))
+                        );
                     }
                     let stored = Stored {
                         count,
@@ -215,9 +217,9 @@ fn list_values<'a, T: Array + 'static>(
     let typed = values
         .as_any()
         .downcast_ref::<T>()
-        .ok_or_else(|| reader.error(format_args!("column `{name}` holds {}", list.data_type())))?;
+        .ok_or_else(|| reader.column_error(name, format_args!("holds {}", list.data_type())))?;
     if values.null_count() > 0 {
-        return Err(reader.error(format_args!("column `{name}` holds a NULL")));
+        return Err(reader.column_error(name, "holds a NULL"));
     }
     Ok(typed)
 }
