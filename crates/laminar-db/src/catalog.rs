@@ -90,6 +90,20 @@ impl Object {
             _ => None,
         }
     }
+
+    /// The stream the object's rows leave the workers by, if it has one.
+    pub(crate) fn outlet(&self) -> Option<&Arc<StreamOutlet>> {
+        match &self.state {
+            ObjectState::PushSource { outlet, .. } | ObjectState::Derived { outlet, .. } => {
+                Some(outlet)
+            }
+            ObjectState::LateData {
+                diverted: Some(diverted),
+                ..
+            } => Some(&diverted.outlet),
+            ObjectState::LateData { .. } | ObjectState::ConnectorSource { .. } => None,
+        }
+    }
 }
 
 /// All objects, in creation order.

@@ -131,6 +131,9 @@ pub enum Message {
     Idle,
     /// The stream is finished; nothing follows.
     End,
+    /// A checkpoint's barrier: everything before it belongs to the checkpoint, everything
+    /// after it to the next (see `runtime::checkpoint`).
+    Barrier(std::sync::Arc<crate::runtime::Barrier>),
 }
 
 /// One step of a continuous query, instantiated once per worker.

@@ -1,19 +1,24 @@
-//! The runtime's part of a checkpoint: a consistent cut of every running query, and the
-//! state a recovered query starts from.
+//! The runtime's part of a checkpoint: aligned barriers, and the state a recovered query
+//! starts from.
 //!
-//! The cut is taken with every input held still by the caller (no source pushes): the
-//! runtime waits until the workers have processed everything already in their rings,
-//! including what they sent each other, then stops them between messages and has each
-//! snapshot its own operators on its own thread. Nothing is in flight at that moment, so
-//! the operators' state, the sources' positions and the sinks' input are one cut: the
-//! single-process form of aligned barriers, where every channel is drained to the barrier.
+//! The coordinator injects one [`Barrier`] into every ring of every source while the
+//! sources stand still (so the barrier falls at the positions it records), then lets them
+//! go on. Each worker passes the barrier along with the rows: an operator snapshots its
+//! state when the barrier passes it; an operator with several inputs (a join, a union, an
+//! exchange merging every worker's share) aligns them first, holding back what an input
+//! sends after its barrier until every input has delivered it. A worker takes no more
+//! input from a source ring that delivered the barrier until all its source rings have
+//! (so what it holds back stays small), and a stream's sinks receive the barrier once
+//! every worker's share of the stream reached it, with any rows a worker sent after its
+//! barrier behind it. A worker is done with the barrier once all its source rings
+//! delivered it and every query on it either passed it or had already ended; the
+//! checkpoint's cut is complete once every worker is.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::Runtime;
 use crate::error::{CoreError, Result};
 use crate::state::{OperatorState, RestoredPart};
 
@@ -43,6 +48,17 @@ pub struct QuerySnapshot {
     pub nodes: Vec<NodeSnapshot>,
 }
 
+/// One worker's share of a materialized view's rows, as a checkpoint holds it.
+#[derive(Debug, Clone)]
+pub struct ViewSnapshot {
+    /// The stream (the view) the rows belong to.
+    pub view: String,
+    /// The worker that produced them.
+    pub worker: usize,
+    /// The rows, whole or what changed since the previous checkpoint.
+    pub state: OperatorState,
+}
+
 /// Restored state of one node on one worker.
 #[derive(Debug, Clone, Default)]
 pub struct NodeRestore {
@@ -67,204 +83,152 @@ pub struct QueryRestore {
 /// one long enough to compact) rather than a delta.
 pub type FullSnapshotRule = dyn Fn(&str, usize, usize) -> bool + Send + Sync;
 
-/// A snapshot asked of every paused worker, in two phases so that no operator forgets its
-/// changes for a cut that is then abandoned: each worker first reports whether its input is
-/// empty; only if every worker's is does the coordinator let them snapshot (each on its own
-/// thread, once); otherwise the cut is abandoned untouched and retried.
-pub(crate) struct SnapshotRequest {
-    pub(crate) generation: u64,
-    pub(crate) full: Box<FullSnapshotRule>,
-    pub(crate) results: Mutex<Vec<QuerySnapshot>>,
-    /// The first error a worker met, as text (the request fails as a whole).
-    pub(crate) error: Mutex<Option<String>>,
-    /// Workers that reported on their input, and those whose input still held messages.
-    pub(crate) checked: AtomicUsize,
-    pub(crate) unsettled: AtomicUsize,
-    /// The coordinator's decision once all checked: snapshot (`GO`) or not (`ABANDON`).
-    pub(crate) decision: AtomicUsize,
-    pub(crate) served: AtomicUsize,
-}
+/// Decides, per `(view, worker)`, whether a view's rows are snapshot whole.
+pub type FullViewRule = dyn Fn(&str, usize) -> bool + Send + Sync;
 
-/// `SnapshotRequest::decision` before the coordinator decided.
-pub(crate) const PENDING: usize = 0;
-/// Every worker's input was empty: snapshot.
-pub(crate) const GO: usize = 1;
-/// Some input was not: the cut is abandoned, nothing is snapshot.
-pub(crate) const ABANDON: usize = 2;
-
-impl std::fmt::Debug for SnapshotRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotRequest")
-            .field("generation", &self.generation)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SnapshotRequest {
-    pub(crate) fn new(generation: u64, full: Box<FullSnapshotRule>) -> Self {
-        Self {
-            generation,
-            full,
-            results: Mutex::new(Vec::new()),
-            error: Mutex::new(None),
-            checked: AtomicUsize::new(0),
-            unsettled: AtomicUsize::new(0),
-            decision: AtomicUsize::new(PENDING),
-            served: AtomicUsize::new(0),
-        }
-    }
-
-    /// Records whether one worker's input was empty when it stopped.
-    pub(crate) fn check_in(&self, settled: bool) {
-        if !settled {
-            self.unsettled.fetch_add(1, Ordering::SeqCst);
-        }
-        self.checked.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Records one worker's snapshot.
-    pub(crate) fn answer(&self, result: std::result::Result<Vec<QuerySnapshot>, String>) {
-        match result {
-            Ok(snapshots) => self
-                .results
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(snapshots),
-            Err(message) => {
-                let mut error = self.error.lock().unwrap_or_else(PoisonError::into_inner);
-                error.get_or_insert(message);
-            }
-        }
-        self.served.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// How many times a cut is retried when a worker still had input when it stopped (a timer
-/// sent rows between the drain and the pause).
-const CUT_ATTEMPTS_MAX: usize = 8;
-
-/// A consistent cut of every query: the workers stand still until it is dropped, so the
-/// caller can read what else belongs to the cut (materialized views' rows, reference
-/// tables, source positions) and mark the sinks' input before anything moves on.
-pub struct CheckpointCut<'a> {
-    runtime: &'a Runtime,
-    /// Every query's state on every worker, at the cut.
+/// What the workers answered to one barrier.
+#[derive(Debug, Default)]
+pub struct BarrierSnapshots {
+    /// Every query's state on every worker, as the barrier passed it.
     pub queries: Vec<QuerySnapshot>,
+    /// Every materialized view's rows, per worker, as the barrier reached them.
+    pub views: Vec<ViewSnapshot>,
 }
 
-impl std::fmt::Debug for CheckpointCut<'_> {
+#[derive(Default)]
+struct Answers {
+    snapshots: BarrierSnapshots,
+    /// The first error met (the checkpoint fails as a whole).
+    error: Option<String>,
+    done: Vec<bool>,
+}
+
+/// A checkpoint's barrier: injected into every source ring, carried along with the rows,
+/// and collecting what each operator and view snapshots as it passes.
+pub struct Barrier {
+    epoch: u64,
+    full: Box<FullSnapshotRule>,
+    view_full: Box<FullViewRule>,
+    answers: Mutex<Answers>,
+    changed: Condvar,
+    /// Set once the coordinator stopped waiting: late answers are dropped.
+    abandoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Barrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointCut")
-            .field("queries", &self.queries.len())
+        f.debug_struct("Barrier")
+            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for CheckpointCut<'_> {
-    fn drop(&mut self) {
-        self.runtime.end_pause();
-    }
-}
-
-impl Runtime {
-    /// Takes a consistent cut of every running query. The caller must hold every input
-    /// still (no pushes, no source reads) for the duration: the runtime then drains what
-    /// the workers have been sent, stops them between messages and has each snapshot its
-    /// operators (`full` says which must give their whole state). The workers stay stopped
-    /// until the returned cut is dropped.
-    pub fn checkpoint_cut(
-        &self,
+impl Barrier {
+    /// A barrier for checkpoint `epoch` over `workers` workers; `full` and `view_full` say
+    /// which states must be snapshot whole.
+    pub fn new(
+        epoch: u64,
+        workers: usize,
         full: Box<FullSnapshotRule>,
-        timeout: Duration,
-    ) -> Result<CheckpointCut<'_>> {
-        let full: std::sync::Arc<FullSnapshotRule> = std::sync::Arc::from(full);
-        for _ in 0..CUT_ATTEMPTS_MAX {
-            self.sync(timeout)?;
-            let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let rule = std::sync::Arc::clone(&full);
-            let request = std::sync::Arc::new(SnapshotRequest::new(
-                generation,
-                Box::new(move |query, worker, node| rule(query, worker, node)),
-            ));
-            *self
-                .pause
-                .snapshot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(std::sync::Arc::clone(&request));
-            if let Err(e) = self.pause_workers() {
-                self.end_pause();
-                return Err(e);
-            }
-            let deadline = Instant::now() + timeout;
-            let workers = self.workers.len();
-            self.wait_for(&request.checked, workers, deadline, timeout)?;
-            if request.unsettled.load(Ordering::SeqCst) > 0 {
-                // Something moved between the drain and the pause: nothing was snapshot;
-                // drain again.
-                request.decision.store(ABANDON, Ordering::SeqCst);
-                self.end_pause();
-                continue;
-            }
-            request.decision.store(GO, Ordering::SeqCst);
-            self.wait_for(&request.served, workers, deadline, timeout)?;
-            if let Some(message) = request
-                .error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-            {
-                self.end_pause();
+        view_full: Box<FullViewRule>,
+    ) -> Self {
+        Self {
+            epoch,
+            full,
+            view_full,
+            answers: Mutex::new(Answers {
+                done: vec![false; workers],
+                ..Answers::default()
+            }),
+            changed: Condvar::new(),
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    /// The checkpoint's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn is_full(&self, query: &str, worker: usize, node: usize) -> bool {
+        (self.full)(query, worker, node)
+    }
+
+    pub(crate) fn is_view_full(&self, view: &str, worker: usize) -> bool {
+        (self.view_full)(view, worker)
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn answer_query(&self, snapshot: QuerySnapshot) {
+        if !self.abandoned.load(Ordering::Acquire) {
+            self.answers().snapshots.queries.push(snapshot);
+        }
+    }
+
+    pub(crate) fn answer_view(&self, snapshot: ViewSnapshot) {
+        if !self.abandoned.load(Ordering::Acquire) {
+            self.answers().snapshots.views.push(snapshot);
+        }
+    }
+
+    /// Records a failed snapshot: the checkpoint fails, the query goes on.
+    pub(crate) fn fail(&self, message: String) {
+        self.answers().error.get_or_insert(message);
+    }
+
+    /// Worker `worker` is done with the barrier.
+    pub(crate) fn worker_done(&self, worker: usize) {
+        let mut answers = self.answers();
+        if let Some(done) = answers.done.get_mut(worker) {
+            *done = true;
+        }
+        drop(answers);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every worker is done with the barrier, and takes what they answered.
+    /// Fails when a snapshot failed, the runtime stops (`stopped`), or `timeout` passes.
+    pub fn wait(&self, timeout: Duration, stopped: &AtomicBool) -> Result<BarrierSnapshots> {
+        let deadline = Instant::now() + timeout;
+        let mut answers = self.answers();
+        loop {
+            if let Some(message) = answers.error.take() {
+                self.abandoned.store(true, Ordering::Release);
                 return Err(CoreError::Internal(format!(
                     "a checkpoint snapshot failed: {message}"
                 )));
             }
-            let queries = std::mem::take(
-                &mut *request
-                    .results
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            return Ok(CheckpointCut {
-                runtime: self,
-                queries,
-            });
-        }
-        Err(CoreError::Timeout {
-            what: format!(
-                "a quiet moment for a checkpoint ({CUT_ATTEMPTS_MAX} attempts; timers keep sending rows)"
-            ),
-            waited_ms: timeout.as_millis() as u64,
-        })
-    }
-
-    /// Waits until `counter` reaches `target` (workers answering), or fails the cut.
-    fn wait_for(
-        &self,
-        counter: &AtomicUsize,
-        target: usize,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<()> {
-        while counter.load(Ordering::SeqCst) < target {
-            if Instant::now() >= deadline || self.shutdown.load(Ordering::Acquire) {
-                self.end_pause();
+            if answers.done.iter().all(|done| *done) {
+                return Ok(std::mem::take(&mut answers.snapshots));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stopped.load(Ordering::Acquire) {
+                self.abandoned.store(true, Ordering::Release);
+                let waiting: Vec<String> = answers
+                    .done
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, done)| !**done)
+                    .map(|(worker, _)| worker.to_string())
+                    .collect();
                 return Err(CoreError::Timeout {
-                    what: "workers to snapshot their state for a checkpoint".into(),
-                    waited_ms: timeout.as_millis() as u64,
+                    what: format!(
+                        "checkpoint barrier {} to pass workers {}",
+                        self.epoch,
+                        waiting.join(", ")
+                    ),
+                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
             }
-            std::thread::sleep(Duration::from_micros(50));
+            // Woken by every worker that finishes; re-checks the stop flag now and then.
+            answers = self
+                .changed
+                .wait_timeout(answers, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        Ok(())
-    }
-
-    /// Lets paused workers go on, forgetting any snapshot request.
-    fn end_pause(&self) {
-        *self
-            .pause
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        self.pause.requested.store(false, Ordering::SeqCst);
     }
 }

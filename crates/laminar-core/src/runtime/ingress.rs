@@ -18,6 +18,7 @@ use datafusion::arrow::row::SortField;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::checkpoint::Barrier;
 use super::idle_clock::ClockShared;
 use super::late::{route, LatePolicy, Routed};
 use super::worker::WorkerShared;
@@ -53,6 +54,8 @@ pub(crate) enum IngressMessage {
     /// watermark (which the handle sends before the rows that end the silence).
     Idle,
     End,
+    /// A checkpoint's barrier, behind every row the checkpoint covers.
+    Barrier(Arc<Barrier>),
 }
 
 /// Messages enqueued into and processed out of one ring.
@@ -593,6 +596,22 @@ impl IngressHandle {
         if let LatePolicy::Divert(side) = &self.late {
             side.abandon();
         }
+    }
+
+    /// Puts a checkpoint's barrier into every ring, behind what was pushed so far; the
+    /// caller holds pushes still meanwhile. A finished or abandoned source gets none: its
+    /// rings end (or are removed) before any barrier would be read.
+    pub(crate) fn inject_barrier(&self, barrier: &Arc<Barrier>) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        for ring in &self.rings {
+            lock_ring(ring).push_blocking(
+                IngressMessage::Barrier(Arc::clone(barrier)),
+                &[&self.shutdown, &self.abandoned],
+            )?;
+        }
+        Ok(())
     }
 
     /// True once `finish` was called.

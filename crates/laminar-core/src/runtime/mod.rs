@@ -10,10 +10,12 @@ mod late;
 mod outlet;
 mod progress;
 mod query_instance;
+mod sink_feed;
 mod worker;
 
 pub use checkpoint::{
-    CheckpointCut, FullSnapshotRule, NodeRestore, NodeSnapshot, QueryRestore, QuerySnapshot,
+    Barrier, BarrierSnapshots, FullSnapshotRule, FullViewRule, NodeRestore, NodeSnapshot,
+    QueryRestore, QuerySnapshot, ViewSnapshot,
 };
 pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
 use ingress::TABLE_CHANGES_RING;
@@ -105,6 +107,8 @@ pub struct Runtime {
     next_id: AtomicU64,
     outlets: Mutex<HashMap<StreamId, Arc<StreamOutlet>>>,
     counters: Mutex<Vec<Weak<IngressCounters>>>,
+    /// Every source's input side, for checkpoint barriers.
+    ingresses: Mutex<Vec<Weak<IngressHandle>>>,
     exchange_counters: Vec<Arc<IngressCounters>>,
     pause: Arc<PauseGate>,
     queries: Mutex<HashMap<String, QueryRecord>>,
@@ -201,6 +205,7 @@ impl Runtime {
             next_id: AtomicU64::new(1),
             outlets: Mutex::new(HashMap::new()),
             counters: Mutex::new(Vec::new()),
+            ingresses: Mutex::new(Vec::new()),
             exchange_counters,
             pause,
             queries: Mutex::new(HashMap::new()),
@@ -208,6 +213,32 @@ impl Runtime {
             started: Instant::now(),
             idle_clock: IdleClock::default(),
         })
+    }
+
+    /// Starts a checkpoint: puts `barrier` into every ring of every source, behind what was
+    /// pushed so far. The caller holds every source still meanwhile (so the barrier falls
+    /// at the positions it records) and creates no stream or query until the barrier is
+    /// through; then waits for it with [`Barrier::wait`].
+    pub fn inject_barrier(&self, barrier: &Arc<Barrier>) -> Result<()> {
+        let ingresses: Vec<Arc<IngressHandle>> = self
+            .ingresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for ingress in ingresses {
+            ingress.inject_barrier(barrier)?;
+        }
+        for worker in &self.workers {
+            worker.send(Command::Barrier(Arc::clone(barrier)));
+        }
+        Ok(())
+    }
+
+    /// Set once the runtime shuts down (a barrier then never completes).
+    pub fn stopped(&self) -> &AtomicBool {
+        &self.shutdown
     }
 
     /// Number of workers.
@@ -338,6 +369,13 @@ impl Runtime {
             handle = handle.routed_by_key(schema, columns)?;
         }
         let handle = Arc::new(handle);
+        let mut ingresses = self
+            .ingresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ingresses.retain(|weak| weak.strong_count() > 0);
+        ingresses.push(Arc::downgrade(&handle));
+        drop(ingresses);
         if idle_timeout.is_some() {
             self.idle_clock.watch(&handle)?;
         }

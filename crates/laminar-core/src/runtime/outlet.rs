@@ -4,14 +4,16 @@
 //! taken once per batch, never per row.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::checkpoint::{Barrier, ViewSnapshot};
 use super::progress::Progress;
 use super::query_instance::OperatorStats;
+use super::sink_feed::{SinkFeed, SinkItem};
 use crate::change_batch::ChangeBatch;
 use crate::operator::Message;
 use crate::reference_table::ReferenceTable;
@@ -29,10 +31,9 @@ pub enum EgressMessage {
     Data(ChangeBatch),
     /// Every worker finished the stream: flush and close.
     End,
-    /// A checkpoint's cut: every row before this belongs to epoch `.0`, which the sink
-    /// pre-commits; rows after it belong to the next epoch. Sent by the checkpoint
-    /// coordinator while the workers stand still, so it falls between the same rows on
-    /// every path into the sink.
+    /// A checkpoint's barrier: every row before this belongs to epoch `.0`, which the sink
+    /// pre-commits; rows after it belong to the next epoch. It reaches the sink once every
+    /// worker's share of the stream reached it (see `sink_feed`).
     Barrier(u64),
     /// The checkpoint of epoch `.0` is durable: the sink commits that epoch.
     Commit(u64),
@@ -51,7 +52,7 @@ pub struct StreamOutlet {
     /// The reference table whose changelog the stream carries, if it is one.
     reference: Option<Arc<ReferenceTable>>,
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ChangeBatch>>>,
-    sinks: Mutex<Vec<SyncSender<EgressMessage>>>,
+    sinks: Mutex<SinkFeed>,
     rows: AtomicU64,
     watermarks_ms: Vec<AtomicI64>,
     /// Per worker: the stream's last word there was that it is idle.
@@ -99,7 +100,7 @@ impl StreamOutlet {
             table,
             reference: None,
             subscribers: Mutex::new(Vec::new()),
-            sinks: Mutex::new(Vec::new()),
+            sinks: Mutex::new(SinkFeed::new(workers)),
             rows: AtomicU64::new(0),
             watermarks_ms: (0..workers)
                 .map(|_| AtomicI64::new(WATERMARK_MIN_MS))
@@ -205,13 +206,46 @@ impl StreamOutlet {
     /// Attaches a sink's channel; it receives every later batch and one `End`.
     pub fn attach_sink(&self, sender: SyncSender<EgressMessage>) {
         let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.is_ended() {
+        if sinks.all_ended() {
             // Nothing more will flow; let the sink close right away. A send error means
             // the sink thread is gone, which leaves nothing to tell.
             let _ = sender.send(EgressMessage::End);
             return;
         }
-        sinks.push(sender);
+        sinks.attach(sender);
+    }
+
+    /// The epoch of the last checkpoint barrier this stream's sinks received (0 for none).
+    pub fn barrier_forwarded(&self) -> u64 {
+        self.sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forwarded()
+    }
+
+    /// Snapshots `worker`'s share of the view's rows for `barrier`, if the stream is a
+    /// materialized view.
+    pub(crate) fn snapshot_view(&self, worker: usize, barrier: &Barrier) {
+        let Some(table) = &self.table else {
+            return;
+        };
+        let full = barrier.is_view_full(&self.name, worker);
+        match table.snapshot_worker(worker, full) {
+            Ok(Some(state)) => barrier.answer_view(ViewSnapshot {
+                view: self.name.clone(),
+                worker,
+                state,
+            }),
+            Ok(None) => {}
+            Err(e) => barrier.fail(format!("view {}: {e}", self.name)),
+        }
+    }
+
+    fn to_sinks(&self, worker: usize, item: SinkItem) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .offer(worker, item, &self.shutdown);
     }
 
     /// Publishes the state size and late-row count of the query's operators on `worker`.
@@ -273,6 +307,10 @@ impl StreamOutlet {
             }
             Message::Idle => self.idle[worker].store(true, Ordering::Release),
             Message::End => self.deliver_end(worker),
+            Message::Barrier(barrier) => {
+                self.snapshot_view(worker, barrier);
+                self.to_sinks(worker, SinkItem::Barrier(barrier.epoch()));
+            }
         }
     }
 
@@ -309,22 +347,7 @@ impl StreamOutlet {
                     .retain(|s| !s.same_channel(subscriber));
             }
         }
-        let sinks = self
-            .sinks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for sink in &sinks {
-            // A writer that stopped (its error is recorded by the sink) refuses at once; the
-            // sender goes away with the sink's query.
-            let _ = self.send_with_backpressure(batch.clone(), |b| {
-                match sink.try_send(EgressMessage::Data(b)) {
-                    Ok(()) => Offer::Taken,
-                    Err(TrySendError::Full(EgressMessage::Data(b))) => Offer::Full(b),
-                    Err(_) => Offer::Gone,
-                }
-            });
-        }
+        self.to_sinks(worker, SinkItem::Data(batch.clone()));
     }
 
     /// Offers `batch` until the receiver takes it (a full channel is backpressure: the
@@ -353,6 +376,8 @@ impl StreamOutlet {
         if self.ended[worker].swap(true, Ordering::AcqRel) {
             return;
         }
+        // The sinks hear the end once every worker's share ended, behind any barrier.
+        self.to_sinks(worker, SinkItem::End);
         let ended = self.ended_workers.fetch_add(1, Ordering::AcqRel) + 1;
         if ended == self.workers {
             // Dropping the senders ends every subscription.
@@ -360,11 +385,6 @@ impl StreamOutlet {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            let sinks =
-                std::mem::take(&mut *self.sinks.lock().unwrap_or_else(PoisonError::into_inner));
-            for sink in sinks {
-                let _ = sink.send(EgressMessage::End);
-            }
             self.progress.bump();
         }
     }

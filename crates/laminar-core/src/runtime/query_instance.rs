@@ -9,7 +9,13 @@
 //! a port wakes. A woken port's watermark may be behind the node's, which never moves back:
 //! the node then waits for it to catch up, and the rows it sends meanwhile are late wherever
 //! their window has already closed.
+//!
+//! A checkpoint's barrier passes a node once every port that has not ended delivered it:
+//! what a port sends after its barrier is held back until then. The node's operator
+//! snapshots as the barrier passes, and the query answers the barrier once it leaves the
+//! root.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +23,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result as DfResult;
 
-use super::checkpoint::{NodeSnapshot, QueryRestore};
+use super::checkpoint::{Barrier, NodeSnapshot, QueryRestore, QuerySnapshot};
 use crate::change_batch::ChangeBatch;
 use crate::error::{CoreError, Result};
 use crate::graph::QueryGraph;
@@ -38,6 +44,11 @@ struct NodeState {
     /// The watermark last forwarded (an operator may hold its input's back).
     output_watermark_ms: i64,
     ended: bool,
+    /// The barrier being aligned, and the ports that delivered it.
+    barrier: Option<Arc<Barrier>>,
+    barrier_ports: Vec<bool>,
+    /// What ports sent after delivering the barrier, in order, until it passes.
+    held: VecDeque<(usize, Message)>,
 }
 
 /// A message for another worker: `(worker, exchange node, message)`.
@@ -58,6 +69,8 @@ pub(crate) struct QueryInstance {
     /// the next measurement is due.
     state_bytes: (u64, u64),
     state_bytes_due: Option<Instant>,
+    /// Each node's snapshot for the barrier in flight, taken as the barrier passed it.
+    barrier_snapshots: Vec<Option<NodeSnapshot>>,
 }
 
 /// How often a query's state bytes are measured at most.
@@ -104,6 +117,9 @@ impl QueryInstance {
                     idle: false,
                     output_watermark_ms: WATERMARK_MIN_MS,
                     ended: false,
+                    barrier: None,
+                    barrier_ports: vec![false; ports],
+                    held: VecDeque::new(),
                 }
             })
             .collect();
@@ -126,11 +142,13 @@ impl QueryInstance {
                 })
             })
             .collect();
+        let barrier_snapshots = vec![None; nodes.len()];
         Self {
             name: name.to_string(),
             worker,
             workers,
             nodes,
+            barrier_snapshots,
             schema: graph.schema.clone(),
             leaves,
             timers,
@@ -223,23 +241,54 @@ impl QueryInstance {
         }
     }
 
-    /// Every node's watermarks and operator state, for a checkpoint; `full(node)` says
-    /// whether that node's operator must give its whole state.
-    pub(crate) fn snapshot(&mut self, full: &dyn Fn(usize) -> bool) -> Result<Vec<NodeSnapshot>> {
+    /// True once the query's output ended on this worker: its state no longer changes.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|node| node.parent.is_none() && node.ended)
+    }
+
+    /// Node `index`'s watermarks and operator state for `barrier`'s checkpoint. A snapshot
+    /// that fails fails the checkpoint (recorded in the barrier), not the query.
+    fn snapshot_node(&mut self, index: usize, barrier: &Barrier) -> NodeSnapshot {
+        let full = barrier.is_full(&self.name, self.worker, index);
+        let node = &mut self.nodes[index];
+        let state = match node.operator.snapshot(full) {
+            Ok(state) => state,
+            Err(e) => {
+                barrier.fail(format!(
+                    "query {}, operator {}: {e}",
+                    self.name,
+                    node.operator.name()
+                ));
+                None
+            }
+        };
+        NodeSnapshot {
+            node: index,
+            operator: node.operator.name(),
+            watermark_ms: node.watermark_ms,
+            output_watermark_ms: node.output_watermark_ms,
+            state,
+        }
+    }
+
+    /// Answers `barrier` with every node's snapshot: those taken as it passed, and for
+    /// nodes it never reached (ended ones, whose state no longer changes) one taken now.
+    pub(crate) fn answer_barrier(&mut self, barrier: &Barrier) {
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for index in 0..self.nodes.len() {
-            let result = self.nodes[index].operator.snapshot(full(index));
-            let state = self.check(index, result)?;
-            let node = &self.nodes[index];
-            nodes.push(NodeSnapshot {
-                node: index,
-                operator: node.operator.name(),
-                watermark_ms: node.watermark_ms,
-                output_watermark_ms: node.output_watermark_ms,
-                state,
-            });
+            let snapshot = match self.barrier_snapshots[index].take() {
+                Some(snapshot) => snapshot,
+                None => self.snapshot_node(index, barrier),
+            };
+            nodes.push(snapshot);
         }
-        Ok(nodes)
+        barrier.answer_query(QuerySnapshot {
+            query: self.name.clone(),
+            worker: self.worker,
+            nodes,
+        });
     }
 
     /// Restores the nodes' watermarks and operator state from a checkpoint, before the
@@ -315,10 +364,21 @@ impl QueryInstance {
         out: &mut Vec<Message>,
         remote: &mut Vec<Remote>,
     ) -> Result<()> {
-        if self.nodes[index].ended {
+        let node = &mut self.nodes[index];
+        if node.ended {
+            return Ok(());
+        }
+        if node.barrier.is_some() && node.barrier_ports[port] {
+            // After this port's barrier: waits until the barrier passes the node.
+            node.held.push_back((port, message));
             return Ok(());
         }
         match message {
+            Message::Barrier(barrier) => {
+                node.barrier_ports[port] = true;
+                node.barrier.get_or_insert(barrier);
+                self.pass_barrier(index, out, remote)?;
+            }
             Message::Data(batch) => {
                 if self.nodes[index].port_idle[port] {
                     // Rows wake the port: the node holds the watermark back for it again.
@@ -371,8 +431,42 @@ impl QueryInstance {
                     }
                     self.nodes[index].ended = true;
                     self.emit(index, Message::End, out, remote)?;
+                } else {
+                    // An ended port no longer holds a barrier back.
+                    self.pass_barrier(index, out, remote)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Passes the barrier node `index` is aligning once every port delivered it or ended:
+    /// the operator snapshots, the barrier goes on, then what the ports held back.
+    fn pass_barrier(
+        &mut self,
+        index: usize,
+        out: &mut Vec<Message>,
+        remote: &mut Vec<Remote>,
+    ) -> Result<()> {
+        let node = &mut self.nodes[index];
+        let aligned = node
+            .barrier_ports
+            .iter()
+            .zip(&node.port_ended)
+            .all(|(barrier, ended)| *barrier || *ended);
+        if !aligned {
+            return Ok(());
+        }
+        let Some(barrier) = node.barrier.take() else {
+            return Ok(());
+        };
+        node.barrier_ports.fill(false);
+        let held = std::mem::take(&mut node.held);
+        let snapshot = self.snapshot_node(index, &barrier);
+        self.barrier_snapshots[index] = Some(snapshot);
+        self.emit(index, Message::Barrier(barrier), out, remote)?;
+        for (port, message) in held {
+            self.feed(index, port, message, out, remote)?;
         }
         Ok(())
     }
@@ -450,6 +544,9 @@ impl QueryInstance {
         remote: &mut Vec<Remote>,
     ) -> Result<()> {
         let Some((parent, port)) = self.nodes[index].parent else {
+            if let Message::Barrier(barrier) = &message {
+                self.answer_barrier(barrier);
+            }
             out.push(match message {
                 Message::Data(batch) => Message::Data(self.conform(batch)?),
                 other => other,
@@ -567,8 +664,63 @@ mod tests {
                 Message::Watermark(ms) => format!("watermark {ms}"),
                 Message::Idle => "idle".to_string(),
                 Message::End => "end".to_string(),
+                Message::Barrier(barrier) => format!("barrier {}", barrier.epoch()),
             })
             .collect()
+    }
+
+    fn barrier(epoch: u64) -> Arc<Barrier> {
+        Arc::new(Barrier::new(
+            epoch,
+            1,
+            Box::new(|_, _, _| true),
+            Box::new(|_, _| true),
+        ))
+    }
+
+    #[test]
+    fn a_barrier_passes_a_union_once_both_inputs_delivered_it_and_what_followed_it_waits() {
+        let (a, b) = (1, 2);
+        let mut query = union_of_two();
+        let first = barrier(1);
+        assert!(push(&mut query, a, Message::Barrier(Arc::clone(&first))).is_empty());
+        // After its barrier, a's rows and watermark wait; b's rows before its barrier pass.
+        assert!(push(&mut query, a, rows()).is_empty());
+        assert!(push(&mut query, a, Message::Watermark(10)).is_empty());
+        assert_eq!(push(&mut query, b, rows()), ["1 rows"]);
+        assert_eq!(
+            push(&mut query, b, Message::Watermark(5)),
+            Vec::<String>::new()
+        );
+        // b's barrier aligns the union: the barrier goes on, then what a held back.
+        assert_eq!(
+            push(&mut query, b, Message::Barrier(Arc::clone(&first))),
+            ["barrier 1", "1 rows", "watermark 5"]
+        );
+        // The query answered the barrier with every node's snapshot, the union's taken
+        // before a's held-back watermark reached it.
+        first.worker_done(0);
+        let answered = first
+            .wait(
+                std::time::Duration::ZERO,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .expect("answered");
+        assert_eq!(answered.queries.len(), 1);
+        let nodes = &answered.queries[0].nodes;
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[0].watermark_ms, WATERMARK_MIN_MS);
+        assert_eq!(nodes[1].watermark_ms, WATERMARK_MIN_MS);
+    }
+
+    #[test]
+    fn an_ended_input_does_not_hold_a_barrier_back() {
+        let (a, b) = (1, 2);
+        let mut query = union_of_two();
+        assert!(push(&mut query, a, Message::Barrier(barrier(1))).is_empty());
+        assert!(push(&mut query, a, rows()).is_empty());
+        assert_eq!(push(&mut query, b, Message::End), ["barrier 1", "1 rows"]);
+        assert!(!query.is_ended());
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! every query. It drains its ingress rings under a per-ring budget (a huge batch a slice at
 //! a time), pushes each message through the queries reading that stream on this worker, and
 //! parks when idle so an embedded database costs nothing while no data flows.
+//!
+//! A checkpoint's barrier arriving on a source ring stops the worker reading that ring
+//! until every source ring delivered it (see `runtime::checkpoint`); the worker is done
+//! with the barrier once, in addition, every query on it passed the barrier on to its
+//! output or had already ended.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::checkpoint::{QueryRestore, QuerySnapshot, SnapshotRequest, ABANDON, GO};
+use super::checkpoint::{Barrier, QueryRestore};
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
 use super::ingress::{IngressCounters, IngressMessage};
 use super::outlet::{StreamId, StreamOutlet};
@@ -36,6 +41,8 @@ const STEP_BUDGET: Duration = Duration::from_millis(10);
 const PARK_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Control-plane requests to a worker (not on the data path).
+// A handful per query or checkpoint: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     AttachIngress {
         stream: StreamId,
@@ -64,6 +71,9 @@ pub(crate) enum Command {
     RemoveStream {
         stream: StreamId,
     },
+    /// A checkpoint's barrier was put into every source ring: the worker is to be done
+    /// with it even if no ring of it delivers one (its sources all ended).
+    Barrier(Arc<Barrier>),
 }
 
 /// The part of a worker other threads see.
@@ -90,8 +100,6 @@ pub(crate) struct WorkerShared {
 pub(crate) struct PauseGate {
     pub(crate) requested: AtomicBool,
     pub(crate) paused_workers: AtomicUsize,
-    /// A checkpoint's snapshot, served by each paused worker once.
-    pub(crate) snapshot: Mutex<Option<Arc<SnapshotRequest>>>,
 }
 
 impl WorkerShared {
@@ -160,6 +168,18 @@ struct IngressSlot {
     /// Slices of a batch above [`ROWS_PER_STEP_MAX`] still to process, before the ring's
     /// next message; the message counts as processed once they are.
     carry: VecDeque<RecordBatch>,
+    /// The epoch of the barrier the ring delivered, while the worker waits for its other
+    /// rings' (the ring is not read meanwhile).
+    barrier: Option<u64>,
+}
+
+/// A barrier this worker has seen and is not done with.
+struct BarrierInFlight {
+    barrier: Arc<Barrier>,
+    /// Every source ring delivered it.
+    rings_aligned: bool,
+    /// Queries that passed it to their output.
+    answered: HashSet<u64>,
 }
 
 struct RunningQuery {
@@ -190,8 +210,10 @@ pub(crate) struct Worker {
     overflow: VecDeque<(usize, ExchangeMessage)>,
     /// The earliest processing-time timer of any query here.
     next_timer: Option<Instant>,
-    /// The last checkpoint snapshot request served.
-    snapshot_generation: u64,
+    /// Checkpoint barriers seen and not done with, oldest first.
+    barriers: Vec<BarrierInFlight>,
+    /// The epoch of the last barrier the worker was done with (epochs only grow).
+    barrier_done: u64,
 }
 
 impl Worker {
@@ -213,7 +235,8 @@ impl Worker {
             exchange_in,
             overflow: VecDeque::new(),
             next_timer: None,
-            snapshot_generation: 0,
+            barriers: Vec::new(),
+            barrier_done: 0,
             ingress: Vec::new(),
             queries: HashMap::new(),
             readers: HashMap::new(),
@@ -245,6 +268,9 @@ impl Worker {
             did_work |= self.poll_exchange();
             if self.overflow.is_empty() {
                 did_work |= self.poll_ingress();
+            }
+            if !self.barriers.is_empty() {
+                self.advance_barriers();
             }
             if did_work {
                 let busy = u64::try_from(work_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -293,85 +319,112 @@ impl Worker {
         self.shared.queued_messages.store(queued, Ordering::Relaxed);
     }
 
-    /// Stands still between messages until the pause is lifted, serving a checkpoint's
-    /// snapshot meanwhile if one is asked.
+    /// Stands still between messages until the pause is lifted.
     fn wait_while_paused(&mut self) {
         self.pause.paused_workers.fetch_add(1, Ordering::SeqCst);
         while self.pause.requested.load(Ordering::SeqCst) && !self.shutdown.load(Ordering::Acquire)
         {
-            let request = self
-                .pause
-                .snapshot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            match request {
-                Some(request) if request.generation > self.snapshot_generation => {
-                    self.snapshot_generation = request.generation;
-                    request.check_in(self.is_settled());
-                    // Snapshot only once every worker's input is known empty: an operator
-                    // forgets its changes when it snapshots, so an abandoned cut must not.
-                    loop {
-                        match request.decision.load(Ordering::SeqCst) {
-                            GO => {
-                                let result = self.snapshot_queries(&request);
-                                request.answer(result);
-                                break;
-                            }
-                            ABANDON => break,
-                            _ if !self.pause.requested.load(Ordering::SeqCst)
-                                || self.shutdown.load(Ordering::Acquire) =>
-                            {
-                                break
-                            }
-                            _ => std::thread::sleep(Duration::from_micros(20)),
-                        }
-                    }
-                }
-                _ => std::thread::sleep(Duration::from_micros(50)),
-            }
+            std::thread::sleep(Duration::from_micros(50));
         }
         self.pause.paused_workers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Nothing waits in this worker's input rings or overflow: a snapshot taken now is a
-    /// cut with nothing in flight.
-    fn is_settled(&self) -> bool {
-        self.overflow.is_empty()
-            && self.work.is_empty()
-            && self
-                .ingress
-                .iter()
-                .all(|slot| slot.done || (slot.consumer.slots() == 0 && slot.carry.is_empty()))
-            && self
-                .exchange_in
-                .iter()
-                .all(|inbound| inbound.consumer.slots() == 0)
+    /// Records the sight of `barrier`, unless the worker is already done with it.
+    fn barrier_seen(&mut self, barrier: &Arc<Barrier>) {
+        if barrier.epoch() > self.barrier_done {
+            self.barrier_in_flight(barrier);
+        }
     }
 
-    /// Snapshots every running query on this worker.
-    fn snapshot_queries(
-        &mut self,
-        request: &SnapshotRequest,
-    ) -> std::result::Result<Vec<QuerySnapshot>, String> {
-        let worker = self.shared.index;
-        let mut snapshots = Vec::with_capacity(self.queries.len());
-        for query in self.queries.values_mut() {
-            let name = query.instance.name().to_string();
-            let full = |node: usize| (request.full)(&name, worker, node);
-            // A panicking snapshot (a bug) fails the checkpoint, not the worker.
-            let nodes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                query.instance.snapshot(&full)
-            }))
-            .map_err(|_| format!("query {name}: its snapshot panicked"))?
-            .map_err(|e| e.to_string())?;
-            snapshots.push(QuerySnapshot {
-                query: name,
-                worker,
-                nodes,
+    /// The worker's record of `barrier`, created on first sight.
+    fn barrier_in_flight(&mut self, barrier: &Arc<Barrier>) -> &mut BarrierInFlight {
+        let epoch = barrier.epoch();
+        if !self.barriers.iter().any(|b| b.barrier.epoch() == epoch) {
+            self.barriers.push(BarrierInFlight {
+                barrier: Arc::clone(barrier),
+                rings_aligned: false,
+                answered: HashSet::new(),
             });
+            self.barriers.sort_by_key(|b| b.barrier.epoch());
         }
-        Ok(snapshots)
+        let position = self
+            .barriers
+            .iter()
+            .position(|b| b.barrier.epoch() == epoch)
+            .unwrap_or(0);
+        &mut self.barriers[position]
+    }
+
+    /// Moves the oldest barrier on: once every source ring delivered it, the rings are
+    /// read again; once every query also passed it (or had ended: its state is final and
+    /// snapshot now), the worker is done with it.
+    fn advance_barriers(&mut self) {
+        let Some(oldest) = self.barriers.first() else {
+            return;
+        };
+        let epoch = oldest.barrier.epoch();
+        if !oldest.rings_aligned {
+            // A ring that ended, or whose source is gone and left nothing, has no barrier
+            // to deliver.
+            let aligned = self.ingress.iter().all(|slot| {
+                slot.done
+                    || slot.barrier == Some(epoch)
+                    || (slot.consumer.is_abandoned() && slot.consumer.is_empty())
+            });
+            if !aligned {
+                return;
+            }
+            // Streams that receive the barrier: from a ring, from the query producing
+            // them, or not at all because they ended. Any other stream a query reads has
+            // no input at all, so the barrier is at its start: it is put there now.
+            let mut fed: HashSet<StreamId> = self.ended_streams.clone();
+            fed.extend(self.queries.values().map(|query| query.output));
+            for slot in &mut self.ingress {
+                if slot.barrier == Some(epoch) {
+                    slot.barrier = None;
+                    fed.insert(slot.stream);
+                }
+            }
+            self.barriers[0].rings_aligned = true;
+            let unfed: Vec<StreamId> = self
+                .readers
+                .keys()
+                .filter(|stream| !fed.contains(stream))
+                .copied()
+                .collect();
+            let barrier = Arc::clone(&self.barriers[0].barrier);
+            for stream in unfed {
+                self.work
+                    .push_back((stream, Message::Barrier(Arc::clone(&barrier))));
+            }
+            self.drain_work();
+        }
+        let barrier = Arc::clone(&self.barriers[0].barrier);
+        let worker = self.shared.index;
+        let mut pending = false;
+        let ids: Vec<u64> = self.queries.keys().copied().collect();
+        for id in ids {
+            if self.barriers[0].answered.contains(&id) {
+                continue;
+            }
+            let Some(query) = self.queries.get_mut(&id) else {
+                continue;
+            };
+            if !query.instance.is_ended() {
+                pending = true;
+                continue;
+            }
+            query.instance.answer_barrier(&barrier);
+            if let Some(outlet) = self.outlets.get(&query.output) {
+                outlet.snapshot_view(worker, &barrier);
+            }
+            self.barriers[0].answered.insert(id);
+        }
+        if !pending {
+            barrier.worker_done(worker);
+            self.barrier_done = self.barrier_done.max(barrier.epoch());
+            self.barriers.remove(0);
+        }
     }
 
     fn has_pending(&self) -> bool {
@@ -413,6 +466,7 @@ impl Worker {
                         counters,
                         done: false,
                         carry: VecDeque::new(),
+                        barrier: None,
                     });
                 }
                 Command::AddQuery {
@@ -439,6 +493,7 @@ impl Worker {
                     started.fetch_add(1, Ordering::SeqCst);
                 }
                 Command::RemoveQuery { id } => self.remove_query(id),
+                Command::Barrier(barrier) => self.barrier_seen(&barrier),
                 Command::RemoveStream { stream } => {
                     for slot in &mut self.ingress {
                         if slot.stream == stream {
@@ -526,7 +581,7 @@ impl Worker {
         let mut did_work = false;
         for index in 0..self.ingress.len() {
             for _ in 0..RING_BUDGET_MESSAGES {
-                if self.ingress[index].done {
+                if self.ingress[index].done || self.ingress[index].barrier.is_some() {
                     break;
                 }
                 if let Some(slice) = self.ingress[index].carry.pop_front() {
@@ -633,6 +688,14 @@ impl Worker {
                 self.drain_work();
                 false
             }
+            IngressMessage::Barrier(barrier) => {
+                // The ring is not read again until every ring delivered the barrier.
+                self.ingress[index].barrier = Some(barrier.epoch());
+                self.barrier_seen(&barrier);
+                self.work.push_back((stream, Message::Barrier(barrier)));
+                self.drain_work();
+                false
+            }
             IngressMessage::End => {
                 self.work
                     .push_back((stream, Message::Watermark(WATERMARK_END_MS)));
@@ -649,8 +712,12 @@ impl Worker {
             if let Some(outlet) = self.outlets.get(&stream) {
                 outlet.deliver(self.shared.index, &message);
             }
-            if matches!(message, Message::End) {
-                self.ended_streams.insert(stream);
+            match &message {
+                Message::End => {
+                    self.ended_streams.insert(stream);
+                }
+                Message::Barrier(barrier) => self.barrier_reached(stream, barrier),
+                _ => {}
             }
             let Some(readers) = self.readers.get(&stream) else {
                 continue;
@@ -659,6 +726,20 @@ impl Worker {
             for (query, leaf) in readers {
                 self.push_into_query(query, leaf, message.clone());
             }
+        }
+    }
+
+    /// The barrier reached stream `stream`'s output here: the query producing the stream
+    /// (if one does) passed it.
+    fn barrier_reached(&mut self, stream: StreamId, barrier: &Arc<Barrier>) {
+        let producers: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, query)| query.output == stream)
+            .map(|(id, _)| *id)
+            .collect();
+        if barrier.epoch() > self.barrier_done {
+            self.barrier_in_flight(barrier).answered.extend(producers);
         }
     }
 

@@ -1,16 +1,17 @@
 //! The checkpoint coordinator: takes one checkpoint of the whole database.
 //!
-//! 1. Close the input gate: no push, `INSERT` or connector batch is halfway; the logs'
-//!    positions and the readers' positions are exactly the input handed to the workers.
-//! 2. Take the runtime's cut: the workers drain what they were handed, stop between
-//!    messages and snapshot their operators (full or delta, per state id).
-//! 3. While they stand still: snapshot materialized views' and tables' rows, record each
-//!    source's log position (or reader position) and watermark, and send each sink and
-//!    output log its barrier, which lands behind exactly the rows of the cut.
-//! 4. Let the workers and inputs go on; everything after this overlaps with processing.
-//! 5. Wait for each sink's and output log's pre-commit, write the state files and then the
+//! 1. Close the input gate: no push, `INSERT` or connector batch is halfway; record each
+//!    log's position, each reader's position, each source's watermark and each table's
+//!    rows, and put the checkpoint's barrier into every source ring (aligned barriers,
+//!    `laminar_core::runtime::checkpoint`). Open the gate: input flows on at once.
+//! 2. The barrier travels with the rows. Each operator snapshots its state as the barrier
+//!    passes it (operators with several inputs align them first), each view snapshots its
+//!    rows per worker, each sink and output log receives the barrier behind exactly the
+//!    rows before it. Wait until every worker is done with it (no object is created or
+//!    dropped meanwhile: the catalog lock is held).
+//! 3. Wait for each sink's and output log's pre-commit, write the state files and then the
 //!    manifest (atomically): the checkpoint exists once the manifest does.
-//! 6. Commit the sinks' and output logs' epoch (waiting for the output logs, so that a
+//! 4. Commit the sinks' and output logs' epoch (waiting for the output logs, so that a
 //!    subscription can resume after the epoch once the checkpoint returns), drop the log
 //!    records the checkpoint covers, and garbage-collect older checkpoints.
 //!
@@ -23,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use laminar_core::runtime::Barrier;
 use laminar_core::state::OperatorState;
 use serde_json::{json, Value};
 
@@ -49,7 +51,8 @@ pub struct CheckpointInfo {
     pub full_states: usize,
     /// State ids written as deltas.
     pub delta_states: usize,
-    /// How long inputs and workers stood still for the cut.
+    /// How long inputs stood still: while the barrier was put in (the workers never stop;
+    /// each spends its operators' snapshot time as the barrier passes).
     pub pause: Duration,
     /// Total time of the checkpoint.
     pub duration: Duration,
@@ -139,16 +142,25 @@ impl Inner {
         }
     }
 
-    /// Steps 1-4: the cut, with inputs and workers held still only as long as it takes.
+    /// Steps 1-4: inject the barrier with the inputs held still, let them go, and wait
+    /// for the barrier to pass every operator, view and sink.
     fn take_cut(&self, durable: &Durable, healthy: &HashSet<String>) -> Result<(Taken, Duration)> {
+        // Held until the barrier is through: no object is created or dropped meanwhile.
         let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let gate = durable.gate.close();
         let paused_at = Instant::now();
-        let healthy_ids = healthy.clone();
-        let rule = Box::new(move |query: &str, worker: usize, node: usize| {
-            !healthy_ids.contains(&query_state_id(query, worker, node))
-        });
-        let cut = self.runtime.checkpoint_cut(rule, CHECKPOINT_CUT_TIMEOUT)?;
+        let epoch = durable.next_epoch.load(Ordering::SeqCst);
+        let (query_healthy, view_healthy) = (healthy.clone(), healthy.clone());
+        let barrier = Arc::new(Barrier::new(
+            epoch,
+            self.runtime.workers(),
+            Box::new(move |query: &str, worker: usize, node: usize| {
+                !query_healthy.contains(&query_state_id(query, worker, node))
+            }),
+            Box::new(move |view: &str, worker: usize| {
+                !view_healthy.contains(&view_state_id(view, worker))
+            }),
+        ));
         let mut taken = Taken {
             states: Vec::new(),
             engine: Value::Null,
@@ -156,79 +168,37 @@ impl Inner {
             sinks: Vec::new(),
             wal_positions: Vec::new(),
         };
-        taken.engine = query_states(&cut.queries, &mut taken.states);
-        let workers = self.runtime.workers();
-        for object in catalog.objects() {
-            match &object.state {
-                ObjectState::PushSource {
-                    ingress,
-                    table,
-                    wal,
-                    ..
-                } => {
-                    let lsn = wal.as_ref().map_or(0, |w| w.last_lsn());
-                    taken.sources.insert(
-                        object.name.clone(),
-                        json!({ "lsn": lsn, "watermark": watermark_json(ingress.watermark_state().as_ref()) }),
-                    );
-                    if let Some(wal) = wal {
-                        taken.wal_positions.push((Arc::clone(wal), lsn));
-                    }
-                    if let Some(table) = table {
-                        let id = table_state_id(&object.name);
-                        let state = table.snapshot_state(!healthy.contains(&id)).map_err(|e| {
-                            DbError::Internal(format!("table {}: {e}", object.name))
-                        })?;
-                        taken.states.push((id, state));
-                    }
-                }
-                ObjectState::Derived {
-                    outlet, instances, ..
-                } => {
-                    if let Some(table) = outlet.table() {
-                        for worker in 0..workers {
-                            let id = view_state_id(&object.name, worker);
-                            let full = !healthy.contains(&id);
-                            let state = table.snapshot_worker(worker, full).map_err(|e| {
-                                DbError::Internal(format!("view {}: {e}", object.name))
-                            })?;
-                            if let Some(state) = state {
-                                taken.states.push((id, state));
-                            }
-                        }
-                    }
-                    for instance in instances {
-                        taken.sources.insert(
-                            instance.outlet.name().to_string(),
-                            instance.checkpoint_position(),
-                        );
-                    }
-                }
-                ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
-            }
-            if object.epoch_task().is_some() {
-                taken.sinks.push(object.name.clone());
-            }
+        record_inputs(&catalog, healthy, &mut taken)?;
+        self.runtime.inject_barrier(&barrier)?;
+        // The epoch is taken: a sink created from now on writes its first rows into the
+        // next one.
+        durable.next_epoch.store(epoch + 1, Ordering::SeqCst);
+        drop(gate);
+        let pause = paused_at.elapsed();
+        let snapshots = barrier.wait(CHECKPOINT_CUT_TIMEOUT, self.runtime.stopped())?;
+        taken.engine = query_states(&snapshots.queries, &mut taken.states);
+        for view in snapshots.views {
+            taken
+                .states
+                .push((view_state_id(&view.view, view.worker), view.state));
         }
-        // Barriers go last: once a sink has one, this epoch must not be taken again.
-        let epoch = durable.next_epoch.load(Ordering::SeqCst);
+        // A sink whose stream ended before the barrier reached it hears the barrier
+        // directly; one whose thread stopped after an error it reported no longer takes
+        // part (its error fails its own output, not the checkpoint).
         taken.sinks.retain(|name| {
-            let Some(task) = catalog.get(name).and_then(Object::epoch_task) else {
+            let Some(object) = catalog.get(name) else {
                 return false;
             };
-            // A sink whose thread stopped after an error it reported no longer takes part;
-            // its error fails its own output, not the checkpoint.
-            task.barrier(epoch).is_ok()
+            let Some(task) = object.epoch_task() else {
+                return false;
+            };
+            let forwarded = object.outlet().map_or(0, |o| o.barrier_forwarded());
+            forwarded >= epoch || task.barrier(epoch).is_ok()
         });
-        // The epoch is taken: a sink created from now on (under the catalog lock this holds)
-        // writes its first rows into the next one.
-        durable.next_epoch.store(epoch + 1, Ordering::SeqCst);
-        drop(cut);
-        drop(gate);
-        Ok((taken, paused_at.elapsed()))
+        Ok((taken, pause))
     }
 
-    /// Steps 5-6: pre-commits, state files, manifest, commits, log truncation.
+    /// Steps 3-4: pre-commits, state files, manifest, commits, log truncation.
     fn write_checkpoint(
         &self,
         durable: &Durable,
@@ -318,6 +288,55 @@ impl Inner {
         }
         Ok((bytes, full, delta))
     }
+}
+
+/// Records, under the closed input gate, where every input stands: each push source's log
+/// position and watermark, each table's rows, each connector reader's position; and which
+/// objects take part in the epoch (sinks and output logs).
+fn record_inputs(
+    catalog: &crate::catalog::Catalog,
+    healthy: &HashSet<String>,
+    taken: &mut Taken,
+) -> Result<()> {
+    for object in catalog.objects() {
+        match &object.state {
+            ObjectState::PushSource {
+                ingress,
+                table,
+                wal,
+                ..
+            } => {
+                let lsn = wal.as_ref().map_or(0, |w| w.last_lsn());
+                taken.sources.insert(
+                    object.name.clone(),
+                    json!({ "lsn": lsn, "watermark": watermark_json(ingress.watermark_state().as_ref()) }),
+                );
+                if let Some(wal) = wal {
+                    taken.wal_positions.push((Arc::clone(wal), lsn));
+                }
+                if let Some(table) = table {
+                    let id = table_state_id(&object.name);
+                    let state = table
+                        .snapshot_state(!healthy.contains(&id))
+                        .map_err(|e| DbError::Internal(format!("table {}: {e}", object.name)))?;
+                    taken.states.push((id, state));
+                }
+            }
+            ObjectState::Derived { instances, .. } => {
+                for instance in instances {
+                    taken.sources.insert(
+                        instance.outlet.name().to_string(),
+                        instance.checkpoint_position(),
+                    );
+                }
+            }
+            ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
+        }
+        if object.epoch_task().is_some() {
+            taken.sinks.push(object.name.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The manifest's record of every query node (worker, node, operator, watermarks), with

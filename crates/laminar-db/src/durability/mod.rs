@@ -37,7 +37,7 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 /// Committed epochs an output log keeps beyond those of the checkpoints kept, by default.
 pub const OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT: u64 = 8;
 
-/// How long a checkpoint waits for the workers to drain and stand still.
+/// How long a checkpoint waits for its barrier to pass every worker.
 pub(crate) const CHECKPOINT_CUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The durable side of a database with a data directory.
