@@ -529,9 +529,10 @@ impl LaminarDB {
                 runtime.workers(),
             )))
         };
-        if let Some(table) = &table {
-            self.restore_view(name, table, !persist)?;
-        }
+        let view_restore = match &table {
+            Some(table) => self.spawn_view_restore(name, table, !persist)?,
+            None => None,
+        };
         let (stream, outlet) = runtime.create_stream(name, schema.clone(), table.clone());
         // Attached before the query starts (or logs are replayed), so it sees every change.
         let output_log = options
@@ -553,6 +554,9 @@ impl LaminarDB {
 
         let sql_to_store = persist.then_some(sql.as_str());
         let mut instances = self.start_query(&catalog, &planned, name, stream, sql_to_store)?;
+        if let Some(restore) = view_restore {
+            restore.join()?;
+        }
         if !self.sources_held() {
             for instance in &mut instances {
                 instance.start();

@@ -15,7 +15,7 @@
 //! checkpoint's cut is complete once every worker is.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,8 @@ pub struct BarrierSnapshots {
     pub queries: Vec<QuerySnapshot>,
     /// Every materialized view's rows, per worker, as the barrier reached them.
     pub views: Vec<ViewSnapshot>,
+    /// The longest time one worker spent snapshotting (it processes nothing meanwhile).
+    pub worker_stall: Duration,
 }
 
 #[derive(Default)]
@@ -113,6 +115,8 @@ pub struct Barrier {
     changed: Condvar,
     /// Set once the coordinator stopped waiting: late answers are dropped.
     abandoned: AtomicBool,
+    /// Per worker: nanoseconds spent snapshotting.
+    stall_ns: Vec<AtomicU64>,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -142,6 +146,7 @@ impl Barrier {
             }),
             changed: Condvar::new(),
             abandoned: AtomicBool::new(false),
+            stall_ns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -174,6 +179,14 @@ impl Barrier {
         }
     }
 
+    /// Counts time worker `worker` spent snapshotting for this barrier.
+    pub(crate) fn add_stall(&self, worker: usize, spent: Duration) {
+        if let Some(stall) = self.stall_ns.get(worker) {
+            let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+            stall.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
     /// Records a failed snapshot: the checkpoint fails, the query goes on.
     pub(crate) fn fail(&self, message: String) {
         self.answers().error.get_or_insert(message);
@@ -202,7 +215,14 @@ impl Barrier {
                 )));
             }
             if answers.done.iter().all(|done| *done) {
-                return Ok(std::mem::take(&mut answers.snapshots));
+                let mut snapshots = std::mem::take(&mut answers.snapshots);
+                snapshots.worker_stall = self
+                    .stall_ns
+                    .iter()
+                    .map(|ns| Duration::from_nanos(ns.load(Ordering::Relaxed)))
+                    .max()
+                    .unwrap_or_default();
+                return Ok(snapshots);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || stopped.load(Ordering::Acquire) {

@@ -230,7 +230,10 @@ impl StreamOutlet {
             return;
         };
         let full = barrier.is_view_full(&self.name, worker);
-        match table.snapshot_worker(worker, full) {
+        let started = std::time::Instant::now();
+        let taken = table.snapshot_worker(worker, full);
+        barrier.add_stall(worker, started.elapsed());
+        match taken {
             Ok(Some(state)) => barrier.answer_view(ViewSnapshot {
                 view: self.name.clone(),
                 worker,

@@ -253,7 +253,10 @@ impl QueryInstance {
     fn snapshot_node(&mut self, index: usize, barrier: &Barrier) -> NodeSnapshot {
         let full = barrier.is_full(&self.name, self.worker, index);
         let node = &mut self.nodes[index];
-        let state = match node.operator.snapshot(full) {
+        let started = Instant::now();
+        let taken = node.operator.snapshot(full);
+        barrier.add_stall(self.worker, started.elapsed());
+        let state = match taken {
             Ok(state) => state,
             Err(e) => {
                 barrier.fail(format!(

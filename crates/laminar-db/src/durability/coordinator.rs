@@ -54,6 +54,10 @@ pub struct CheckpointInfo {
     /// How long inputs stood still: while the barrier was put in (the workers never stop;
     /// each spends its operators' snapshot time as the barrier passes).
     pub pause: Duration,
+    /// How long the barrier took to pass every worker (input flowing meanwhile).
+    pub barrier: Duration,
+    /// The longest time one worker spent snapshotting, processing nothing meanwhile.
+    pub worker_stall: Duration,
     /// Total time of the checkpoint.
     pub duration: Duration,
 }
@@ -82,6 +86,10 @@ struct Taken {
     sinks: Vec<String>,
     /// Log positions to truncate through once the checkpoint is durable.
     wal_positions: Vec<(Arc<super::SourceWal>, u64)>,
+    /// How long inputs stood still, the barrier took, and the longest worker stall.
+    pause: Duration,
+    barrier: Duration,
+    worker_stall: Duration,
 }
 
 impl LaminarDB {
@@ -118,13 +126,14 @@ impl Inner {
                 })
                 .unwrap_or_default()
         };
-        let (taken, pause) = match self.take_cut(durable, &healthy) {
+        let taken = match self.take_cut(durable, &healthy) {
             Ok(taken) => taken,
             Err(e) => {
                 durable.force_full.store(true, Ordering::SeqCst);
                 return Err(checkpoint_error(epoch, &e));
             }
         };
+        let (pause, barrier, worker_stall) = (taken.pause, taken.barrier, taken.worker_stall);
         let written = self.write_checkpoint(durable, &mut store, epoch, taken);
         match written {
             Ok((state_bytes, full_states, delta_states)) => Ok(CheckpointInfo {
@@ -133,6 +142,8 @@ impl Inner {
                 full_states,
                 delta_states,
                 pause,
+                barrier,
+                worker_stall,
                 duration: started.elapsed(),
             }),
             Err(e) => {
@@ -144,7 +155,7 @@ impl Inner {
 
     /// Steps 1-4: inject the barrier with the inputs held still, let them go, and wait
     /// for the barrier to pass every operator, view and sink.
-    fn take_cut(&self, durable: &Durable, healthy: &HashSet<String>) -> Result<(Taken, Duration)> {
+    fn take_cut(&self, durable: &Durable, healthy: &HashSet<String>) -> Result<Taken> {
         // Held until the barrier is through: no object is created or dropped meanwhile.
         let catalog = self.catalog.lock().unwrap_or_else(PoisonError::into_inner);
         let gate = durable.gate.close();
@@ -167,6 +178,9 @@ impl Inner {
             sources: BTreeMap::new(),
             sinks: Vec::new(),
             wal_positions: Vec::new(),
+            pause: Duration::ZERO,
+            barrier: Duration::ZERO,
+            worker_stall: Duration::ZERO,
         };
         record_inputs(&catalog, healthy, &mut taken)?;
         self.runtime.inject_barrier(&barrier)?;
@@ -174,8 +188,10 @@ impl Inner {
         // next one.
         durable.next_epoch.store(epoch + 1, Ordering::SeqCst);
         drop(gate);
-        let pause = paused_at.elapsed();
+        taken.pause = paused_at.elapsed();
         let snapshots = barrier.wait(CHECKPOINT_CUT_TIMEOUT, self.runtime.stopped())?;
+        taken.barrier = paused_at.elapsed();
+        taken.worker_stall = snapshots.worker_stall;
         taken.engine = query_states(&snapshots.queries, &mut taken.states);
         for view in snapshots.views {
             taken
@@ -195,7 +211,7 @@ impl Inner {
             let forwarded = object.outlet().map_or(0, |o| o.barrier_forwarded());
             forwarded >= epoch || task.barrier(epoch).is_ok()
         });
-        Ok((taken, pause))
+        Ok(taken)
     }
 
     /// Steps 3-4: pre-commits, state files, manifest, commits, log truncation.

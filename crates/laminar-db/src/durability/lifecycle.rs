@@ -169,33 +169,49 @@ impl LaminarDB {
         }
     }
 
-    /// Restores materialized view `name`'s rows on every worker (when restoring).
-    pub(crate) fn restore_view(
+    /// Starts restoring materialized view `name`'s rows on every worker (when restoring),
+    /// on a thread of its own: it overlaps with restoring the view's query, which runs on
+    /// the workers. The rows are in place once [`ViewRestore::join`] returns, which the
+    /// caller does before any input flows.
+    pub(crate) fn spawn_view_restore(
         &self,
         name: &str,
-        table: &ResultTable,
+        table: &Arc<ResultTable>,
         restoring: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<ViewRestore>> {
         let Some(durable) = self.inner.durable.as_ref().filter(|_| restoring) else {
-            return Ok(());
+            return Ok(None);
         };
         let recovered = durable
             .recovered
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(recovered) = recovered.as_ref() else {
-            return Ok(());
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(recovered) = recovered else {
+            return Ok(None);
         };
-        for worker in 0..self.inner.runtime.workers() {
-            if let Some(parts) = recovered.view(name, worker)? {
-                table
-                    .restore_worker(worker, parts)
-                    .map_err(|e| DbError::Recovery {
-                        message: format!("materialized view {name}: {e}"),
-                    })?;
-            }
-        }
-        Ok(())
+        let workers = self.inner.runtime.workers();
+        let view = name.to_string();
+        let table = Arc::clone(table);
+        let handle = std::thread::Builder::new()
+            .name(format!("laminar-restore-{name}"))
+            .spawn(move || -> Result<()> {
+                for worker in 0..workers {
+                    if let Some(parts) = recovered.view(&view, worker)? {
+                        table
+                            .restore_worker(worker, parts)
+                            .map_err(|e| DbError::Recovery {
+                                message: format!("materialized view {view}: {e}"),
+                            })?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| DbError::Internal(format!("cannot start a restore thread: {e}")))?;
+        Ok(Some(ViewRestore {
+            name: name.to_string(),
+            handle,
+        }))
     }
 
     /// How sink `name` resumes: transactional with a data directory, completing the
@@ -307,5 +323,23 @@ fn checkpoint_loop(
         if let Err(e) = inner.checkpoint() {
             eprintln!("laminardb: automatic checkpoint failed: {e}");
         }
+    }
+}
+
+/// A materialized view's rows being restored on their own thread.
+pub(crate) struct ViewRestore {
+    name: String,
+    handle: std::thread::JoinHandle<Result<()>>,
+}
+
+impl ViewRestore {
+    /// Waits until the rows are restored.
+    pub(crate) fn join(self) -> Result<()> {
+        self.handle.join().map_err(|_| DbError::Recovery {
+            message: format!(
+                "materialized view {}: restoring its rows panicked",
+                self.name
+            ),
+        })?
     }
 }

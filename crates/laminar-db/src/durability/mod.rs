@@ -48,7 +48,7 @@ pub(crate) struct Durable {
     /// The checkpoint store; its lock also keeps checkpoints one at a time.
     pub(crate) store: Mutex<CheckpointStore>,
     /// What the newest valid checkpoint holds, consulted while the catalog is restored.
-    pub(crate) recovered: Mutex<Option<RecoveredState>>,
+    pub(crate) recovered: Mutex<Option<Arc<RecoveredState>>>,
     /// The epoch the next checkpoint gets.
     pub(crate) next_epoch: AtomicU64,
     /// The last checkpoint failed after operators reset what counts as changed: the next
@@ -93,7 +93,7 @@ impl Durable {
             .filter_map(|(name, saved)| Some((name.clone(), saved["lsn"].as_u64()?)))
             .collect();
         let recovered = recovered
-            .map(|r| RecoveredState::new(r, workers))
+            .map(|r| RecoveredState::new(r, workers).map(Arc::new))
             .transpose()?;
         Ok(Self {
             dir: dir.to_path_buf(),
