@@ -89,6 +89,7 @@ mod source_runner;
 mod statements;
 mod subscription;
 mod table;
+mod table_load;
 
 pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
 pub use durability::{

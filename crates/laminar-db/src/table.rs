@@ -19,6 +19,7 @@ use crate::db::LaminarDB;
 use crate::ddl::declared_schema;
 use crate::error::{DbError, Result};
 use crate::result::ExecuteResult;
+use crate::table_load::read_table_file;
 
 /// How long an `INSERT` into a table waits for the running queries to see its changes.
 const TABLE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,23 +39,13 @@ impl LaminarDB {
             return Ok(skipped);
         }
         let context = format!("CREATE TABLE {name}");
-        let invalid = |message: String| {
-            DbError::Sql(SqlError::Invalid {
-                context: context.clone(),
-                message,
-            })
+        let (schema, key) = declared_table(create, &context)?;
+        // The file is read before anything is created (not when restoring: the rows come
+        // back from the checkpoint and log).
+        let loaded = match &create.connector {
+            Some(spec) if persist => read_table_file(name, spec, &schema, &key)?,
+            _ => Vec::new(),
         };
-        let schema = declared_schema(create, &context)?
-            .ok_or_else(|| invalid("a table must declare its columns".into()))?;
-        let key = create
-            .primary_key
-            .iter()
-            .map(|column| {
-                schema
-                    .index_of(column)
-                    .map_err(|_| invalid(format!("PRIMARY KEY column {column} is not declared")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let table = Arc::new(
             ReferenceTable::new(name, schema.clone(), key)
                 .map_err(|e| DbError::Sql(SqlError::plan(&context, &e)))?,
@@ -129,6 +120,10 @@ impl LaminarDB {
             restored: false,
             output_log: None,
         });
+        drop(catalog);
+        for batch in &loaded {
+            self.upsert_table(name, batch, true)?;
+        }
         Ok(ExecuteResult::Created {
             kind: ObjectKind::Table,
             name: name.clone(),
@@ -176,4 +171,29 @@ impl LaminarDB {
         self.inner.runtime.sync(TABLE_SYNC_TIMEOUT)?;
         Ok(())
     }
+}
+
+/// A table's declared schema and the indices of its primary key columns.
+fn declared_table(
+    create: &CreateSource,
+    context: &str,
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<usize>)> {
+    let invalid = |message: String| {
+        DbError::Sql(SqlError::Invalid {
+            context: context.to_string(),
+            message,
+        })
+    };
+    let schema = declared_schema(create, context)?
+        .ok_or_else(|| invalid("a table must declare its columns".into()))?;
+    let key = create
+        .primary_key
+        .iter()
+        .map(|column| {
+            schema
+                .index_of(column)
+                .map_err(|_| invalid(format!("PRIMARY KEY column {column} is not declared")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, key))
 }

@@ -345,3 +345,48 @@ fn a_checkpoint_completes_after_a_file_source_finished() {
     rows.sort_unstable();
     assert_eq!(rows, ["1,7,+", "3,4,+"], "committed parts: {committed}");
 }
+
+/// A table loaded `FROM FILE` is read once, at creation: a reopened database restores its
+/// rows (and later `INSERT`s) from the checkpoint and log, even with the file gone.
+#[test]
+fn a_table_loaded_from_a_file_is_restored_without_reading_it_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rates.csv");
+    std::fs::write(&file, "currency,rate\nEUR,2.0\nGBP,4.0\n").expect("file written");
+    let create = format!(
+        "CREATE TABLE rates (currency VARCHAR PRIMARY KEY, rate DOUBLE) \
+         FROM FILE (path = '{}', format = 'csv')",
+        file.display()
+    );
+    let rows = |db: &LaminarDB| -> Vec<String> {
+        let batches = db
+            .query("SELECT currency, CAST(rate AS VARCHAR) FROM rates ORDER BY currency")
+            .expect("query rates");
+        let mut rows = Vec::new();
+        for b in &batches {
+            let text =
+                datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                    .expect("format")
+                    .to_string();
+            rows.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("| ") && !l.contains("currency"))
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+            );
+        }
+        rows
+    };
+    {
+        let db = open(dir.path(), 2);
+        db.execute(&create).expect("table from file");
+        db.checkpoint().expect("checkpoint");
+        db.execute("INSERT INTO rates VALUES ('EUR', 3.0)")
+            .expect("insert after the checkpoint");
+        crash(db);
+    }
+    std::fs::remove_file(&file).expect("file removed");
+    let db = open(dir.path(), 2);
+    db.execute(&create)
+        .expect("the same statement again is a no-op");
+    assert_eq!(rows(&db), ["| EUR | 3.0 |", "| GBP | 4.0 |"]);
+}

@@ -433,9 +433,20 @@ fn finish_create(create: Box<CreateSource>, table: bool, context: String) -> Res
                 .into(),
         });
     }
-    if create.connector.is_some() || create.late_data_to.is_some() || !create.options.is_empty() {
+    if let Some(connector) = &create.connector {
+        if connector.name != "FILE" {
+            return Err(unsupported(
+                format!(
+                    "FROM {} on a table; a table loads its first rows FROM FILE, then INSERT",
+                    connector.name
+                ),
+                context,
+            ));
+        }
+    }
+    if create.late_data_to.is_some() || !create.options.is_empty() {
         return Err(unsupported(
-            "FROM, WITH and LATE DATA TO on a table; a table is fed by INSERT",
+            "WITH and LATE DATA TO on a table; a table is fed by INSERT (or loaded FROM FILE)",
             context,
         ));
     }
