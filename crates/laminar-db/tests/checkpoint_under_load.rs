@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,16 +75,28 @@ fn finish(db: &LaminarDB) {
     assert!(db.wait_finished(Duration::from_secs(60)), "queries finish");
 }
 
+/// Checkpoints that must complete before the pushers push their last rows, however fast
+/// they are, so that several cuts fall in the middle of the input.
+const CHECKPOINTS_DURING: usize = 3;
+
 /// Pushes both sources from their own threads; `during` runs on this thread until both
-/// are done.
-fn push_all(db: &LaminarDB, mut during: impl FnMut()) {
+/// are done, and the pushers hold their last pushes until it has run
+/// `CHECKPOINTS_DURING` times. Returns how many times it ran.
+fn push_all(db: &LaminarDB, mut during: impl FnMut()) -> usize {
     let done = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicUsize::new(0));
     let pushers: Vec<_> = [("a", 0), ("b", 1)]
         .into_iter()
         .map(|(name, side)| {
             let source = db.source(name).expect("source");
+            let ran = Arc::clone(&ran);
             std::thread::spawn(move || {
                 for i in 0..PUSHES {
+                    if i == PUSHES - 10 {
+                        while ran.load(Ordering::SeqCst) < CHECKPOINTS_DURING {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     source.push(push(side, i)).expect("push");
                 }
             })
@@ -101,8 +113,10 @@ fn push_all(db: &LaminarDB, mut during: impl FnMut()) {
     };
     while !done.load(Ordering::SeqCst) {
         during();
+        ran.fetch_add(1, Ordering::SeqCst);
     }
     waiter.join().expect("waiter");
+    ran.load(Ordering::SeqCst)
 }
 
 /// Every view's rows as text, counted.
@@ -164,15 +178,10 @@ fn checkpoints_taken_while_rows_arrive_are_consistent_cuts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open(dir.path());
     create(&db);
-    let mut checkpoints = 0;
-    push_all(&db, || {
+    let checkpoints = push_all(&db, || {
         db.checkpoint().expect("checkpoint under load");
-        checkpoints += 1;
     });
-    assert!(
-        checkpoints >= 3,
-        "only {checkpoints} checkpoints ran during the pushes"
-    );
+    assert!(checkpoints >= CHECKPOINTS_DURING);
     // Abandoned without its final checkpoint: the reopened database starts from the last
     // checkpoint taken during the pushes and replays the rows logged after it.
     std::mem::forget(db);
