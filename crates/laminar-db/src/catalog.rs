@@ -12,7 +12,7 @@ use laminar_core::{ReferenceTable, WatermarkGenerator};
 use laminar_sql::ObjectKind;
 
 use crate::durability::output_log::OutputLog;
-use crate::durability::SourceWal;
+use crate::durability::SourceLog;
 use crate::sink_runner::SinkTask;
 use crate::source_runner::SourceInstance;
 
@@ -27,7 +27,7 @@ pub(crate) enum ObjectState {
         /// A table's current rows, which its `INSERT`s upsert.
         table: Option<Arc<ReferenceTable>>,
         /// The write-ahead log of its pushes and `INSERT`s (with a data directory).
-        wal: Option<Arc<SourceWal>>,
+        wal: Option<Arc<SourceLog>>,
     },
     /// A source read by a connector, once per reading query.
     ConnectorSource {

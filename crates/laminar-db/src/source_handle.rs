@@ -11,7 +11,7 @@ use laminar_core::runtime::IngressHandle;
 use laminar_sql::types::sql_type_name;
 use serde::Serialize;
 
-use crate::durability::{InputGate, RecordKind, SourceWal};
+use crate::durability::{InputGate, RecordKind, SourceLog};
 use crate::error::{DbError, Result};
 
 /// Pushes rows into one source. Cheap to clone; usable from any thread.
@@ -21,7 +21,7 @@ pub struct SourceHandle {
     schema: SchemaRef,
     ingress: Arc<IngressHandle>,
     /// With a data directory: the source's log, and the gate checkpoints close.
-    durable: Option<(Arc<InputGate>, Option<Arc<SourceWal>>)>,
+    durable: Option<(Arc<InputGate>, Option<Arc<SourceLog>>)>,
 }
 
 impl SourceHandle {
@@ -29,7 +29,7 @@ impl SourceHandle {
         name: String,
         schema: SchemaRef,
         ingress: Arc<IngressHandle>,
-        durable: Option<(Arc<InputGate>, Option<Arc<SourceWal>>)>,
+        durable: Option<(Arc<InputGate>, Option<Arc<SourceLog>>)>,
     ) -> Self {
         Self {
             name,
@@ -60,7 +60,7 @@ impl SourceHandle {
         self.durable
             .as_ref()
             .and_then(|(_, wal)| wal.as_ref())
-            .map_or(0, |wal| wal.last_lsn())
+            .map_or(0, |wal| wal.pushes())
     }
 
     /// The source's name.

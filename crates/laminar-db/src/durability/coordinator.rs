@@ -85,7 +85,7 @@ struct Taken {
     /// Objects whose sink or output log was sent a barrier, by name.
     sinks: Vec<String>,
     /// Log positions to truncate through once the checkpoint is durable.
-    wal_positions: Vec<(Arc<super::SourceWal>, u64)>,
+    log_positions: Option<super::LogPositions>,
     /// How long inputs stood still, the barrier took, and the longest worker stall.
     pause: Duration,
     barrier: Duration,
@@ -177,12 +177,13 @@ impl Inner {
             engine: Value::Null,
             sources: BTreeMap::new(),
             sinks: Vec::new(),
-            wal_positions: Vec::new(),
+            log_positions: None,
             pause: Duration::ZERO,
             barrier: Duration::ZERO,
             worker_stall: Duration::ZERO,
         };
         record_inputs(&catalog, healthy, &mut taken)?;
+        taken.log_positions = durable.logs.as_ref().map(|logs| logs.positions());
         self.runtime.inject_barrier(&barrier)?;
         // The epoch is taken: a sink created from now on writes its first rows into the
         // next one.
@@ -193,6 +194,9 @@ impl Inner {
         taken.barrier = paused_at.elapsed();
         taken.worker_stall = snapshots.worker_stall;
         taken.engine = query_states(&snapshots.queries, &mut taken.states);
+        if let Some(positions) = &taken.log_positions {
+            taken.engine["wal"] = super::log_positions_json(positions);
+        }
         for view in snapshots.views {
             taken
                 .states
@@ -257,8 +261,8 @@ impl Inner {
         // The manifest must never cover log records a power loss could still take: under
         // `group` durability the last ones may not be fsynced yet, and a log that lost them
         // would number new records below the manifest's position, which replay skips.
-        for (wal, _) in &taken.wal_positions {
-            wal.sync()?;
+        if let Some(logs) = &durable.logs {
+            logs.sync()?;
         }
         // On failure the epochs stay pre-committed: the next successful checkpoint's
         // handle names them, and its commit commits them.
@@ -297,10 +301,9 @@ impl Inner {
         // Records are dropped only once no kept checkpoint needs them: recovery may fall
         // back to the previous checkpoint (if the newest turns out corrupt), which replays
         // from its own, earlier, position.
-        for (wal, lsn) in &taken.wal_positions {
-            if let Some(previous) = durable.swap_covered(wal.source(), *lsn) {
-                wal.truncate_through(previous)?;
-            }
+        if let (Some(logs), Some(positions)) = (&durable.logs, taken.log_positions) {
+            let previous = durable.swap_covered(positions.lsns);
+            logs.truncate_through(&previous)?;
         }
         Ok((bytes, full, delta))
     }
@@ -322,14 +325,11 @@ fn record_inputs(
                 wal,
                 ..
             } => {
-                let lsn = wal.as_ref().map_or(0, |w| w.last_lsn());
+                let pushes = wal.as_ref().map_or(0, |w| w.pushes());
                 taken.sources.insert(
                     object.name.clone(),
-                    json!({ "lsn": lsn, "watermark": watermark_json(ingress.watermark_state().as_ref()) }),
+                    json!({ "pushes": pushes, "watermark": watermark_json(ingress.watermark_state().as_ref()) }),
                 );
-                if let Some(wal) = wal {
-                    taken.wal_positions.push((Arc::clone(wal), lsn));
-                }
                 if let Some(table) = table {
                     let id = table_state_id(&object.name);
                     let state = table

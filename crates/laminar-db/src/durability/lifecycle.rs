@@ -2,16 +2,17 @@
 //! their watermarks and rows, replaying logged rows after the checkpoint once every
 //! statement is restored, and the thread that takes automatic checkpoints.
 
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use laminar_connectors::SourcePosition;
 use laminar_core::runtime::{IngressHandle, QueryRestore, SourceWatermarkState};
 use laminar_core::{ReferenceTable, ResultTable};
-use laminar_storage::wal::Durability;
 
 use super::recovery::watermark_from_json;
-use super::{RecordKind, SourceWal};
+use super::worker_logs::replay_error;
+use super::{RecordKind, SourceLog};
 use crate::catalog::ObjectState;
 use crate::db::{Inner, LaminarDB};
 use crate::error::{DbError, Result};
@@ -30,39 +31,38 @@ impl LaminarDB {
         })
     }
 
-    /// Opens the log of push source or table `name` (none without a data directory or with
-    /// durability `none`). A new object (`restoring` false) starts from an empty log: a
-    /// dropped object's leftovers are removed.
+    /// The way of push source or table `name` into the write-ahead logs (none without a
+    /// data directory or with durability `none`). A new object (`restoring` false) logs
+    /// that it starts here: records of an earlier object of the same name are not its own.
+    /// A restored one counts the records the recovered checkpoint says it had logged.
     pub(crate) fn open_source_log(
         &self,
         name: &str,
         restoring: bool,
-    ) -> Result<Option<Arc<SourceWal>>> {
+    ) -> Result<Option<Arc<SourceLog>>> {
         let Some(durable) = &self.inner.durable else {
             return Ok(None);
         };
-        if durable.durability == Durability::None {
+        let Some(logs) = &durable.logs else {
             return Ok(None);
-        }
-        let root = durable.wal_root();
-        if !restoring {
-            let dir = root.join(super::source_wal::escape(name));
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| DbError::Recovery {
-                    message: format!("cannot clear the old log {}: {e}", dir.display()),
-                })?;
-            }
-        }
-        let (wal, warning) = SourceWal::open(&root, name, durable.durability)?;
-        if let Some(warning) = warning {
-            eprintln!("laminardb: {warning}");
+        };
+        let pushes = if restoring {
             durable
-                .warnings
+                .recovered
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(warning);
-        }
-        Ok(Some(wal))
+                .as_ref()
+                .and_then(|r| r.source(name).and_then(|v| v["pushes"].as_u64()))
+                .unwrap_or(0)
+        } else {
+            logs.append(name, RecordKind::Created, None)?;
+            0
+        };
+        Ok(Some(Arc::new(SourceLog::new(
+            name,
+            Arc::clone(logs),
+            pushes,
+        ))))
     }
 
     /// Restores source or table `name`'s watermark, and a table's rows, from the
@@ -99,13 +99,26 @@ impl LaminarDB {
         Ok(())
     }
 
-    /// Pushes again every logged record after the recovered checkpoint's position, in log
-    /// order, into its source or table.
+    /// Pushes again every logged record after the recovered checkpoint's positions, in the
+    /// order they were logged (across sources too), into its source or table. Records of
+    /// objects dropped since, or of an earlier object of the same name, are skipped.
     pub(crate) fn replay_logs(&self) -> Result<()> {
         let Some(durable) = &self.inner.durable else {
             return Ok(());
         };
-        let logs: Vec<(String, Arc<SourceWal>)> = self
+        let Some(logs) = &durable.logs else {
+            return Ok(());
+        };
+        let after = durable
+            .recovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|r| r.log_positions())
+            .unwrap_or_default();
+        logs.raise_seq(after.seq);
+        let records = logs.records_after(&after.lsns)?;
+        let sources: HashMap<String, Arc<SourceLog>> = self
             .catalog()
             .objects()
             .iter()
@@ -116,24 +129,33 @@ impl LaminarDB {
                 _ => None,
             })
             .collect();
-        for (name, wal) in logs {
-            let after = durable
-                .recovered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .and_then(|r| r.source(&name).and_then(|v| v["lsn"].as_u64()))
-                .unwrap_or(0);
-            for (lsn, kind, batch) in wal.records_after(after)? {
-                let pushed = match kind {
-                    RecordKind::Push => self.push_unlogged(&name, batch),
-                    RecordKind::Upsert => self.upsert_table(&name, &batch, false),
-                };
-                match pushed {
-                    // The statement that logged it failed the same way and applied nothing.
-                    Err(DbError::BadBatch { .. }) | Ok(()) => {}
-                    Err(e) => return Err(super::source_wal::replay_error(&name, lsn, &e)),
-                }
+        // Each object's records start at its latest `Created` record, if the logs still
+        // hold it (otherwise a checkpoint covers it and every earlier record).
+        let mut starts: HashMap<&str, u64> = HashMap::new();
+        for record in records.iter().filter(|r| r.kind == RecordKind::Created) {
+            starts.insert(&record.source, record.seq);
+        }
+        for record in &records {
+            logs.raise_seq(record.seq);
+            let (Some(log), Some(batch)) = (sources.get(&record.source), &record.batch) else {
+                continue;
+            };
+            if starts
+                .get(record.source.as_str())
+                .is_some_and(|start| record.seq < *start)
+            {
+                continue;
+            }
+            let name = &record.source;
+            let pushed = match record.kind {
+                RecordKind::Push => self.push_unlogged(name, batch.clone()),
+                RecordKind::Upsert => self.upsert_table(name, batch, false),
+                RecordKind::Created => Ok(()),
+            };
+            match pushed {
+                // The statement that logged it failed the same way and applied nothing.
+                Err(DbError::BadBatch { .. }) | Ok(()) => log.replayed(),
+                Err(e) => return Err(replay_error(name, record.seq, &e)),
             }
         }
         Ok(())

@@ -2,8 +2,9 @@
 //! sources and tables, checkpoints of every query's state with the sources' positions and
 //! the sinks' transactions, and recovery from them (see `docs/storage-format.md`).
 //!
-//! Layout under the data directory: `catalog.json` (the statements), `wal/<object>/` (one
-//! log per push source or table), `checkpoints/` (manifests and state files),
+//! Layout under the data directory: `catalog.json` (the statements), `wal/worker-<i>/` (one
+//! log per worker, shared by push sources and tables), `checkpoints/` (manifests and state
+//! files),
 //! `outputs/<object>/` (the output log of each object declared with `output_log`).
 
 mod coordinator;
@@ -11,16 +12,15 @@ mod input_gate;
 mod lifecycle;
 pub(crate) mod output_log;
 mod recovery;
-mod source_wal;
 mod wal_record;
+mod worker_logs;
 
 pub use coordinator::CheckpointInfo;
 pub(crate) use input_gate::InputGate;
 pub(crate) use recovery::{watermark_json, RecoveredState};
-pub(crate) use source_wal::SourceWal;
 pub(crate) use wal_record::RecordKind;
+pub(crate) use worker_logs::{LogPositions, SourceLog, WorkerLogs};
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,10 +56,12 @@ pub(crate) struct Durable {
     pub(crate) force_full: AtomicBool,
     /// Warnings of recovery (a torn log tail dropped, a corrupt checkpoint skipped).
     pub(crate) warnings: Mutex<Vec<String>>,
+    /// The write-ahead logs of push sources and tables (none under durability `none`).
+    pub(crate) logs: Option<Arc<WorkerLogs>>,
     /// Per log, the position the newest checkpoint covers: the next checkpoint drops the
     /// records up to it (not up to its own position, which the previous one, kept as a
     /// fallback, does not cover).
-    covered: Mutex<HashMap<String, u64>>,
+    covered: Mutex<Vec<u64>>,
     /// Time between automatic checkpoints; `None` for none.
     pub(crate) interval: Option<Duration>,
     /// Committed epochs each output log keeps: those of the checkpoints the store keeps
@@ -87,11 +89,21 @@ impl Durable {
     ) -> Result<Self> {
         let (store, recovered, warnings) = CheckpointStore::open(dir.join("checkpoints"))?;
         let next_epoch = recovered.as_ref().map_or(1, |r| r.manifest.epoch + 1);
+        let mut warnings = warnings;
         let covered = recovered
-            .iter()
-            .flat_map(|r| r.manifest.sources.iter())
-            .filter_map(|(name, saved)| Some((name.clone(), saved["lsn"].as_u64()?)))
-            .collect();
+            .as_ref()
+            .map(|r| log_positions(&r.manifest.engine).lsns)
+            .unwrap_or_default();
+        let logs = if durability == Durability::None {
+            None
+        } else {
+            let (logs, torn) = WorkerLogs::open(&dir.join("wal"), workers, durability)?;
+            for warning in &torn {
+                eprintln!("laminardb: {warning}");
+            }
+            warnings.extend(torn);
+            Some(logs)
+        };
         let recovered = recovered
             .map(|r| RecoveredState::new(r, workers).map(Arc::new))
             .transpose()?;
@@ -103,6 +115,7 @@ impl Durable {
             recovered: Mutex::new(recovered),
             next_epoch: AtomicU64::new(next_epoch),
             force_full: AtomicBool::new(false),
+            logs,
             covered: Mutex::new(covered),
             warnings: Mutex::new(warnings),
             interval,
@@ -110,19 +123,32 @@ impl Durable {
         })
     }
 
-    /// Records that the checkpoint just committed covers log `source` up to `lsn`; returns
-    /// the position the previous one covered, up to which records may go.
-    pub(crate) fn swap_covered(&self, source: &str, lsn: u64) -> Option<u64> {
-        self.covered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(source.to_string(), lsn)
+    /// Records that the checkpoint just committed covers the logs up to `lsns`; returns
+    /// the positions the previous one covered, up to which records may go.
+    pub(crate) fn swap_covered(&self, lsns: Vec<u64>) -> Vec<u64> {
+        std::mem::replace(
+            &mut *self.covered.lock().unwrap_or_else(PoisonError::into_inner),
+            lsns,
+        )
     }
+}
 
-    /// Where the logs of push sources and tables live.
-    pub(crate) fn wal_root(&self) -> PathBuf {
-        self.dir.join("wal")
+/// The log positions a checkpoint's engine record holds (`wal`: the last sequence number
+/// and each worker log's position); zeros for a checkpoint without logs.
+pub(crate) fn log_positions(engine: &serde_json::Value) -> LogPositions {
+    let wal = &engine["wal"];
+    LogPositions {
+        seq: wal["seq"].as_u64().unwrap_or(0),
+        lsns: wal["lsns"]
+            .as_array()
+            .map(|lsns| lsns.iter().map(|l| l.as_u64().unwrap_or(0)).collect())
+            .unwrap_or_default(),
     }
+}
+
+/// The engine record of log positions `positions`.
+pub(crate) fn log_positions_json(positions: &LogPositions) -> serde_json::Value {
+    serde_json::json!({ "seq": positions.seq, "lsns": positions.lsns })
 }
 
 /// The state id of node `node` of query `query` on `worker`.

@@ -32,6 +32,11 @@ impl RecoveredState {
         Ok(Self { recovered })
     }
 
+    /// Where the write-ahead logs stood at the checkpoint.
+    pub(crate) fn log_positions(&self) -> super::LogPositions {
+        super::log_positions(&self.recovered.manifest.engine)
+    }
+
     /// The checkpoint's epoch.
     pub(crate) fn epoch(&self) -> u64 {
         self.recovered.manifest.epoch

@@ -70,7 +70,7 @@ impl LaminarDB {
             DbError::Internal(format!("output log of {name} without a data directory"))
         })?;
         let outputs = durable.dir.join(OUTPUTS_DIR);
-        let dir = outputs.join(super::source_wal::escape(name));
+        let dir = outputs.join(escape(name));
         let failed = |action: &str, e: &dyn std::fmt::Display| DbError::OutputLog {
             object: name.to_string(),
             message: format!("cannot {action} {}: {e}", dir.display()),
@@ -101,6 +101,22 @@ impl LaminarDB {
         outlet.attach_sink(sender);
         Ok(OutputLog { task, shared })
     }
+}
+
+/// A file-system-safe directory name for an object name: letters, digits and `_` stay,
+/// every other byte becomes `%XX`, so distinct names never share a directory.
+pub(crate) fn escape(name: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            out.push(char::from(byte));
+        } else {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
