@@ -338,10 +338,12 @@ fn a_full_queue_is_backpressure() {
     // the source's queue fills: a non-blocking push reports it.
     let stalled = db.subscribe("copy").expect("subscribe");
     let source = db.source("s").expect("handle");
+    // Batches large enough that the worker does not merge queued ones (adaptive
+    // micro-batching), so the capacity in batches is exact.
     let one = || {
         RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
-            vec![Arc::new(Int64Array::from(vec![1]))],
+            vec![Arc::new(Int64Array::from(vec![1; 2_048]))],
         )
         .expect("batch")
     };
@@ -1225,4 +1227,67 @@ fn a_huge_batch_is_processed_in_slices_and_completely() {
     // A snapshot read waits for the whole batch, not its first slice.
     let result = text(&db.query("SELECT n, s FROM total").expect("query"));
     assert!(result.contains("| 262144 | 34359607296 |"), "{result}");
+}
+
+/// Adaptive micro-batching: with no backlog each small push goes through on its own (no
+/// waiting to fill a batch); small pushes queued behind a busy worker are processed as one
+/// batch. Every row arrives once, in order.
+#[test]
+fn small_pushes_queued_behind_a_busy_worker_are_processed_as_one_batch() {
+    let db = db(1);
+    db.execute("CREATE SOURCE s (x BIGINT)").expect("source");
+    db.execute("CREATE STREAM copy AS SELECT x FROM s")
+        .expect("stream");
+    let mut subscription = db.subscribe("copy").expect("subscribe");
+    let source = db.source("s").expect("handle");
+    let row = |x: i64| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![x]))],
+        )
+        .expect("batch")
+    };
+    let values = |batch: &laminar_db::ChangeBatch| -> Vec<i64> {
+        let column = batch.batch().column(0);
+        let column = column
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("BIGINT");
+        column.values().to_vec()
+    };
+    // Low load: each push arrives alone, at once.
+    for x in 0..3 {
+        source.push(row(x)).expect("push");
+        let batch = subscription.next_blocking().expect("a batch");
+        assert_eq!(values(&batch), [x]);
+    }
+    // Busy: the subscriber's channel (256 batches) is full and the worker waits to deliver
+    // one more row; 40 one-row pushes queue in the source's ring meanwhile.
+    for x in 0..256 {
+        source.push(row(1_000 + x)).expect("fill the channel");
+    }
+    db.sync().expect("the worker delivered them");
+    source
+        .push(row(1_256))
+        .expect("the row the worker waits on");
+    std::thread::sleep(Duration::from_millis(50));
+    for x in 2_000..2_040 {
+        source.try_push(row(x)).expect("queued in the ring");
+    }
+    let mut queued_rows = Vec::new();
+    let mut queued_batches = 0;
+    while queued_rows.len() < 40 {
+        let batch = subscription.next_blocking().expect("a batch");
+        let rows: Vec<i64> = values(&batch).into_iter().filter(|x| *x >= 2_000).collect();
+        if !rows.is_empty() {
+            queued_batches += 1;
+        }
+        queued_rows.extend(rows);
+    }
+    assert_eq!(queued_rows, (2_000..2_040).collect::<Vec<i64>>());
+    // One batch, or two if the worker took the first queued rows with the row it waited on.
+    assert!(
+        queued_batches <= 2,
+        "40 queued pushes arrived in {queued_batches} batches"
+    );
 }

@@ -178,6 +178,13 @@ pub trait Operator: Send {
         true
     }
 
+    /// True when the operator's answer depends on where its input batches begin and end
+    /// (keyed watermarks advance once per batch), so the runtime must not merge queued
+    /// batches anywhere upstream of it.
+    fn needs_batch_boundaries(&self) -> bool {
+        false
+    }
+
     /// Called once when every input has ended; flushes whatever is left.
     fn on_end(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())

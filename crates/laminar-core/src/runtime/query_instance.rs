@@ -241,6 +241,13 @@ impl QueryInstance {
         }
     }
 
+    /// True when an operator of the query depends on where its input batches end.
+    pub(crate) fn needs_batch_boundaries(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|node| node.operator.needs_batch_boundaries())
+    }
+
     /// True once the query's output ended on this worker: its state no longer changes.
     pub(crate) fn is_ended(&self) -> bool {
         self.nodes

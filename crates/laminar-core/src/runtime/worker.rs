@@ -28,6 +28,10 @@ use crate::watermark::WATERMARK_END_MS;
 /// Messages taken from one ring before moving to the next, so one busy source cannot starve
 /// the others or the control commands.
 const RING_BUDGET_MESSAGES: usize = 16;
+/// A pushed batch smaller than this is merged with the small batches queued behind it.
+const COALESCE_FROM_ROWS: usize = 1_024;
+/// The most rows a merged batch holds.
+const COALESCE_ROWS_MAX: usize = 8_192;
 /// Empty polls spun before parking.
 const IDLE_SPINS_MAX: u32 = 200;
 /// Rows one step processes at most: a larger pushed batch is processed a slice at a time,
@@ -168,6 +172,11 @@ struct IngressSlot {
     /// Slices of a batch above [`ROWS_PER_STEP_MAX`] still to process, before the ring's
     /// next message; the message counts as processed once they are.
     carry: VecDeque<RecordBatch>,
+    /// Ring messages beyond the one that started the carry, counted as processed with it.
+    carry_extra: u64,
+    /// Queued small batches may be merged: no query fed by the stream, directly or through
+    /// other queries, depends on batch boundaries.
+    mergeable: bool,
     /// The epoch of the barrier the ring delivered, while the worker waits for its other
     /// rings' (the ring is not read meanwhile).
     barrier: Option<u64>,
@@ -443,6 +452,29 @@ impl Worker {
                 .any(|inbound| inbound.consumer.slots() > 0)
     }
 
+    /// Decides, per source ring, whether queued small batches may be merged: not when a
+    /// query reading the stream, or reading what such a query produces, depends on batch
+    /// boundaries. Recomputed when queries or streams come and go.
+    fn refresh_mergeable(&mut self) {
+        for index in 0..self.ingress.len() {
+            let mut pending = vec![self.ingress[index].stream];
+            let mut seen = HashSet::new();
+            let mut mergeable = true;
+            while let Some(stream) = pending.pop() {
+                if !seen.insert(stream) {
+                    continue;
+                }
+                for (id, _) in self.readers.get(&stream).into_iter().flatten() {
+                    if let Some(query) = self.queries.get(id) {
+                        mergeable &= !query.instance.needs_batch_boundaries();
+                        pending.push(query.output);
+                    }
+                }
+            }
+            self.ingress[index].mergeable = mergeable;
+        }
+    }
+
     fn apply_commands(&mut self) {
         let commands = std::mem::take(
             &mut *self
@@ -466,6 +498,8 @@ impl Worker {
                         counters,
                         done: false,
                         carry: VecDeque::new(),
+                        carry_extra: 0,
+                        mergeable: false,
                         barrier: None,
                     });
                 }
@@ -506,6 +540,7 @@ impl Worker {
                 }
             }
         }
+        self.refresh_mergeable();
     }
 
     fn add_query(
@@ -588,10 +623,11 @@ impl Worker {
                     did_work = true;
                     self.process_ingress(index, IngressMessage::Data(slice));
                     if self.ingress[index].carry.is_empty() {
+                        let extra = std::mem::take(&mut self.ingress[index].carry_extra);
                         self.ingress[index]
                             .counters
                             .processed
-                            .fetch_add(1, Ordering::SeqCst);
+                            .fetch_add(1 + extra, Ordering::SeqCst);
                     }
                     continue;
                 }
@@ -612,7 +648,16 @@ impl Worker {
                         .fetch_add(1, Ordering::SeqCst);
                     break;
                 }
+                let mut merged = 0;
                 let message = match message {
+                    IngressMessage::Data(batch)
+                        if batch.num_rows() < COALESCE_FROM_ROWS
+                            && self.ingress[index].mergeable =>
+                    {
+                        let (batch, taken) = self.coalesce(index, batch);
+                        merged = taken;
+                        IngressMessage::Data(batch)
+                    }
                     IngressMessage::Data(batch) if batch.num_rows() > ROWS_PER_STEP_MAX => {
                         let mut slices = slices(&batch, ROWS_PER_STEP_MAX);
                         let first = slices.pop_front();
@@ -632,7 +677,7 @@ impl Worker {
                 self.ingress[index]
                     .counters
                     .processed
-                    .fetch_add(1, Ordering::SeqCst);
+                    .fetch_add(1 + merged, Ordering::SeqCst);
                 if finished {
                     self.ingress[index].done = true;
                 }
@@ -645,6 +690,54 @@ impl Worker {
         }
         self.ingress.retain(|slot| !slot.done);
         did_work
+    }
+
+    /// Adaptive micro-batching: a small batch is processed together with the small batches
+    /// queued right behind it in its ring (up to [`COALESCE_ROWS_MAX`] rows), so a backlog
+    /// of tiny pushes costs one pass through the operators instead of one each. Nothing is
+    /// waited for: with no backlog the batch goes on alone at once, so the added delay is
+    /// zero. Only consecutive rows are merged (never across a watermark or other message),
+    /// so every operator sees the same sequence of rows and progress. Returns the batch and
+    /// how many more ring messages it took.
+    fn coalesce(&mut self, index: usize, first: RecordBatch) -> (RecordBatch, u64) {
+        let slot = &mut self.ingress[index];
+        let mut rows = first.num_rows();
+        let mut parts: Vec<RecordBatch> = Vec::new();
+        while let Ok(IngressMessage::Data(next)) = slot.consumer.peek() {
+            let same_schema =
+                Arc::ptr_eq(&next.schema(), &first.schema()) || next.schema() == first.schema();
+            if rows + next.num_rows() > COALESCE_ROWS_MAX || !same_schema {
+                break;
+            }
+            rows += next.num_rows();
+            match slot.consumer.pop() {
+                Ok(IngressMessage::Data(next)) => parts.push(next),
+                // Only this thread pops: the peeked message is the one popped.
+                _ => break,
+            }
+        }
+        if parts.is_empty() {
+            return (first, 0);
+        }
+        let taken = parts.len() as u64;
+        parts.insert(0, first);
+        if let Ok(batch) = datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts) {
+            return (batch, taken);
+        }
+        // Equal schemas always concatenate; should it fail, the batches go on one at a
+        // time, as pushed, counted as processed with the last.
+        let mut parts = parts.into_iter();
+        let slot = &mut self.ingress[index];
+        let first = parts.next();
+        slot.carry.extend(parts);
+        slot.carry_extra = taken;
+        match first {
+            Some(first) => (first, 0),
+            None => (
+                RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())),
+                0,
+            ),
+        }
     }
 
     /// Processes one message from ring `index`; returns true when the ring's stream ended.

@@ -303,6 +303,10 @@ impl Operator for AggregateOperator {
         keyed_output_watermark(self.keyed.is_some(), input_watermark_ms)
     }
 
+    fn needs_batch_boundaries(&self) -> bool {
+        self.keyed.is_some()
+    }
+
     fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
         self.snapshot_state(full).map(Some)
     }
