@@ -11,6 +11,8 @@ mod rng;
 mod throttle;
 mod trades;
 
+use std::time::Duration;
+
 use datafusion::arrow::datatypes::{Schema, SchemaRef, TimeUnit};
 
 use crate::error::{ConnectorError, Result};
@@ -27,10 +29,11 @@ use trades::TradesGenerator;
 /// Connector name used in messages.
 const CONNECTOR: &str = "DATAGEN source";
 /// Options every generator accepts.
-const COMMON_OPTIONS: [&str; 9] = [
+const COMMON_OPTIONS: [&str; 10] = [
     IDLE_TIMEOUT_OPTION,
     "kind",
     "rate",
+    "max_batch_delay",
     "events",
     "seed",
     "partitions",
@@ -83,6 +86,8 @@ pub(crate) struct DatagenSource {
     seed: u64,
     clock: EventClock,
     rate: f64,
+    /// With a `rate`: the longest an event waits for the rest of its batch.
+    max_batch_delay: Duration,
     events: Option<u64>,
     partitions: u32,
     schema: SchemaRef,
@@ -129,6 +134,9 @@ impl DatagenSource {
             seed: options.parse::<u64>(CONNECTOR, "seed")?.unwrap_or(0),
             clock: parse_clock(options)?,
             rate,
+            max_batch_delay: options
+                .duration(CONNECTOR, "max_batch_delay")?
+                .unwrap_or(throttle::MAX_BATCH_DELAY_DEFAULT),
             events: options.parse::<u64>(CONNECTOR, "events")?,
             partitions,
             schema,
@@ -316,7 +324,7 @@ impl DatagenSource {
             generator,
             self.schema.clone(),
             self.events,
-            Throttle::new(self.rate),
+            Throttle::new(self.rate, self.max_batch_delay),
             self.partitions,
             batch_rows_max,
         )

@@ -474,6 +474,29 @@ fn rate_paces_generation_in_wall_clock_time() {
 }
 
 #[test]
+fn max_batch_delay_bounds_how_long_a_paced_event_waits_for_its_batch() {
+    let paced = source(&[
+        ("kind", "trades"),
+        ("events", "600"),
+        ("rate", "3000"),
+        ("max_batch_delay", "20ms"),
+    ]);
+    let batches = read_batches(paced.as_ref(), 10_000);
+    // 20 ms of events at 3000 per second: 60 per batch.
+    let sizes: Vec<usize> = batches.iter().map(|b| b.batch.num_rows()).collect();
+    assert_eq!(sizes, vec![60; 10]);
+    let bad = create_source(
+        "datagen",
+        &options(&[("kind", "trades"), ("max_batch_delay", "soon")]),
+        None,
+        Arc::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("max_batch_delay"), "{bad}");
+}
+
+#[test]
 fn datagen_options_are_validated() {
     let err = |pairs: &[(&str, &str)]| {
         create_source("datagen", &options(pairs), None, Arc::default())

@@ -4,21 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-/// How many batches a rate-limited generator emits per second at most, so that a slow rate
-/// still delivers events promptly instead of waiting to fill a batch.
-const BATCHES_PER_SECOND_MAX: f64 = 10.0;
+/// The longest a rate-limited generator holds generated events back to fill a batch, unless
+/// the source's `max_batch_delay` says otherwise: a slow rate still delivers events
+/// promptly, a fast one in large batches.
+pub(crate) const MAX_BATCH_DELAY_DEFAULT: Duration = Duration::from_millis(100);
 
 /// Paces events at `rate` per second of wall-clock time; a rate of 0 means unlimited.
 #[derive(Debug)]
 pub(crate) struct Throttle {
     events_per_second: f64,
+    max_batch_delay: Duration,
     started: Option<Instant>,
 }
 
 impl Throttle {
-    pub(crate) fn new(events_per_second: f64) -> Self {
+    pub(crate) fn new(events_per_second: f64, max_batch_delay: Duration) -> Self {
         Self {
             events_per_second,
+            max_batch_delay,
             started: None,
         }
     }
@@ -26,8 +29,10 @@ impl Throttle {
     /// Largest number of events to put in one batch (`u64::MAX` when unlimited).
     pub(crate) fn events_per_batch_max(&self) -> u64 {
         if self.events_per_second > 0.0 {
-            (self.events_per_second / BATCHES_PER_SECOND_MAX)
-                .ceil()
+            // The events due within `max_batch_delay`: the first of a batch waits at most
+            // that long for the last.
+            (self.events_per_second * self.max_batch_delay.as_secs_f64())
+                .round()
                 .max(1.0) as u64
         } else {
             u64::MAX
