@@ -3,13 +3,13 @@
 //! records, for every row, how long after its push it arrived. The report gives the
 //! percentiles over every row after a warm-up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
-use laminar_db::{LaminarDB, Subscription};
+use laminar_db::{CallbackSubscription, LaminarDB, Subscription};
 
 use crate::error::CliError;
 use crate::{table, units};
@@ -28,6 +28,76 @@ pub struct LatencyOptions {
     pub duration: Duration,
     /// Worker threads of the measured database.
     pub workers: usize,
+    /// Receive through a callback subscription instead of a subscriber thread.
+    pub callback: bool,
+}
+
+/// How the rows come back: a thread reading a subscription, or a callback on the worker.
+enum Receiving {
+    Thread(JoinHandle<Vec<u64>>),
+    Callback(CallbackSubscription, Arc<Mutex<Vec<u64>>>),
+}
+
+impl Receiving {
+    fn start(
+        db: &LaminarDB,
+        callback: bool,
+        started: Instant,
+        rows_total: usize,
+    ) -> Result<Self, CliError> {
+        if !callback {
+            let thread = spawn_receiver(db.subscribe("echoed")?, started, rows_total)?;
+            return Ok(Self::Thread(thread));
+        }
+        let latencies = Arc::new(Mutex::new(Vec::with_capacity(rows_total)));
+        let recorded = Arc::clone(&latencies);
+        let subscription = db.subscribe_callback("echoed", move |change| {
+            let arrived_ns = started.elapsed().as_nanos();
+            let mut recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            record(change.batch(), arrived_ns, &mut recorded);
+        })?;
+        Ok(Self::Callback(subscription, latencies))
+    }
+
+    /// Every row's latency, once all `rows_total` arrived (the source has ended).
+    fn finish(self, rows_total: usize) -> Result<Vec<u64>, CliError> {
+        match self {
+            Self::Thread(thread) => thread
+                .join()
+                .map_err(|_| CliError::environment("receiving", "the subscriber thread panicked")),
+            Self::Callback(subscription, latencies) => {
+                let deadline = Instant::now() + RECEIVE_TIMEOUT;
+                while latencies
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len()
+                    < rows_total
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(subscription);
+                let mut latencies = latencies.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(std::mem::take(&mut *latencies))
+            }
+        }
+    }
+}
+
+/// How long the callback receiver waits for the last rows after the pushes.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Appends the latency of every row of `batch` (its `pushed_ns` column) arriving at
+/// `arrived_ns`.
+fn record(batch: &RecordBatch, arrived_ns: u128, latencies: &mut Vec<u64>) {
+    let Some(pushed) = batch.column(1).as_any().downcast_ref::<Int64Array>() else {
+        return;
+    };
+    for row in 0..pushed.len() {
+        let pushed_ns = u128::try_from(pushed.value(row)).unwrap_or(0);
+        let latency = arrived_ns.saturating_sub(pushed_ns);
+        latencies.push(u64::try_from(latency).unwrap_or(u64::MAX));
+    }
 }
 
 /// Runs the latency benchmark and prints its report.
@@ -51,7 +121,7 @@ pub fn latency(options: &LatencyOptions) -> Result<(), CliError> {
     db.execute("CREATE SOURCE pings (seq BIGINT NOT NULL, pushed_ns BIGINT NOT NULL)")?;
     db.execute(&format!("CREATE STREAM echoed AS {LATENCY_QUERY}"))?;
     let started = Instant::now();
-    let receiver = spawn_receiver(db.subscribe("echoed")?, started, rows_total)?;
+    let receiver = Receiving::start(&db, options.callback, started, rows_total)?;
     let source = db.source("pings")?;
     let schema = source.schema();
     fine_timer_slack();
@@ -66,9 +136,7 @@ pub fn latency(options: &LatencyOptions) -> Result<(), CliError> {
         source.push(ping(&schema, seq, started)?)?;
     }
     source.finish()?;
-    let mut latencies = receiver
-        .join()
-        .map_err(|_| CliError::environment("receiving", "the subscriber thread panicked"))?;
+    let mut latencies = receiver.finish(rows_total)?;
     let pushed_for = started.elapsed();
     if latencies.len() != rows_total {
         return Err(CliError::environment(
@@ -108,19 +176,7 @@ fn spawn_receiver(
             let mut latencies = Vec::with_capacity(rows_total);
             while let Some(change) = subscription.next_blocking() {
                 let arrived_ns = started.elapsed().as_nanos();
-                let Some(pushed) = change
-                    .batch()
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                else {
-                    continue;
-                };
-                for row in 0..pushed.len() {
-                    let pushed_ns = u128::try_from(pushed.value(row)).unwrap_or(0);
-                    let latency = arrived_ns.saturating_sub(pushed_ns);
-                    latencies.push(u64::try_from(latency).unwrap_or(u64::MAX));
-                }
+                record(change.batch(), arrived_ns, &mut latencies);
             }
             latencies
         })
@@ -158,6 +214,15 @@ fn report(
         ("query", LATENCY_QUERY.to_string()),
         ("build", build.to_string()),
         ("workers", options.workers.to_string()),
+        (
+            "received by",
+            if options.callback {
+                "callback on the worker"
+            } else {
+                "subscriber thread"
+            }
+            .to_string(),
+        ),
         ("target rate", format!("{}/s", units::count(options.rate))),
         ("rows measured", units::count(sorted_ns.len() as u64)),
         ("pushed for", units::elapsed(pushed_for)),

@@ -181,6 +181,10 @@ struct LatencyArgs {
     /// Worker threads.
     #[arg(long, value_name = "W", default_value_t = 1, value_parser = parse_at_least_one)]
     workers: usize,
+    /// Receive through a callback subscription (run on the worker) instead of a
+    /// subscriber thread.
+    #[arg(long)]
+    callback: bool,
 }
 
 /// The knobs every benchmark takes.
@@ -277,6 +281,7 @@ fn main() -> ExitCode {
             rate: args.rate,
             duration: args.duration,
             workers: args.workers,
+            callback: args.callback,
         }),
     };
     match outcome {

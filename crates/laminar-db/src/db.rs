@@ -9,7 +9,7 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
-use laminar_core::runtime::SUBSCRIBER_CHANNEL_CAPACITY_BATCHES;
+use laminar_core::runtime::{StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
 use laminar_core::{Runtime, RuntimeConfig};
 use laminar_sql::{parse_statements, Emit, ObjectKind, Statement, StreamPlanner};
 
@@ -589,6 +589,15 @@ impl LaminarDB {
 
     /// Subscribes to the changes of a stream, materialized view or push source, from now on.
     pub fn subscribe(&self, name: &str) -> Result<Subscription> {
+        let outlet = self.subscribable_outlet(name)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_CHANNEL_CAPACITY_BATCHES);
+        // A stream that already ended gives a subscription that ends at once.
+        outlet.subscribe(sender);
+        Ok(Subscription::new(name.to_string(), receiver))
+    }
+
+    /// The outlet of `name`, if it can be subscribed to.
+    pub(crate) fn subscribable_outlet(&self, name: &str) -> Result<Arc<StreamOutlet>> {
         let catalog = self.catalog();
         let object = catalog.get(name).ok_or_else(|| DbError::NotFound {
             kind: "stream or view",
@@ -623,12 +632,7 @@ impl LaminarDB {
                 })
             }
         };
-        // The outlet may be busy delivering (under backpressure); don't block the catalog.
-        drop(catalog);
-        let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_CHANNEL_CAPACITY_BATCHES);
-        // A stream that already ended gives a subscription that ends at once.
-        outlet.subscribe(sender);
-        Ok(Subscription::new(name.to_string(), receiver))
+        Ok(outlet)
     }
 
     /// Waits until every row pushed so far has been processed by the workers.

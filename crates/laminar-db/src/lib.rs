@@ -72,6 +72,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod callback_subscription;
 mod catalog;
 mod catalog_store;
 mod db;
@@ -91,6 +92,7 @@ mod subscription;
 mod table;
 mod table_load;
 
+pub use callback_subscription::CallbackSubscription;
 pub use db::{LaminarDB, LaminarDbBuilder, SourceHold};
 pub use durability::{
     CheckpointInfo, DEFAULT_CHECKPOINT_INTERVAL, OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT,

@@ -1291,3 +1291,62 @@ fn small_pushes_queued_behind_a_busy_worker_are_processed_as_one_batch() {
         "40 queued pushes arrived in {queued_batches} batches"
     );
 }
+
+/// A callback subscription runs on the worker for every batch, in order; dropping it stops
+/// the calls; one that panics is removed and the stream goes on.
+#[test]
+fn a_callback_subscription_sees_every_batch_and_a_panicking_one_is_removed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let db = db(1);
+    db.execute("CREATE SOURCE s (x BIGINT)").expect("source");
+    db.execute("CREATE STREAM copy AS SELECT x FROM s")
+        .expect("stream");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = Arc::clone(&seen);
+        db.subscribe_callback("copy", move |batch| {
+            let column = batch.batch().column(0);
+            let column = column
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("BIGINT");
+            seen.lock()
+                .expect("lock")
+                .extend(column.values().iter().copied());
+        })
+        .expect("callback subscription")
+    };
+    assert!(recorder.is_active());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let _panicking = {
+        let calls = Arc::clone(&calls);
+        db.subscribe_callback("copy", move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            panic!("a faulty callback");
+        })
+        .expect("callback subscription")
+    };
+    let source = db.source("s").expect("handle");
+    let rows = |values: Vec<i64>| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(values))],
+        )
+        .expect("batch")
+    };
+    source.push(rows(vec![1, 2])).expect("push");
+    source.push(rows(vec![3])).expect("push");
+    db.sync().expect("sync");
+    assert_eq!(*seen.lock().expect("lock"), [1, 2, 3]);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the panicking callback was removed"
+    );
+    drop(recorder);
+    source.push(rows(vec![4])).expect("push");
+    db.sync().expect("sync");
+    assert_eq!(*seen.lock().expect("lock"), [1, 2, 3]);
+    assert!(db.subscribe_callback("nope", |_| {}).is_err());
+}

@@ -21,7 +21,9 @@ pub use exchange::EXCHANGE_RING_CAPACITY_MESSAGES;
 use ingress::TABLE_CHANGES_RING;
 pub use ingress::{IngressHandle, SourceFeed, SourceWatermarkState, INGRESS_RING_CAPACITY_BATCHES};
 pub use late::LatePolicy;
-pub use outlet::{EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES};
+pub use outlet::{
+    BatchCallback, EgressMessage, StreamId, StreamOutlet, SUBSCRIBER_CHANNEL_CAPACITY_BATCHES,
+};
 pub use progress::Progress;
 
 use std::collections::HashMap;

@@ -39,6 +39,19 @@ pub enum EgressMessage {
     Commit(u64),
 }
 
+/// A function run on the worker thread for every batch a stream delivers there (see
+/// [`StreamOutlet::add_callback`]).
+pub type BatchCallback = Box<dyn Fn(&ChangeBatch) + Send + Sync>;
+
+/// A stream's callbacks, by id.
+struct CallbackList(Vec<(u64, BatchCallback)>);
+
+impl std::fmt::Debug for CallbackList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} callback(s)", self.0.len())
+    }
+}
+
 /// Identifies a stream inside one runtime.
 pub type StreamId = u64;
 
@@ -52,6 +65,11 @@ pub struct StreamOutlet {
     /// The reference table whose changelog the stream carries, if it is one.
     reference: Option<Arc<ReferenceTable>>,
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ChangeBatch>>>,
+    /// Callbacks run on the delivering worker's thread, by id; `has_callbacks` spares the
+    /// lock when there are none.
+    callbacks: Mutex<CallbackList>,
+    has_callbacks: AtomicBool,
+    next_callback: AtomicU64,
     sinks: Mutex<SinkFeed>,
     rows: AtomicU64,
     watermarks_ms: Vec<AtomicI64>,
@@ -100,6 +118,9 @@ impl StreamOutlet {
             table,
             reference: None,
             subscribers: Mutex::new(Vec::new()),
+            callbacks: Mutex::new(CallbackList(Vec::new())),
+            has_callbacks: AtomicBool::new(false),
+            next_callback: AtomicU64::new(1),
             sinks: Mutex::new(SinkFeed::new(workers)),
             rows: AtomicU64::new(0),
             watermarks_ms: (0..workers)
@@ -201,6 +222,49 @@ impl StreamOutlet {
         }
         subscribers.push(sender);
         true
+    }
+
+    /// Adds a callback run for every later batch, on the thread of the worker delivering
+    /// it, before any subscriber's channel sees the batch: no thread wakes up in between,
+    /// so this is the lowest-latency way out. It must be quick and must not block (the
+    /// worker waits for it; batches of different workers may arrive concurrently, each in
+    /// order); one that panics is removed. Returns its id, or `None` if the stream ended.
+    pub fn add_callback(&self, callback: BatchCallback) -> Option<u64> {
+        let mut callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_ended() {
+            return None;
+        }
+        let id = self.next_callback.fetch_add(1, Ordering::Relaxed);
+        callbacks.0.push((id, callback));
+        self.has_callbacks.store(true, Ordering::Release);
+        Some(id)
+    }
+
+    /// Removes callback `id`.
+    pub fn remove_callback(&self, id: u64) {
+        let mut callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        callbacks.0.retain(|(each, _)| *each != id);
+        self.has_callbacks
+            .store(!callbacks.0.is_empty(), Ordering::Release);
+    }
+
+    /// Runs the callbacks on `batch`; one that panics is removed.
+    fn run_callbacks(&self, batch: &ChangeBatch) {
+        let mut callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        callbacks.0.retain(|(_, callback)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(batch))).is_ok()
+        });
+        self.has_callbacks
+            .store(!callbacks.0.is_empty(), Ordering::Release);
     }
 
     /// Attaches a sink's channel; it receives every later batch and one `End`.
@@ -327,6 +391,9 @@ impl StreamOutlet {
             if let Err(e) = table.apply(worker, batch) {
                 self.record_error(format!("storing rows of {}: {e}", self.name));
             }
+        }
+        if self.has_callbacks.load(Ordering::Acquire) {
+            self.run_callbacks(batch);
         }
         // Receivers are cloned out so a slow one never holds the lock: other workers, a new
         // `subscribe` and the end of the stream proceed while this worker waits on it.
