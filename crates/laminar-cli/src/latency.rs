@@ -30,6 +30,8 @@ pub struct LatencyOptions {
     pub workers: usize,
     /// Receive through a callback subscription instead of a subscriber thread.
     pub callback: bool,
+    /// The workers' idle spin, if not the default.
+    pub idle_spin: Option<Duration>,
 }
 
 /// How the rows come back: a thread reading a subscription, or a callback on the worker.
@@ -117,7 +119,11 @@ pub fn latency(options: &LatencyOptions) -> Result<(), CliError> {
             ),
         ));
     }
-    let db = LaminarDB::builder().workers(options.workers).in_memory()?;
+    let mut builder = LaminarDB::builder().workers(options.workers);
+    if let Some(spin) = options.idle_spin {
+        builder = builder.idle_spin(spin);
+    }
+    let db = builder.in_memory()?;
     db.execute("CREATE SOURCE pings (seq BIGINT NOT NULL, pushed_ns BIGINT NOT NULL)")?;
     db.execute(&format!("CREATE STREAM echoed AS {LATENCY_QUERY}"))?;
     let started = Instant::now();
@@ -214,6 +220,12 @@ fn report(
         ("query", LATENCY_QUERY.to_string()),
         ("build", build.to_string()),
         ("workers", options.workers.to_string()),
+        (
+            "worker idle spin",
+            options
+                .idle_spin
+                .map_or_else(|| "default".to_string(), |spin| format!("{spin:?}")),
+        ),
         (
             "received by",
             if options.callback {

@@ -185,6 +185,9 @@ struct LatencyArgs {
     /// subscriber thread.
     #[arg(long)]
     callback: bool,
+    /// How long an idle worker polls before parking (e.g. 50us; default: a short spin).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    idle_spin: Option<Duration>,
 }
 
 /// The knobs every benchmark takes.
@@ -282,6 +285,7 @@ fn main() -> ExitCode {
             duration: args.duration,
             workers: args.workers,
             callback: args.callback,
+            idle_spin: args.idle_spin,
         }),
     };
     match outcome {

@@ -84,6 +84,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: u64 = number.parse().map_err(|_| bad())?;
     let duration = match unit.trim() {
+        "us" | "µs" => Duration::from_micros(value),
         "ms" => Duration::from_millis(value),
         "s" => Duration::from_secs(value),
         "m" => Duration::from_secs(value.saturating_mul(60)),

@@ -55,6 +55,11 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// Pin worker `i` to core `i % cores` (turn off in containers that restrict cores).
     pub pin_workers: bool,
+    /// How long an idle worker keeps polling before it parks; `None` (the default) for a
+    /// short fixed spin. Longer spares the wake-up (microseconds) when input arrives more
+    /// often than this, at the cost of a busy core for that long after the last input; on
+    /// a machine whose cores are all taken it can slow other threads (see BENCHMARKS.md).
+    pub idle_spin: Option<Duration>,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +67,7 @@ impl Default for RuntimeConfig {
         Self {
             workers: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             pin_workers: true,
+            idle_spin: None,
         }
     }
 }
@@ -170,6 +176,7 @@ impl Runtime {
             let worker_shared = Arc::clone(&workers[index]);
             let worker_shutdown = Arc::clone(&shutdown);
             let worker_pause = Arc::clone(&pause);
+            let idle_spin = config.idle_spin;
             let peers = workers.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("laminar-worker-{index}"))
@@ -190,7 +197,7 @@ impl Runtime {
                         links,
                         inbound,
                     )
-                    .run();
+                    .run(idle_spin);
                 })
                 .map_err(|e| CoreError::Internal(format!("cannot spawn worker thread: {e}")))?;
             workers[index].set_thread(thread.thread().clone());

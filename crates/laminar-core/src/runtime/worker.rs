@@ -256,9 +256,11 @@ impl Worker {
         }
     }
 
-    /// The reactor loop; returns on shutdown.
-    pub(crate) fn run(mut self) {
+    /// The reactor loop; returns on shutdown. An idle worker polls for `idle_spin` (or
+    /// [`IDLE_SPINS_MAX`] times) before it parks.
+    pub(crate) fn run(mut self, idle_spin: Option<Duration>) {
         let mut idle_spins = 0;
+        let mut idle_since: Option<Instant> = None;
         loop {
             if self.shutdown.load(Ordering::Acquire) {
                 return;
@@ -286,6 +288,7 @@ impl Worker {
                 self.shared.busy_ns.fetch_add(busy, Ordering::Relaxed);
                 self.publish_queue_depth();
                 idle_spins = 0;
+                idle_since = None;
                 continue;
             }
             if !self.overflow.is_empty() {
@@ -294,7 +297,11 @@ impl Worker {
                 continue;
             }
             idle_spins += 1;
-            if idle_spins < IDLE_SPINS_MAX {
+            let spinning = match idle_spin {
+                Some(spin) => idle_since.get_or_insert_with(Instant::now).elapsed() < spin,
+                None => idle_spins < IDLE_SPINS_MAX,
+            };
+            if spinning {
                 std::hint::spin_loop();
                 continue;
             }
@@ -308,6 +315,7 @@ impl Worker {
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_spins = 0;
+            idle_since = None;
         }
     }
 
