@@ -23,6 +23,25 @@ fn db(workers: usize) -> LaminarDB {
         .expect("database starts")
 }
 
+/// A batch of one nullable BIGINT column `x`.
+fn x_batch(values: Vec<i64>) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(values))],
+    )
+    .expect("batch")
+}
+
+/// The values of a change batch's first (BIGINT) column.
+fn x_values(batch: &laminar_db::ChangeBatch) -> Vec<i64> {
+    let column = batch.batch().column(0);
+    let column = column
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("BIGINT");
+    column.values().to_vec()
+}
+
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
@@ -340,13 +359,7 @@ fn a_full_queue_is_backpressure() {
     let source = db.source("s").expect("handle");
     // Batches large enough that the worker does not merge queued ones (adaptive
     // micro-batching), so the capacity in batches is exact.
-    let one = || {
-        RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
-            vec![Arc::new(Int64Array::from(vec![1; 2_048]))],
-        )
-        .expect("batch")
-    };
+    let one = || x_batch(vec![1; 2_048]);
     // Capacity: 256 batches in the subscriber's channel, 1 held by the waiting worker, 64
     // in the source's queue. Pushes succeed until all of it is taken, then report Full.
     let capacity = laminar_core_capacity();
@@ -1240,21 +1253,8 @@ fn small_pushes_queued_behind_a_busy_worker_are_processed_as_one_batch() {
         .expect("stream");
     let mut subscription = db.subscribe("copy").expect("subscribe");
     let source = db.source("s").expect("handle");
-    let row = |x: i64| {
-        RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
-            vec![Arc::new(Int64Array::from(vec![x]))],
-        )
-        .expect("batch")
-    };
-    let values = |batch: &laminar_db::ChangeBatch| -> Vec<i64> {
-        let column = batch.batch().column(0);
-        let column = column
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("BIGINT");
-        column.values().to_vec()
-    };
+    let row = |x: i64| x_batch(vec![x]);
+    let values = x_values;
     // Low load: each push arrives alone, at once.
     for x in 0..3 {
         source.push(row(x)).expect("push");
@@ -1306,14 +1306,7 @@ fn a_callback_subscription_sees_every_batch_and_a_panicking_one_is_removed() {
     let recorder = {
         let seen = Arc::clone(&seen);
         db.subscribe_callback("copy", move |batch| {
-            let column = batch.batch().column(0);
-            let column = column
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("BIGINT");
-            seen.lock()
-                .expect("lock")
-                .extend(column.values().iter().copied());
+            seen.lock().expect("lock").extend(x_values(batch));
         })
         .expect("callback subscription")
     };
@@ -1328,13 +1321,7 @@ fn a_callback_subscription_sees_every_batch_and_a_panicking_one_is_removed() {
         .expect("callback subscription")
     };
     let source = db.source("s").expect("handle");
-    let rows = |values: Vec<i64>| {
-        RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
-            vec![Arc::new(Int64Array::from(values))],
-        )
-        .expect("batch")
-    };
+    let rows = x_batch;
     source.push(rows(vec![1, 2])).expect("push");
     source.push(rows(vec![3])).expect("push");
     db.sync().expect("sync");
