@@ -3,7 +3,9 @@
 //! since no thread is woken between the worker and the application. The function must be
 //! quick and must not block: the worker waits for it. Batches produced on different
 //! workers may arrive concurrently (each worker's in order). A function that panics is
-//! removed. Dropping the returned handle removes the function.
+//! removed. Dropping the returned handle removes the function; that, and subscribing
+//! again, must not happen from inside the function (the stream's callbacks are locked
+//! while it runs).
 
 use std::sync::Arc;
 
