@@ -9,6 +9,7 @@
 pub mod change_batch;
 pub mod error;
 pub mod graph;
+pub mod lookup;
 pub mod operator;
 mod partition_watermarks;
 pub mod reference_table;

@@ -11,6 +11,7 @@ mod exchange;
 mod filter;
 mod join;
 mod lookup_join;
+mod lookup_source_join;
 mod multiset_accumulator;
 mod periodic_emit;
 mod project;
@@ -30,6 +31,7 @@ pub use exchange::{ExchangeOperator, KeyRouter};
 pub use filter::FilterOperator;
 pub use join::{IntervalJoinOperator, JoinSpec, RegularJoinOperator, TimeBound};
 pub use lookup_join::LookupJoinOperator;
+pub use lookup_source_join::{LookupSourceJoinOperator, LookupSourceJoinSpec};
 pub use periodic_emit::PeriodicEmitOperator;
 pub use project::ProjectOperator;
 pub use scan::ScanOperator;
@@ -212,9 +214,18 @@ pub trait Operator: Send {
         None
     }
 
-    /// Called every `timer_interval` while the query runs; may emit rows.
+    /// Called every `timer_interval` while the query runs and `timer_armed` holds; may emit
+    /// rows (after which the output watermark is asked again: a timer may release rows that
+    /// held it back).
     fn on_timer(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
+    }
+
+    /// Whether `on_timer` has work now. A disarmed timer neither runs nor wakes a parked
+    /// worker: an operator that polls for work done off the worker (a lookup join waiting
+    /// for its source) costs nothing while it waits for nothing.
+    fn timer_armed(&self) -> bool {
+        true
     }
 
     /// The operator's state for a checkpoint, taken between messages at a consistent cut:

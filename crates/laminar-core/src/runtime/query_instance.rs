@@ -162,10 +162,21 @@ impl QueryInstance {
         self.timers.iter().map(|timer| timer.next).min()
     }
 
-    /// Runs every timer due at `now`; what they emit goes up the graph like any output.
+    /// When the next armed timer is due: what a parked worker must wake for.
+    pub(crate) fn next_armed_timer(&self) -> Option<Instant> {
+        self.timers
+            .iter()
+            .filter(|timer| self.nodes[timer.node].operator.timer_armed())
+            .map(|timer| timer.next)
+            .min()
+    }
+
+    /// Runs every armed timer due at `now`; what they emit goes up the graph like any
+    /// output. Sets `ran` when one ran.
     pub(crate) fn fire_timers(
         &mut self,
         now: Instant,
+        ran: &mut bool,
         out: &mut Vec<Message>,
         remote: &mut Vec<Remote>,
     ) -> Result<()> {
@@ -184,14 +195,22 @@ impl QueryInstance {
                 following += interval;
             }
             self.timers[timer].next = following;
-            if self.nodes[node].ended {
+            if self.nodes[node].ended || !self.nodes[node].operator.timer_armed() {
                 continue;
             }
+            *ran = true;
             let mut produced = Vec::new();
             let result = self.nodes[node].operator.on_timer(&mut produced);
             self.check(node, result)?;
             for batch in produced {
                 self.emit(node, Message::Data(batch), out, remote)?;
+            }
+            // Rows the timer released may have held the output watermark back.
+            let state = &mut self.nodes[node];
+            let outgoing = state.operator.output_watermark(state.watermark_ms);
+            if outgoing > state.output_watermark_ms {
+                state.output_watermark_ms = outgoing;
+                self.emit(node, Message::Watermark(outgoing), out, remote)?;
             }
         }
         Ok(())

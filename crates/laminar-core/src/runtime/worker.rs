@@ -307,7 +307,12 @@ impl Worker {
             }
             self.shared.sleeping.store(true, Ordering::SeqCst);
             if !self.has_pending() {
-                let timeout = self.next_timer.map_or(PARK_TIMEOUT, |due| {
+                let armed = self
+                    .queries
+                    .values()
+                    .filter_map(|query| query.instance.next_armed_timer())
+                    .min();
+                let timeout = armed.map_or(PARK_TIMEOUT, |due| {
                     due.saturating_duration_since(Instant::now())
                         .min(PARK_TIMEOUT)
                 });
@@ -609,14 +614,15 @@ impl Worker {
             .filter(|(_, query)| query.instance.next_timer().is_some_and(|t| t <= now))
             .map(|(id, _)| *id)
             .collect();
+        let mut ran = false;
         for id in &due {
             self.step_query(*id, |instance, out, remote| {
-                instance.fire_timers(now, out, remote)
+                instance.fire_timers(now, &mut ran, out, remote)
             });
             self.drain_work();
         }
         self.schedule_timers();
-        !due.is_empty()
+        ran
     }
 
     /// Drains every ring up to its budget; returns whether anything was processed.
