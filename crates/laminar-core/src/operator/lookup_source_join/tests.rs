@@ -15,7 +15,7 @@ use crate::lookup::{LookupError, LookupOptions, LookupSource};
 /// the first `failures` calls.
 #[derive(Default)]
 struct Rates {
-    rates: StdHashMap<String, f64>,
+    table: StdHashMap<String, f64>,
     calls: Mutex<Vec<Vec<String>>>,
     held: Mutex<bool>,
     released: Condvar,
@@ -25,7 +25,7 @@ struct Rates {
 impl Rates {
     fn new(rates: &[(&str, f64)]) -> Arc<Self> {
         Arc::new(Self {
-            rates: rates.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+            table: rates.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
             ..Self::default()
         })
     }
@@ -63,7 +63,7 @@ impl LookupSource for Rates {
         }
         let found: Vec<(&String, f64)> = asked
             .iter()
-            .filter_map(|k| self.rates.get(k).map(|v| (k, *v)))
+            .filter_map(|k| self.table.get(k).map(|v| (k, *v)))
             .collect();
         Ok(RecordBatch::try_new(
             table_schema(),
