@@ -154,6 +154,7 @@ mod tests {
                 late_rows: 0,
             }],
             workers: Vec::new(),
+            lookups: Vec::new(),
         }
     }
 

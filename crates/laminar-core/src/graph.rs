@@ -57,6 +57,9 @@ pub struct QueryGraph {
     pub row_times: RowTimes,
     /// A regular join of the query consumes retractions (it reads a changelog).
     pub joins_changelog: bool,
+    /// The lookup tables its lookup joins ask (read by key, not inputs: no rows flow from
+    /// them into the query).
+    pub lookup_tables: Vec<String>,
 }
 
 /// What a stream's watermark says of its rows' event times.

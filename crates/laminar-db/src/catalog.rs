@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use laminar_connectors::{SourceConnector, SourceMetrics};
+use laminar_core::lookup::LookupService;
 use laminar_core::runtime::{IngressHandle, StreamId, StreamOutlet};
 use laminar_core::{ReferenceTable, WatermarkGenerator};
 use laminar_sql::ObjectKind;
@@ -42,6 +43,12 @@ pub(crate) enum ObjectState {
         /// For a push source, the stream its ingress diverts late rows into; `None` for a
         /// connector source, whose late rows each reading query's own reader keeps.
         diverted: Option<DivertedStream>,
+    },
+    /// A lookup table: rows asked by key from a registered lookup source.
+    LookupTable {
+        service: Arc<LookupService>,
+        /// The name the source is registered under.
+        source: String,
     },
     /// A stream, view or sink: a running continuous query.
     Derived {
@@ -101,7 +108,9 @@ impl Object {
                 diverted: Some(diverted),
                 ..
             } => Some(&diverted.outlet),
-            ObjectState::LateData { .. } | ObjectState::ConnectorSource { .. } => None,
+            ObjectState::LateData { .. }
+            | ObjectState::ConnectorSource { .. }
+            | ObjectState::LookupTable { .. } => None,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, DivertedStream, ObjectState};
 use crate::catalog_store::CatalogStore;
 use crate::durability::{Durable, DEFAULT_CHECKPOINT_INTERVAL, OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT};
 use crate::error::{DbError, Result};
+use crate::lookup_table::LookupSources;
 use crate::metrics::Metrics;
 use crate::result::ExecuteResult;
 use crate::snapshot::SnapshotContext;
@@ -37,6 +38,7 @@ pub struct LaminarDbBuilder {
     durability: Durability,
     checkpoint_interval: Option<Duration>,
     output_log_extra_epochs: u64,
+    pub(crate) lookup_sources: LookupSources,
 }
 
 impl Default for LaminarDbBuilder {
@@ -46,6 +48,7 @@ impl Default for LaminarDbBuilder {
             durability: Durability::default(),
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
             output_log_extra_epochs: OUTPUT_LOG_EXTRA_EPOCHS_DEFAULT,
+            lookup_sources: LookupSources::default(),
         }
     }
 }
@@ -127,6 +130,8 @@ pub(crate) struct Inner {
     /// Live `LaminarDB` handles (not the checkpoint thread's temporary hold).
     handles: AtomicUsize,
     query_runtime: Option<tokio::runtime::Runtime>,
+    /// Sources lookup tables may name.
+    pub(crate) lookup_sources: Mutex<LookupSources>,
 }
 
 impl Inner {
@@ -174,7 +179,9 @@ impl Drop for Inner {
                     }
                 }
                 // A push source's late-data stream goes with the source's ingress.
-                ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
+                ObjectState::ConnectorSource { .. }
+                | ObjectState::LateData { .. }
+                | ObjectState::LookupTable { .. } => {}
             }
         }
         self.runtime.shutdown();
@@ -292,6 +299,7 @@ impl LaminarDB {
                 checkpoint_thread: Mutex::new(None),
                 handles: AtomicUsize::new(1),
                 query_runtime: Some(query_runtime),
+                lookup_sources: Mutex::new(options.lookup_sources.clone()),
             }),
         };
         // Restored sources start reading (and logs are replayed) once every statement ran.
@@ -594,6 +602,10 @@ impl LaminarDB {
                 actual: object.kind.noun(),
                 expected: "source",
             }),
+            ObjectState::LookupTable { source, .. } => Err(DbError::NotAllowed {
+                statement: format!("push into {name}"),
+                message: lookup_table_rows(name, source),
+            }),
         }
     }
 
@@ -774,4 +786,12 @@ pub(crate) fn hint(names: &[String]) -> String {
     } else {
         format!(" (known: {})", names.join(", "))
     }
+}
+
+/// Why a lookup table takes no rows.
+pub(crate) fn lookup_table_rows(name: &str, source: &str) -> String {
+    format!(
+        "{name} is a lookup table: its rows live in lookup source '{source}', which LaminarDB \
+         asks by key in lookup joins and never writes"
+    )
 }

@@ -575,12 +575,15 @@ impl LaminarDB {
             RowTimes::Unordered => self.inner.planner.mark_unordered(name),
             RowTimes::Unknown => {}
         }
+        // The lookup tables it asks are dependencies too: they cannot be dropped under it.
+        let mut inputs = planned.inputs;
+        inputs.extend(planned.graph.lookup_tables.iter().cloned());
         catalog.insert(Object {
             name: name.to_string(),
             kind,
             sql,
             schema,
-            inputs: planned.inputs,
+            inputs,
             watermark_column: None,
             state: ObjectState::Derived {
                 stream,
@@ -747,6 +750,11 @@ impl LaminarDB {
                     let instance = self.source_reader(object, input, query, late)?;
                     bindings.insert(input.clone(), instance.stream);
                     pending.push(instance);
+                }
+                ObjectState::LookupTable { .. } => {
+                    return Err(DbError::Internal(format!(
+                        "{query}: lookup table {input} planned as an input"
+                    )));
                 }
                 ObjectState::LateData {
                     source,
@@ -969,7 +977,7 @@ impl LaminarDB {
                 }
                 None
             }
-            ObjectState::ConnectorSource { .. } => None,
+            ObjectState::ConnectorSource { .. } | ObjectState::LookupTable { .. } => None,
             ObjectState::Derived {
                 stream,
                 instances,

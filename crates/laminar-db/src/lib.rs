@@ -81,6 +81,7 @@ mod durability;
 mod epoch_subscription;
 mod error;
 mod insert;
+mod lookup_table;
 mod metrics;
 mod result;
 mod sink_runner;
@@ -99,10 +100,12 @@ pub use durability::{
 };
 pub use epoch_subscription::{EpochSubscription, SubscriptionEvent};
 pub use error::{DbError, Result};
+pub use laminar_core::lookup::{LookupCounters, LookupError, LookupSource};
 /// The storage layer (write-ahead log, checkpoint files, I/O backends), for tools such as
 /// the `laminardb bench wal` benchmark that measure it directly.
 pub use laminar_storage as storage;
 pub use laminar_storage::wal::Durability;
+pub use lookup_table::LookupTableMetrics;
 pub use metrics::{Metrics, QueryStats, SourceStats};
 pub use result::ExecuteResult;
 pub use source_handle::SourceHandle;

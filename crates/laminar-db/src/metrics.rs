@@ -2,6 +2,7 @@
 //! records; per stream, view and sink rows out, watermark, completion and first error; per
 //! worker rows. `laminardb run` turns successive snapshots into its progress line.
 
+use crate::lookup_table::LookupTableMetrics;
 use laminar_connectors::SourceMetrics;
 use laminar_core::runtime::WorkerStats;
 use laminar_sql::ObjectKind;
@@ -20,6 +21,8 @@ pub struct Metrics {
     pub queries: Vec<QueryStats>,
     /// One entry per worker.
     pub workers: Vec<WorkerStats>,
+    /// One entry per lookup table: its cache hits and misses and its source's calls.
+    pub lookups: Vec<LookupTableMetrics>,
 }
 
 /// Counters of one source.
@@ -139,6 +142,13 @@ pub(crate) fn collect(catalog: &Catalog, workers: Vec<WorkerStats>) -> Metrics {
             } => metrics
                 .sources
                 .push(connector_source_stats(catalog, object, source)),
+            ObjectState::LookupTable { service, source } => {
+                metrics.lookups.push(LookupTableMetrics {
+                    name: object.name.clone(),
+                    source: source.clone(),
+                    counters: service.counters(),
+                });
+            }
             ObjectState::LateData { source, diverted } => {
                 metrics
                     .queries

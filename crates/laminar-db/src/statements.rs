@@ -10,8 +10,8 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use laminar_sql::types::sql_type_name;
 use laminar_sql::{ObjectKind, SqlError, Statement};
 
-use crate::catalog::ObjectState;
-use crate::db::{hint, LaminarDB};
+use crate::catalog::{Object, ObjectState};
+use crate::db::{hint, lookup_table_rows, LaminarDB};
 use crate::error::{DbError, Result};
 use crate::insert::{parse_insert, to_source_batch};
 use crate::result::ExecuteResult;
@@ -53,6 +53,15 @@ impl LaminarDB {
                         kind: "source",
                         name: target.table.clone(),
                         hint: hint(&catalog.names()),
+                    })
+                }
+                Some(Object {
+                    state: ObjectState::LookupTable { source, .. },
+                    ..
+                }) => {
+                    return Err(DbError::NotAllowed {
+                        statement: format!("INSERT INTO {}", target.table),
+                        message: lookup_table_rows(&target.table, source),
                     })
                 }
                 Some(object)
@@ -113,6 +122,14 @@ impl LaminarDB {
                     }
                     ObjectState::PushSource { .. } => "push".to_string(),
                     ObjectState::ConnectorSource { connector_name, .. } => connector_name.clone(),
+                    ObjectState::LookupTable { service, source } => {
+                        let key: Vec<&str> = service
+                            .key()
+                            .iter()
+                            .map(|&k| o.schema.field(k).name().as_str())
+                            .collect();
+                        format!("{} (lookup source '{source}')", key.join(", "))
+                    }
                     ObjectState::Derived { .. } | ObjectState::LateData { .. } => {
                         o.inputs.join(", ")
                     }

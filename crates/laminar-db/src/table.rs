@@ -38,6 +38,10 @@ impl LaminarDB {
         if let Some(skipped) = Self::existing(&catalog, name, &sql, create.if_not_exists)? {
             return Ok(skipped);
         }
+        if let Some(spec) = create.connector.as_ref().filter(|c| c.name == "LOOKUP") {
+            drop(catalog);
+            return self.create_lookup_table(create, spec, persist);
+        }
         let context = format!("CREATE TABLE {name}");
         let (schema, key) = declared_table(create, &context)?;
         // The file is read before anything is created (not when restoring: the rows come
@@ -69,7 +73,7 @@ impl LaminarDB {
             .watermark
             .as_ref()
             .and_then(|w| schema.index_of(&w.column).ok());
-        planner.mark_table(name, Arc::clone(&table), time);
+        planner.mark_table(name, &table, time);
 
         let runtime = &self.inner.runtime;
         let (stream, outlet) =
@@ -174,7 +178,7 @@ impl LaminarDB {
 }
 
 /// A table's declared schema and the indices of its primary key columns.
-fn declared_table(
+pub(crate) fn declared_table(
     create: &CreateSource,
     context: &str,
 ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<usize>)> {

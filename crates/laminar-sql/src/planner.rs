@@ -20,6 +20,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     visit_relations, Expr as SqlExpr, Query, Statement as SqlStatement, TableFactor, Visit, Visitor,
 };
+use laminar_core::lookup::LookupService;
 use laminar_core::{QueryGraph, ReferenceTable};
 
 use crate::asof_rewrite::rewrite_asof_joins;
@@ -187,7 +188,7 @@ impl StreamPlanner {
     /// Marks `name` (registered, a changelog) as a reference table keyed by the columns at
     /// `key`, its versions stamped with column `time` when it has one: a stream joined with
     /// it on that key is a lookup join, or with `FOR SYSTEM_TIME AS OF`, a temporal join.
-    pub fn mark_table(&self, name: &str, rows: Arc<ReferenceTable>, time: Option<usize>) {
+    pub fn mark_table(&self, name: &str, rows: &ReferenceTable, time: Option<usize>) {
         let schema = rows.schema();
         let time_column = time.map(|t| schema.field(t).name().clone());
         let key = rows.key().to_vec();
@@ -199,9 +200,25 @@ impl StreamPlanner {
                 TableInfo {
                     key,
                     time_column,
-                    rows,
+                    schema,
+                    lookup: None,
                 },
             );
+    }
+
+    /// Marks `name` (registered) as a lookup table: its rows are read only by key, from
+    /// `service`, by lookup joins.
+    pub fn mark_lookup_table(&self, name: &str, service: Arc<LookupService>) {
+        let info = TableInfo {
+            key: service.key().to_vec(),
+            time_column: None,
+            schema: Arc::clone(service.schema()),
+            lookup: Some(service),
+        };
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string(), info);
     }
 
     /// Forgets `name`.

@@ -119,6 +119,21 @@ fn is_proctime(expr: &Expr) -> bool {
     no_arguments && function.name.to_string().eq_ignore_ascii_case("proctime")
 }
 
+/// Refuses a version time other than `PROCTIME()` for a lookup table, which keeps none.
+fn check_versions(info: &TableInfo, time: &Expr, table: &str, context: &str) -> Result<()> {
+    if info.lookup.is_some() && !is_proctime(time) {
+        return Err(invalid(
+            context,
+            format!(
+                "FOR SYSTEM_TIME AS OF {time} with lookup table {table}, which keeps no \
+                 versions: its source is asked as each row arrives; write FOR SYSTEM_TIME AS OF \
+                 PROCTIME(), or a plain JOIN"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn rewrite_join(join: &mut Join, context: &str, tables: &HashMap<String, TableInfo>) -> Result<()> {
     let (supported, constraint) = match &mut join.join_operator {
         JoinOperator::Join(c)
@@ -171,6 +186,7 @@ fn rewrite_join(join: &mut Join, context: &str, tables: &HashMap<String, TableIn
         ));
     };
     let rest: Vec<String> = parts.iter().map(|p| format!("({p})")).collect();
+    check_versions(info, time, &table, context)?;
     let rewritten = if is_proctime(time) {
         rest.join(" AND ")
     } else {

@@ -33,6 +33,7 @@ use crate::session_plan::{marker_calls, session_keys, SessionMatch};
 
 mod join;
 mod lookup;
+mod lookup_source;
 
 pub use lookup::TableInfo;
 
@@ -95,6 +96,7 @@ pub(crate) fn translate(
         joins_changelog: false,
         session_markers_planned: 0,
         asof_markers_planned: 0,
+        lookup_tables: Vec::new(),
         nodes: Vec::new(),
     };
     let produced = match emit {
@@ -144,6 +146,7 @@ pub(crate) fn translate(
             _ => RowTimes::Unknown,
         },
         joins_changelog: builder.joins_changelog,
+        lookup_tables: builder.lookup_tables,
     })
 }
 
@@ -296,6 +299,8 @@ struct Builder<'a> {
     session_markers_planned: usize,
     /// ASOF marker calls consumed by ASOF joins.
     asof_markers_planned: usize,
+    /// The lookup tables its lookup joins ask.
+    lookup_tables: Vec<String>,
     nodes: Vec<QueryNode>,
 }
 
@@ -706,6 +711,7 @@ impl Builder<'_> {
                     return Err(self.unsupported("LIMIT"));
                 }
                 let name = scan.table_name.table().to_string();
+                self.refuse_lookup_scan(&name)?;
                 let schema = Arc::clone(scan.projected_schema.inner());
                 let operator = ScanOperator::new(name.clone(), scan.projection.clone(), schema);
                 let changelog = self.inputs.changelogs.contains(&name);

@@ -668,6 +668,7 @@ mod tests {
             window_end: None,
             row_times: crate::graph::RowTimes::Unknown,
             joins_changelog: false,
+            lookup_tables: Vec::new(),
         };
         QueryInstance::fork("q", &graph, 0, 1)
     }

@@ -346,7 +346,9 @@ fn record_inputs(
                     );
                 }
             }
-            ObjectState::ConnectorSource { .. } | ObjectState::LateData { .. } => {}
+            ObjectState::ConnectorSource { .. }
+            | ObjectState::LateData { .. }
+            | ObjectState::LookupTable { .. } => {}
         }
         if object.epoch_task().is_some() {
             taken.sinks.push(object.name.clone());

@@ -434,10 +434,19 @@ fn finish_create(create: Box<CreateSource>, table: bool, context: String) -> Res
         });
     }
     if let Some(connector) = &create.connector {
-        if connector.name != "FILE" {
+        if connector.name == "LOOKUP" && create.watermark.is_some() {
+            return Err(SqlError::Invalid {
+                context,
+                message: "a lookup table has no versions for a WATERMARK to stamp: its source \
+                          is asked for each row's key as the row arrives"
+                    .into(),
+            });
+        }
+        if connector.name != "FILE" && connector.name != "LOOKUP" {
             return Err(unsupported(
                 format!(
-                    "FROM {} on a table; a table loads its first rows FROM FILE, then INSERT",
+                    "FROM {} on a table; a table loads its first rows FROM FILE, then INSERT, \
+                     or reads rows by key FROM LOOKUP (source = '...')",
                     connector.name
                 ),
                 context,

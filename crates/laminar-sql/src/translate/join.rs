@@ -26,10 +26,10 @@ use crate::join_bounds::time_bounds;
 use crate::parser::Emit;
 
 /// The join keys of both inputs as physical expressions of equal types.
-struct Keys {
-    left: Vec<Arc<dyn PhysicalExpr>>,
-    right: Vec<Arc<dyn PhysicalExpr>>,
-    fields: Vec<SortField>,
+pub(super) struct Keys {
+    pub(super) left: Vec<Arc<dyn PhysicalExpr>>,
+    pub(super) right: Vec<Arc<dyn PhysicalExpr>>,
+    pub(super) fields: Vec<SortField>,
 }
 
 impl Builder<'_> {
@@ -40,6 +40,9 @@ impl Builder<'_> {
         parent: Option<(usize, usize)>,
     ) -> Result<Produced> {
         self.check_join(join)?;
+        if let Some(produced) = self.add_lookup_source_join(join, parent)? {
+            return Ok(produced);
+        }
         let keys = self.join_keys(join)?;
         let pair_schema = join
             .left
@@ -155,7 +158,7 @@ impl Builder<'_> {
     }
 
     /// The equi-join keys, each pair cast to the type both compare as.
-    fn join_keys(&self, join: &Join) -> Result<Keys> {
+    pub(super) fn join_keys(&self, join: &Join) -> Result<Keys> {
         let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
         let mut keys = Keys {
             left: Vec::new(),
@@ -201,7 +204,7 @@ impl Builder<'_> {
     }
 
     /// `input` below an exchange routing its rows by `keys` into `parent`.
-    fn add_keyed(
+    pub(super) fn add_keyed(
         &mut self,
         input: &LogicalPlan,
         keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -216,7 +219,7 @@ impl Builder<'_> {
 }
 
 /// How the SQL behind a join type reads, for errors.
-fn join_name(join_type: JoinType) -> &'static str {
+pub(super) fn join_name(join_type: JoinType) -> &'static str {
     match join_type {
         JoinType::Inner => "a JOIN",
         JoinType::Left => "a LEFT JOIN",

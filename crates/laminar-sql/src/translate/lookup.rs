@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use laminar_core::ReferenceTable;
+use datafusion::arrow::datatypes::SchemaRef;
+use laminar_core::lookup::LookupService;
 
 use datafusion::common::JoinType;
 use datafusion::logical_expr::{Expr, Join, LogicalPlan};
@@ -16,15 +17,17 @@ use datafusion::logical_expr::{Expr, Join, LogicalPlan};
 use super::{Builder, Produced};
 use crate::error::Result;
 
-/// What the planner knows of a reference table.
+/// What the planner knows of a reference table or a lookup table.
 #[derive(Debug, Clone)]
 pub struct TableInfo {
     /// Column indices of the primary key.
     pub key: Vec<usize>,
     /// The time column its versions are stamped with (its `WATERMARK FOR` column).
     pub time_column: Option<String>,
-    /// The table (for its schema).
-    pub rows: Arc<ReferenceTable>,
+    /// The table's columns.
+    pub schema: SchemaRef,
+    /// For a lookup table (`FROM LOOKUP`): its source, asked by key; its rows are nowhere.
+    pub lookup: Option<Arc<LookupService>>,
 }
 
 /// For `plan` reading a table unchanged (a scan, aliases, projections of plain columns;
@@ -70,23 +73,29 @@ pub(super) fn table_columns(
 /// The table columns `keys` (expressions over `plan`'s rows) equate, where plain columns.
 fn equated_columns(plan: &LogicalPlan, columns: &[Option<usize>], keys: &[&Expr]) -> Vec<usize> {
     keys.iter()
-        .filter_map(|key| match key {
-            Expr::Column(column) => plan
-                .schema()
-                .index_of_column(column)
-                .ok()
-                .and_then(|i| columns.get(i).copied().flatten()),
-            Expr::Cast(cast) => match cast.expr.as_ref() {
-                Expr::Column(column) => plan
-                    .schema()
-                    .index_of_column(column)
-                    .ok()
-                    .and_then(|i| columns.get(i).copied().flatten()),
-                _ => None,
-            },
-            _ => None,
-        })
+        .filter_map(|key| equated_column(plan, columns, key))
         .collect()
+}
+
+/// The table column `key` (an expression over `plan`'s rows, whose column `i` holds table
+/// column `columns[i]`) equates, when it is a plain column (or a cast of one).
+pub(super) fn equated_column(
+    plan: &LogicalPlan,
+    columns: &[Option<usize>],
+    key: &Expr,
+) -> Option<usize> {
+    let column = match key {
+        Expr::Column(column) => column,
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Column(column) => column,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    plan.schema()
+        .index_of_column(column)
+        .ok()
+        .and_then(|i| columns.get(i).copied().flatten())
 }
 
 impl Builder<'_> {
@@ -106,7 +115,7 @@ impl Builder<'_> {
         if info.key.iter().all(|k| equated.contains(k)) {
             return Ok(true);
         }
-        let table_schema = info.rows.schema();
+        let table_schema = &info.schema;
         let names = |indices: &[usize]| -> String {
             indices
                 .iter()
