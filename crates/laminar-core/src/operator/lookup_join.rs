@@ -12,13 +12,13 @@ use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::JoinType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
-use super::{evaluate_columns, JoinSpec, Operator};
+use super::{batch_of_schema, evaluate_columns, JoinSpec, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::state::{OperatorState, RestoredPart};
 
@@ -182,21 +182,7 @@ impl LookupJoinOperator {
             }
         }
         // The row format may hand back looser types; the schema's are authoritative.
-        let columns = columns
-            .into_iter()
-            .zip(self.spec.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.spec.schema),
-            columns,
-        )?)
+        batch_of_schema(&self.spec.schema, columns)
     }
 }
 

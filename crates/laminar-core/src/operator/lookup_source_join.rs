@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, filter_record_batch, take};
+use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::JoinType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{evaluate_columns, Operator};
+use super::{batch_of_schema, cast_to_fields, evaluate_columns, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::lookup::{LookupCache, LookupReply, LookupService};
 use crate::state::{OperatorState, RestoredPart};
@@ -196,17 +196,10 @@ impl LookupSourceJoinOperator {
     /// The rows' keys in the table's key types, and which of them hold a NULL.
     fn key_rows(&self, batch: &RecordBatch) -> DfResult<(Rows, Vec<bool>)> {
         let key_schema = self.spec.service.key_schema();
-        let columns = evaluate_columns(&self.spec.stream_keys, batch)?
-            .into_iter()
-            .zip(key_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let columns = cast_to_fields(
+            evaluate_columns(&self.spec.stream_keys, batch)?,
+            key_schema.fields(),
+        )?;
         let valid = (0..batch.num_rows())
             .map(|row| columns.iter().all(|c| c.is_valid(row)))
             .collect();
@@ -495,21 +488,7 @@ impl LookupSourceJoinOperator {
                 None => new_null_array(self.spec.service.schema().field(column).data_type(), rows),
             });
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.loose_schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.loose_schema),
-            columns,
-        )?)
+        batch_of_schema(&self.loose_schema, columns)
     }
 
     /// Reports the cache's changes since the last report to the table's counters.

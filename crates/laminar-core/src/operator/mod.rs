@@ -106,9 +106,18 @@ pub(crate) fn epoch_ms(values: &ArrayRef) -> DfResult<Vec<i64>> {
 /// more loosely than the planned schema (e.g. a nullable count), whose types are
 /// authoritative, so a column of another type is cast.
 pub(crate) fn batch_of_schema(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
-    let columns = columns
+    let columns = cast_to_fields(columns, schema.fields())?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `columns` cast, where their types differ, to those of `fields` (pairwise).
+pub(crate) fn cast_to_fields(
+    columns: Vec<ArrayRef>,
+    fields: &datafusion::arrow::datatypes::Fields,
+) -> DfResult<Vec<ArrayRef>> {
+    Ok(columns
         .into_iter()
-        .zip(schema.fields())
+        .zip(fields)
         .map(|(column, field)| {
             if column.data_type() == field.data_type() {
                 Ok(column)
@@ -116,8 +125,7 @@ pub(crate) fn batch_of_schema(schema: &SchemaRef, columns: Vec<ArrayRef>) -> DfR
                 datafusion::arrow::compute::cast(&column, field.data_type())
             }
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// A message on a stream: rows, event-time progress, or the end of the stream.

@@ -14,7 +14,7 @@ mod tests;
 use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::array::{new_null_array, Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -23,7 +23,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 
 use self::state::{best, horizon, settled, InsertedRight, KeyState, Matching, Pending};
-use super::Operator;
+use super::{batch_of_schema, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::state::{OperatorState, RestoredPart};
 use crate::state_codec::holds_no_entries;
@@ -455,18 +455,7 @@ impl AsofJoinOperator {
         }
         // The row format may hand back looser types (e.g. a dictionary's values); the
         // schema's types are authoritative.
-        let columns = columns
-            .into_iter()
-            .zip(self.config.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.config.schema), columns)?;
+        let batch = batch_of_schema(&self.config.schema, columns)?;
         Ok(Some(if self.config.spec.early {
             ChangeBatch::with_weights(batch, Int64Array::from(output.weights))
         } else {

@@ -16,8 +16,7 @@ mod tests;
 use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, Int64Array, UInt64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -25,7 +24,7 @@ use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use self::partition::{Numbered, Partition};
 use super::change_tracker::ChangeTracker;
-use super::Operator;
+use super::{batch_of_schema, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::state::{OperatorState, RestoredPart};
 
@@ -218,18 +217,7 @@ impl TopNOperator {
         )));
         // The row format may hand back looser types (e.g. a dictionary's values); the
         // schema's types are authoritative.
-        let columns = columns
-            .into_iter()
-            .zip(self.config.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(self.config.schema.clone(), columns)?;
+        let batch = batch_of_schema(&self.config.schema, columns)?;
         if self.config.emit != Emit::Changes {
             return Ok(Some(ChangeBatch::insert_only(batch)));
         }
