@@ -8,15 +8,15 @@
 //! state, so it is dropped and counted rather than joined with what is left. Snapshots are
 //! whole (see `snapshot`).
 
+mod side;
 mod snapshot;
 
-use datafusion::common::HashMap;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use self::side::{TimedRow, TimedSide};
 use super::{split, Candidate, JoinCore, JoinSpec, Pieces, Single};
 use crate::change_batch::ChangeBatch;
 use crate::operator::{epoch_ms, Operator};
@@ -57,70 +57,6 @@ impl TimeBound {
     }
 }
 
-/// A stored row, and whether a row of the other input matched it.
-struct TimedRow {
-    row: Box<[u8]>,
-    matched: bool,
-}
-
-/// One input's rows: per key in (time, arrival) order, and all of them in time order for
-/// expiry.
-/// One key's rows by (time, arrival).
-type TimedRows = BTreeMap<(i64, u64), TimedRow>;
-
-#[derive(Default)]
-struct TimedSide {
-    groups: HashMap<Box<[u8]>, TimedRows>,
-    expiry: BTreeMap<(i64, u64), Box<[u8]>>,
-}
-
-impl TimedSide {
-    fn insert(&mut self, key: &[u8], at: (i64, u64), row: TimedRow) {
-        match self.groups.get_mut(key) {
-            Some(group) => {
-                group.insert(at, row);
-            }
-            None => {
-                self.groups.insert(key.into(), BTreeMap::from([(at, row)]));
-            }
-        }
-        self.expiry.insert(at, key.into());
-    }
-
-    /// Removes and returns the oldest row if `expired(its time)`.
-    fn pop_expired(&mut self, expired: impl Fn(i64) -> bool) -> DfResult<Option<TimedRow>> {
-        let Some(entry) = self.expiry.first_entry() else {
-            return Ok(None);
-        };
-        let at = *entry.key();
-        if !expired(at.0) {
-            return Ok(None);
-        }
-        let key = entry.remove();
-        let group = self.groups.get_mut(&key).ok_or_else(missing)?;
-        let row = group.remove(&at).ok_or_else(missing)?;
-        if group.is_empty() {
-            self.groups.remove(&key);
-        }
-        Ok(Some(row))
-    }
-
-    fn bytes(&self) -> u64 {
-        let rows: usize = self
-            .groups
-            .values()
-            .flat_map(BTreeMap::values)
-            .map(|timed| timed.row.len() + std::mem::size_of::<((i64, u64), TimedRow)>())
-            .sum();
-        let keys: usize = self
-            .expiry
-            .values()
-            .map(|key| key.len() + std::mem::size_of::<((i64, u64), Box<[u8]>)>())
-            .sum();
-        (rows + keys) as u64
-    }
-}
-
 fn missing() -> DataFusionError {
     DataFusionError::Internal("an interval join row is indexed but not stored".into())
 }
@@ -136,7 +72,8 @@ pub struct IntervalJoinOperator {
     sequence: u64,
     /// Stored rows that may match the batch being processed: their encodings and places.
     candidates: Vec<Candidate>,
-    candidate_places: Vec<(i64, u64)>,
+    /// Each candidate's key slot and position in the other input's rows.
+    candidate_places: Vec<(u32, usize)>,
     arena: Vec<u8>,
 }
 
@@ -207,10 +144,9 @@ impl IntervalJoinOperator {
                 continue;
             }
             let start = self.candidates.len();
-            if let Some(group) = other.groups.get(encoded.keys.row(index).as_ref()) {
-                let range =
-                    (time_ms.saturating_add(from), 0)..=(time_ms.saturating_add(to), u64::MAX);
-                for (place, timed) in group.range(range) {
+            if let Some(slot) = other.slot(encoded.keys.row(index).as_ref()) {
+                let (low, high) = (time_ms.saturating_add(from), time_ms.saturating_add(to));
+                for (position, timed) in other.range(slot, low, high) {
                     let begin = self.arena.len();
                     self.arena.extend_from_slice(&timed.row);
                     self.candidates.push(Candidate {
@@ -218,7 +154,7 @@ impl IntervalJoinOperator {
                         start: begin,
                         end: self.arena.len(),
                     });
-                    self.candidate_places.push(*place);
+                    self.candidate_places.push((slot, position));
                 }
             }
             fates.push(Fate::Probe {
@@ -239,20 +175,19 @@ impl IntervalJoinOperator {
         self.candidates.clear();
         self.arena.clear();
         let mut pieces = Pieces::default();
-        while let Some(timed) =
-            self.sides[side].pop_expired(|time_ms| time_ms.saturating_add(reach) < watermark_ms)?
-        {
+        let (arena, candidates) = (&mut self.arena, &mut self.candidates);
+        self.sides[side].expire(reach, watermark_ms, |timed| {
             if emits_unmatched && !timed.matched {
-                let start = self.arena.len();
-                self.arena.extend_from_slice(&timed.row);
-                pieces.push(None, Some(self.candidates.len() as u32), 1);
-                self.candidates.push(Candidate {
+                let start = arena.len();
+                arena.extend_from_slice(&timed.row);
+                pieces.push(None, Some(candidates.len() as u32), 1);
+                candidates.push(Candidate {
                     probe: 0,
                     start,
-                    end: self.arena.len(),
+                    end: arena.len(),
                 });
             }
-        }
+        });
         if pieces.is_empty() {
             return Ok(());
         }
@@ -300,7 +235,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn state_entries(&self) -> u64 {
-        self.sides.iter().map(|side| side.expiry.len() as u64).sum()
+        self.sides.iter().map(|side| side.len() as u64).sum()
     }
 
     fn state_bytes(&self) -> u64 {
@@ -376,11 +311,8 @@ impl Operator for IntervalJoinOperator {
                 if layout.pairs {
                     pieces.push(Some(index as u32), Some(candidate as u32), 1);
                 }
-                let timed = other
-                    .groups
-                    .get_mut(key.as_ref())
-                    .and_then(|group| group.get_mut(&self.candidate_places[candidate]))
-                    .ok_or_else(missing)?;
+                let (slot, position) = self.candidate_places[candidate];
+                let timed = other.row_mut(slot, position).ok_or_else(missing)?;
                 if other_single == Some(Single::Matched) && !timed.matched {
                     pieces.push(None, Some(candidate as u32), 1);
                 }
@@ -398,16 +330,16 @@ impl Operator for IntervalJoinOperator {
                 }
                 continue;
             }
-            let place = (time_ms, self.sequence);
-            self.sequence += 1;
             own.insert(
                 key.as_ref(),
-                place,
                 TimedRow {
+                    time_ms,
+                    sequence: self.sequence,
                     row: encoded.rows.row(index).as_ref().into(),
                     matched,
                 },
             );
+            self.sequence += 1;
         }
         out.extend(
             self.core

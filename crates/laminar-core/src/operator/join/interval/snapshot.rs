@@ -26,26 +26,21 @@ const PROGRESS_PART: &str = "progress";
 const PROGRESS_KEY: &[u8] = b"progress";
 
 impl TimedSide {
-    /// Every stored row, in time order.
+    /// Every stored row.
     fn part(&self, name: &str) -> DfResult<StatePart> {
         let mut batches = Vec::new();
-        let places: Vec<_> = self.expiry.iter().collect();
-        for chunk in places.chunks(STATE_BATCH_ENTRIES_MAX) {
+        let rows: Vec<_> = self.rows().collect();
+        for chunk in rows.chunks(STATE_BATCH_ENTRIES_MAX) {
             let mut keys = BinaryBuilder::new();
             let mut event_times = Int64Builder::new();
             let mut sequences = UInt64Builder::new();
             let mut join_keys = BinaryBuilder::new();
             let mut rows = BinaryBuilder::new();
             let mut matched = BooleanBuilder::new();
-            for (&(time, sequence), join_key) in chunk {
-                let timed = self
-                    .groups
-                    .get(*join_key)
-                    .and_then(|group| group.get(&(time, sequence)))
-                    .ok_or_else(super::missing)?;
-                keys.append_value(time_sequence_key(time, sequence));
-                event_times.append_value(time);
-                sequences.append_value(sequence);
+            for (join_key, timed) in chunk {
+                keys.append_value(time_sequence_key(timed.time_ms, timed.sequence));
+                event_times.append_value(timed.time_ms);
+                sequences.append_value(timed.sequence);
                 join_keys.append_value(join_key);
                 rows.append_value(&timed.row);
                 matched.append_value(timed.matched);
@@ -75,12 +70,13 @@ impl TimedSide {
             let rows = reader.required::<BinaryArray>(batch, "row")?;
             let matched = reader.required::<BooleanArray>(batch, "matched")?;
             for index in 0..batch.num_rows() {
-                let place = (times.value(index), sequences.value(index));
                 let row = TimedRow {
+                    time_ms: times.value(index),
+                    sequence: sequences.value(index),
                     row: rows.value(index).into(),
                     matched: matched.value(index),
                 };
-                side.insert(join_keys.value(index), place, row);
+                side.insert(join_keys.value(index), row);
             }
         }
         Ok(side)
@@ -144,7 +140,7 @@ impl IntervalJoinOperator {
         let stored_max = self
             .sides
             .iter()
-            .filter_map(|side| side.expiry.keys().map(|&(_, s)| s).max())
+            .filter_map(|side| side.rows().map(|(_, row)| row.sequence).max())
             .max();
         if stored_max.is_some_and(|max| max >= self.sequence) {
             return Err(reader.malformed("a stored row's arrival number is not below the counter"));

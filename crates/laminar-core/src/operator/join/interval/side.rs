@@ -1,0 +1,271 @@
+//! One input's rows in an interval join: per join key, a deque of rows in (time, arrival)
+//! order, so a probe binary-searches its key's rows for the time range it reaches and expiry
+//! pops a key's oldest rows from the front. Which keys to visit on expiry is kept per
+//! second of event time ("bucket"): each stored row appends its key's slot to its bucket's
+//! list, a cheap push instead of an ordered index of every row. Once the watermark passes
+//! all of a bucket's reach, its keys' rows that far behind are popped; the one bucket the
+//! watermark is inside is sorted by time once and consumed up to the watermark, so every
+//! row leaves exactly when it is out of reach.
+
+use datafusion::common::HashMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Event time per bucket, in milliseconds.
+const BUCKET_MS: i64 = 1_000;
+
+/// A stored row, and whether a row of the other input matched it.
+pub(super) struct TimedRow {
+    pub(super) time_ms: i64,
+    /// Arrival number: orders rows of equal time.
+    pub(super) sequence: u64,
+    pub(super) row: Box<[u8]>,
+    pub(super) matched: bool,
+}
+
+/// One key's rows, by (time, arrival).
+struct Group {
+    key: Box<[u8]>,
+    rows: VecDeque<TimedRow>,
+}
+
+/// The keys that received rows in one bucket: `(time, slot)` per row.
+#[derive(Default)]
+struct Bucket {
+    entries: Vec<(i64, u32)>,
+    /// Entries before this one were visited.
+    visited: usize,
+    /// The unvisited entries are in time order.
+    sorted: bool,
+}
+
+/// One input's stored rows.
+#[derive(Default)]
+pub(super) struct TimedSide {
+    slots: HashMap<Box<[u8]>, u32>,
+    groups: Vec<Group>,
+    free: Vec<u32>,
+    buckets: BTreeMap<i64, Bucket>,
+    rows: usize,
+    row_bytes: usize,
+}
+
+impl TimedSide {
+    /// Stores `row` under `key`.
+    pub(super) fn insert(&mut self, key: &[u8], row: TimedRow) {
+        let slot = if let Some(&slot) = self.slots.get(key) {
+            slot
+        } else {
+            self.new_slot(key)
+        };
+        let bucket = self
+            .buckets
+            .entry(row.time_ms.div_euclid(BUCKET_MS))
+            .or_default();
+        bucket.entries.push((row.time_ms, slot));
+        bucket.sorted = false;
+        self.rows += 1;
+        self.row_bytes += row.row.len();
+        let rows = &mut self.groups[slot as usize].rows;
+        let place = (row.time_ms, row.sequence);
+        if rows
+            .back()
+            .is_none_or(|last| (last.time_ms, last.sequence) <= place)
+        {
+            rows.push_back(row);
+        } else {
+            // Out of order within the key: rarely far from the back.
+            let at = rows.partition_point(|r| (r.time_ms, r.sequence) <= place);
+            rows.insert(at, row);
+        }
+    }
+
+    /// A slot for `key`, which has none.
+    fn new_slot(&mut self, key: &[u8]) -> u32 {
+        let group = Group {
+            key: key.into(),
+            rows: VecDeque::new(),
+        };
+        let slot = if let Some(slot) = self.free.pop() {
+            self.groups[slot as usize] = group;
+            slot
+        } else {
+            self.groups.push(group);
+            // More than 4 billion keys held at once would not fit in memory anyway.
+            u32::try_from(self.groups.len() - 1).unwrap_or(u32::MAX)
+        };
+        self.slots.insert(key.into(), slot);
+        slot
+    }
+
+    /// The slot of `key`'s rows, if it has any.
+    pub(super) fn slot(&self, key: &[u8]) -> Option<u32> {
+        self.slots.get(key).copied()
+    }
+
+    /// Positions and rows of slot `slot` with times in `[from_ms, to_ms]`.
+    pub(super) fn range(
+        &self,
+        slot: u32,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = (usize, &TimedRow)> {
+        let rows = &self.groups[slot as usize].rows;
+        let start = rows.partition_point(|r| r.time_ms < from_ms);
+        let end = rows.partition_point(|r| r.time_ms <= to_ms);
+        rows.range(start..end.max(start))
+            .enumerate()
+            .map(move |(offset, row)| (start + offset, row))
+    }
+
+    /// The row at `position` of slot `slot` (as [`range`](Self::range) gave it, with no
+    /// insert or expiry since).
+    pub(super) fn row_mut(&mut self, slot: u32, position: usize) -> Option<&mut TimedRow> {
+        self.groups.get_mut(slot as usize)?.rows.get_mut(position)
+    }
+
+    /// Removes every row with `time + reach < watermark`, handing each to `gone`.
+    pub(super) fn expire(&mut self, reach: i64, watermark_ms: i64, mut gone: impl FnMut(TimedRow)) {
+        let expired = |time_ms: i64| time_ms.saturating_add(reach) < watermark_ms;
+        while let Some(mut entry) = self.buckets.first_entry() {
+            let start = entry.key().saturating_mul(BUCKET_MS);
+            if !expired(start) {
+                return;
+            }
+            let whole = expired(start.saturating_add(BUCKET_MS - 1));
+            let bucket = entry.get_mut();
+            if !whole && !bucket.sorted {
+                bucket.entries[bucket.visited..].sort_unstable();
+                bucket.sorted = true;
+            }
+            while let Some(&(time_ms, slot)) = bucket.entries.get(bucket.visited) {
+                if !whole && !expired(time_ms) {
+                    break;
+                }
+                bucket.visited += 1;
+                let group = &mut self.groups[slot as usize];
+                while group.rows.front().is_some_and(|r| expired(r.time_ms)) {
+                    if let Some(row) = group.rows.pop_front() {
+                        self.rows -= 1;
+                        self.row_bytes -= row.row.len();
+                        gone(row);
+                    }
+                }
+                if group.rows.is_empty() && !group.key.is_empty() {
+                    // The key's last row left; its slot is reused (a later visit of it
+                    // through an older list finds nothing expired, or another key's rows).
+                    let key = std::mem::take(&mut group.key);
+                    self.slots.remove(&key);
+                    self.free.push(slot);
+                }
+            }
+            if bucket.visited < bucket.entries.len() {
+                return;
+            }
+            entry.remove();
+        }
+    }
+
+    /// Rows stored.
+    pub(super) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Approximate bytes held.
+    pub(super) fn bytes(&self) -> u64 {
+        let per_row = std::mem::size_of::<TimedRow>() + std::mem::size_of::<(i64, u32)>();
+        let keys: usize = self.slots.keys().map(|k| 2 * k.len() + 16).sum();
+        (self.row_bytes + self.rows * per_row + keys) as u64
+    }
+
+    /// Every stored row with its key, key by key.
+    pub(super) fn rows(&self) -> impl Iterator<Item = (&[u8], &TimedRow)> {
+        self.groups
+            .iter()
+            .filter(|group| !group.key.is_empty())
+            .flat_map(|group| group.rows.iter().map(|row| (group.key.as_ref(), row)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(time_ms: i64, sequence: u64) -> TimedRow {
+        TimedRow {
+            time_ms,
+            sequence,
+            row: Box::from(&sequence.to_be_bytes()[..]),
+            matched: false,
+        }
+    }
+
+    fn expire(side: &mut TimedSide, reach: i64, watermark_ms: i64) -> Vec<u64> {
+        let mut gone = Vec::new();
+        side.expire(reach, watermark_ms, |row| gone.push(row.sequence));
+        gone.sort_unstable();
+        gone
+    }
+
+    #[test]
+    fn rows_leave_exactly_when_out_of_reach_whatever_order_they_came_in() {
+        let mut side = TimedSide::default();
+        // Times across three buckets, out of order, two keys.
+        for (sequence, (key, time)) in [
+            (b"a", 2_500),
+            (b"b", 500),
+            (b"a", 1_200),
+            (b"a", 100),
+            (b"b", 2_900),
+            (b"b", 1_999),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            side.insert(key, row(time, sequence as u64));
+        }
+        assert_eq!(side.len(), 6);
+        // Reach 100: a row at t leaves once the watermark passes t + 100.
+        assert_eq!(expire(&mut side, 100, 200), Vec::<u64>::new());
+        assert_eq!(expire(&mut side, 100, 201), [3]);
+        assert_eq!(expire(&mut side, 100, 1_301), [1, 2]);
+        assert_eq!(expire(&mut side, 100, 2_100), [5]);
+        // A row arriving into the bucket being consumed is still found.
+        side.insert(b"a", row(2_050, 6));
+        assert_eq!(expire(&mut side, 100, 2_151), [6]);
+        assert_eq!(expire(&mut side, 100, i64::MAX), [0, 4]);
+        assert_eq!(side.len(), 0);
+        assert!(side.slot(b"a").is_none() && side.slot(b"b").is_none());
+    }
+
+    #[test]
+    fn a_probe_finds_a_key_s_rows_in_its_time_range_in_order() {
+        let mut side = TimedSide::default();
+        for (sequence, time) in [30, 10, 20, 20, 40].into_iter().enumerate() {
+            side.insert(b"k", row(time, sequence as u64));
+        }
+        side.insert(b"other", row(20, 9));
+        let slot = side.slot(b"k").expect("stored");
+        let found: Vec<(i64, u64)> = side
+            .range(slot, 15, 30)
+            .map(|(_, r)| (r.time_ms, r.sequence))
+            .collect();
+        assert_eq!(found, [(20, 2), (20, 3), (30, 0)]);
+        let (position, _) = side.range(slot, 40, 40).next().expect("the row at 40");
+        side.row_mut(slot, position).expect("row").matched = true;
+        assert!(side.rows().any(|(key, r)| key == b"k" && r.time_ms == 40 && r.matched));
+        assert_eq!(side.range(slot, 41, 100).count(), 0);
+    }
+
+    #[test]
+    fn a_freed_key_slot_is_reused_without_disturbing_other_keys() {
+        let mut side = TimedSide::default();
+        side.insert(b"a", row(0, 0));
+        side.insert(b"b", row(5_000, 1));
+        assert_eq!(expire(&mut side, 0, 1), [0]);
+        side.insert(b"c", row(6_000, 2));
+        assert_eq!(side.len(), 2);
+        assert_eq!(expire(&mut side, 0, 5_001), [1]);
+        assert_eq!(expire(&mut side, 0, 6_001), [2]);
+        assert_eq!(side.rows().count(), 0);
+    }
+}
