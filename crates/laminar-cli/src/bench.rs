@@ -104,17 +104,24 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
     let counter = spawn_counter(db.subscribe("hot_bids")?)?;
     let source = db.source("bid")?;
 
+    let busy_before = worker_busy(&db);
     let started = Instant::now();
     let sampler = StateSampler::start(&db)?;
     for batch in batches {
         source.push(batch)?;
     }
+    let pushing = started.elapsed();
     source.finish()?;
     wait_finished(&db, "the filter query")?;
     let rows_out = counter.join().map_err(|_| {
         CliError::environment("counting the results", "the counting thread panicked")
     })?;
     let elapsed = started.elapsed();
+    let busy: Vec<Duration> = worker_busy(&db)
+        .into_iter()
+        .zip(busy_before)
+        .map(|(after, before)| after.saturating_sub(before))
+        .collect();
     let state = sampler.stop()?;
     let late_rows = db.metrics().queries.iter().map(|q| q.late_rows).sum();
 
@@ -125,9 +132,16 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
             rows_out,
             late_rows,
             elapsed,
+            pushing,
+            busy,
             state,
         },
     )
+}
+
+/// Each worker's busy time so far.
+fn worker_busy(db: &LaminarDB) -> Vec<Duration> {
+    db.metrics().workers.iter().map(|w| w.busy).collect()
 }
 
 /// What a timed run measured.
@@ -136,6 +150,10 @@ struct Outcome {
     rows_out: u64,
     late_rows: u64,
     elapsed: Duration,
+    /// How long the pushing thread took to hand every batch over.
+    pushing: Duration,
+    /// Each worker's busy time during the run.
+    busy: Vec<Duration>,
     state: StatePeak,
 }
 
@@ -285,6 +303,16 @@ fn report(options: &FilterOptions, outcome: &Outcome) -> Result<(), CliError> {
         ("events in (bids)", units::count(outcome.rows_in)),
         ("batch rows", units::count(options.batch_rows as u64)),
         ("elapsed", units::elapsed(outcome.elapsed)),
+        ("of which pushing", units::elapsed(outcome.pushing)),
+        (
+            "busy per worker",
+            outcome
+                .busy
+                .iter()
+                .map(|b| units::elapsed(*b))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("events/s", units::rate(per_second)),
         (
             "events/s per worker",

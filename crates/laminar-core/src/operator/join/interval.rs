@@ -14,10 +14,11 @@ mod snapshot;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::row::Rows;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use self::side::{TimedRow, TimedSide};
-use super::{split, Candidate, JoinCore, JoinSpec, Pieces, Single};
+use super::{split, JoinCore, JoinSpec, Pieces, Single};
 use crate::change_batch::ChangeBatch;
 use crate::operator::{epoch_ms, Operator};
 use crate::state::{OperatorState, RestoredPart};
@@ -70,11 +71,12 @@ pub struct IntervalJoinOperator {
     late_rows: u64,
     /// Arrival number of the next stored row, which orders rows of equal time.
     sequence: u64,
-    /// Stored rows that may match the batch being processed: their encodings and places.
-    candidates: Vec<Candidate>,
+    /// Stored rows that may match the batch being processed: the probing row of each, the
+    /// stored row (kept batch, row) and its place (key slot, position).
+    candidate_probes: Vec<u32>,
+    candidate_rows: Vec<(u32, u32)>,
     /// Each candidate's key slot and position in the other input's rows.
     candidate_places: Vec<(u32, usize)>,
-    arena: Vec<u8>,
 }
 
 impl std::fmt::Debug for IntervalJoinOperator {
@@ -113,9 +115,9 @@ impl IntervalJoinOperator {
             watermark_ms: i64::MIN,
             late_rows: 0,
             sequence: 0,
-            candidates: Vec::new(),
+            candidate_probes: Vec::new(),
+            candidate_rows: Vec::new(),
             candidate_places: Vec::new(),
-            arena: Vec::new(),
         }
     }
 
@@ -123,18 +125,19 @@ impl IntervalJoinOperator {
     fn collect_candidates(
         &mut self,
         probe: usize,
-        encoded: &super::Encoded,
+        keys: &(Rows, Vec<bool>),
         times: &ArrayRef,
     ) -> DfResult<Vec<Fate>> {
-        self.candidates.clear();
+        self.candidate_probes.clear();
+        self.candidate_rows.clear();
         self.candidate_places.clear();
-        self.arena.clear();
+        let (keys, matchable) = keys;
         let times_ms = epoch_ms(times)?;
         let (from, to) = self.bound.reach(probe);
         let other = &self.sides[1 - probe];
         let mut fates = Vec::with_capacity(times_ms.len());
         for (index, time_ms) in times_ms.into_iter().enumerate() {
-            if times.is_null(index) || !encoded.matchable[index] {
+            if times.is_null(index) || !matchable[index] {
                 fates.push(Fate::Unmatchable);
                 continue;
             }
@@ -143,24 +146,19 @@ impl IntervalJoinOperator {
                 fates.push(Fate::Late);
                 continue;
             }
-            let start = self.candidates.len();
-            if let Some(slot) = other.slot(encoded.keys.row(index).as_ref()) {
+            let start = self.candidate_rows.len();
+            if let Some(slot) = other.slot(keys.row(index).as_ref()) {
                 let (low, high) = (time_ms.saturating_add(from), time_ms.saturating_add(to));
                 for (position, timed) in other.range(slot, low, high) {
-                    let begin = self.arena.len();
-                    self.arena.extend_from_slice(&timed.row);
-                    self.candidates.push(Candidate {
-                        probe: index as u32,
-                        start: begin,
-                        end: self.arena.len(),
-                    });
+                    self.candidate_probes.push(index as u32);
+                    self.candidate_rows.push((timed.batch, timed.row));
                     self.candidate_places.push((slot, position));
                 }
             }
             fates.push(Fate::Probe {
                 time_ms,
                 start,
-                end: self.candidates.len(),
+                end: self.candidate_rows.len(),
             });
         }
         Ok(fates)
@@ -172,30 +170,25 @@ impl IntervalJoinOperator {
         let reach = self.bound.reach(side).1;
         let watermark_ms = self.watermark_ms;
         let emits_unmatched = self.core.layout.single[side] == Some(Single::Unmatched);
-        self.candidates.clear();
-        self.arena.clear();
+        self.candidate_rows.clear();
         let mut pieces = Pieces::default();
-        let (arena, candidates) = (&mut self.arena, &mut self.candidates);
+        let unmatched = &mut self.candidate_rows;
         self.sides[side].expire(reach, watermark_ms, |timed| {
             if emits_unmatched && !timed.matched {
-                let start = arena.len();
-                arena.extend_from_slice(&timed.row);
-                pieces.push(None, Some(candidates.len() as u32), 1);
-                candidates.push(Candidate {
-                    probe: 0,
-                    start,
-                    end: arena.len(),
-                });
+                pieces.push(None, Some(unmatched.len() as u32), 1);
+                unmatched.push((timed.batch, timed.row));
             }
         });
-        if pieces.is_empty() {
-            return Ok(());
-        }
-        let stored = self
-            .core
-            .stored_columns(side, &self.arena, &self.candidates)?;
-        out.extend(self.core.assemble(1 - side, None, &stored, pieces, false)?);
-        Ok(())
+        let result = if pieces.is_empty() {
+            Ok(())
+        } else {
+            self.sides[side]
+                .gather(&self.candidate_rows)
+                .and_then(|stored| self.core.assemble(1 - side, None, &stored, pieces, false))
+                .map(|batch| out.extend(batch))
+        };
+        self.sides[side].release_emptied();
+        result
     }
 }
 
@@ -270,22 +263,25 @@ impl Operator for IntervalJoinOperator {
             return Ok(());
         }
         let probe = port;
-        let encoded = self.core.encode(probe, batch)?;
+        let keys = self.core.encode_keys(probe, batch)?;
         let time_column = batch.column(self.bound.columns[probe]);
-        let fates = self.collect_candidates(probe, &encoded, time_column)?;
+        let fates = self.collect_candidates(probe, &keys, time_column)?;
         let layout = self.core.layout;
-        let stored = if self.candidates.is_empty() {
+        let stored = if self.candidate_rows.is_empty() {
             Vec::new()
         } else {
-            self.core
-                .stored_columns(1 - probe, &self.arena, &self.candidates)?
+            self.sides[1 - probe].gather(&self.candidate_rows)?
         };
-        let passed = self.core.filter(probe, batch, &self.candidates, &stored)?;
+        let passed =
+            self.core
+                .filter(probe, batch, self.candidate_probes.iter().copied(), &stored)?;
         let reach = self.bound.reach(probe).1;
         let own_single = layout.single[probe];
         let other_single = layout.single[1 - probe];
         let mut pieces = Pieces::default();
         let (own, other) = split(&mut self.sides, probe);
+        // The batch is kept (shared) if any of its rows is stored.
+        let kept = own.keep(batch);
         for (index, fate) in fates.into_iter().enumerate() {
             let (time_ms, start, end) = match fate {
                 Fate::Late => continue,
@@ -301,7 +297,7 @@ impl Operator for IntervalJoinOperator {
                     end,
                 } => (time_ms, start, end),
             };
-            let key = encoded.keys.row(index);
+            let key = keys.0.row(index);
             let mut matched = false;
             for candidate in start..end {
                 if passed.as_ref().is_some_and(|p| !p.value(candidate)) {
@@ -335,12 +331,14 @@ impl Operator for IntervalJoinOperator {
                 TimedRow {
                     time_ms,
                     sequence: self.sequence,
-                    row: encoded.rows.row(index).as_ref().into(),
+                    batch: kept,
+                    row: index as u32,
                     matched,
                 },
             );
             self.sequence += 1;
         }
+        own.release_unused(kept);
         out.extend(
             self.core
                 .assemble(probe, Some(batch), &stored, pieces, false)?,

@@ -215,17 +215,24 @@ impl JoinCore {
 
     /// Keys and rows of a batch of input `side`.
     fn encode(&self, side: usize, batch: &RecordBatch) -> DfResult<Encoded> {
-        let key_columns = super::evaluate_columns(&self.spec.keys[side], batch)?;
-        let keys = self.keys.convert_columns(&key_columns)?;
+        let (keys, matchable) = self.encode_keys(side, batch)?;
         let rows = self.rows[side].convert_columns(batch.columns())?;
-        let matchable = (0..batch.num_rows())
-            .map(|i| self.spec.nulls_equal || key_columns.iter().all(|c| c.is_valid(i)))
-            .collect();
         Ok(Encoded {
             keys,
             rows,
             matchable,
         })
+    }
+
+    /// The keys of a batch of input `side`, and whether each can equal another (no NULL
+    /// in it, unless NULLs are equal).
+    fn encode_keys(&self, side: usize, batch: &RecordBatch) -> DfResult<(Rows, Vec<bool>)> {
+        let key_columns = super::evaluate_columns(&self.spec.keys[side], batch)?;
+        let keys = self.keys.convert_columns(&key_columns)?;
+        let matchable = (0..batch.num_rows())
+            .map(|i| self.spec.nulls_equal || key_columns.iter().all(|c| c.is_valid(i)))
+            .collect();
+        Ok((keys, matchable))
     }
 
     /// The candidates' rows of input `side` as columns, one row per candidate.
@@ -244,20 +251,22 @@ impl JoinCore {
     }
 
     /// Which candidate pairs satisfy the residual condition (all, without one).
+    /// `probes` holds each candidate's probing row.
     fn filter(
         &self,
         probe_side: usize,
         batch: &RecordBatch,
-        candidates: &[Candidate],
+        probes: impl ExactSizeIterator<Item = u32>,
         stored: &[ArrayRef],
     ) -> DfResult<Option<BooleanArray>> {
         let Some(filter) = &self.spec.filter else {
             return Ok(None);
         };
-        if candidates.is_empty() {
+        let candidates = probes.len();
+        if candidates == 0 {
             return Ok(None);
         }
-        let indices = UInt32Array::from_iter_values(candidates.iter().map(|c| c.probe));
+        let indices = UInt32Array::from_iter_values(probes);
         let probe = batch
             .columns()
             .iter()
@@ -268,10 +277,10 @@ impl JoinCore {
         } else {
             stored.iter().cloned().chain(probe).collect()
         };
-        let options = RecordBatchOptions::new().with_row_count(Some(candidates.len()));
+        let options = RecordBatchOptions::new().with_row_count(Some(candidates));
         let pairs =
             RecordBatch::try_new_with_options(Arc::clone(&self.pair_schema), columns, &options)?;
-        let passed = filter.evaluate(&pairs)?.into_array(candidates.len())?;
+        let passed = filter.evaluate(&pairs)?.into_array(candidates)?;
         let passed = passed
             .as_any()
             .downcast_ref::<BooleanArray>()

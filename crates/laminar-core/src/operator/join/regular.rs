@@ -247,7 +247,12 @@ impl RegularJoinOperator {
         } else {
             Vec::new()
         };
-        let passed = self.core.filter(probe, batch, &self.candidates, &stored)?;
+        let passed = self.core.filter(
+            probe,
+            batch,
+            self.candidates.iter().map(|c| c.probe),
+            &stored,
+        )?;
         let mut pieces = Pieces::default();
         let (own, other) = split(&mut self.sides, probe);
         for (index, &(start, end)) in ranges.iter().enumerate() {

@@ -1,25 +1,39 @@
 //! One input's rows in an interval join: per join key, a deque of rows in (time, arrival)
 //! order, so a probe binary-searches its key's rows for the time range it reaches and expiry
-//! pops a key's oldest rows from the front. Which keys to visit on expiry is kept per
+//! pops a key's oldest rows from the front. A row is a reference into the input batch it
+//! arrived in, which is kept (shared, not copied) while any of its rows is stored: storing
+//! a row allocates nothing and encodes nothing. Which keys to visit on expiry is kept per
 //! second of event time ("bucket"): each stored row appends its key's slot to its bucket's
 //! list, a cheap push instead of an ordered index of every row. Once the watermark passes
 //! all of a bucket's reach, its keys' rows that far behind are popped; the one bucket the
 //! watermark is inside is sorted by time once and consumed up to the watermark, so every
 //! row leaves exactly when it is out of reach.
 
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::interleave;
 use datafusion::common::HashMap;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Event time per bucket, in milliseconds.
 const BUCKET_MS: i64 = 1_000;
 
 /// A stored row, and whether a row of the other input matched it.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct TimedRow {
     pub(super) time_ms: i64,
     /// Arrival number: orders rows of equal time.
     pub(super) sequence: u64,
-    pub(super) row: Box<[u8]>,
+    /// Its batch's slot (see [`TimedSide::keep`]) and its index there.
+    pub(super) batch: u32,
+    pub(super) row: u32,
     pub(super) matched: bool,
+}
+
+/// A kept input batch and how many of its rows are stored.
+struct KeptBatch {
+    batch: Option<RecordBatch>,
+    rows: usize,
 }
 
 /// One key's rows, by (time, arrival).
@@ -46,11 +60,48 @@ pub(super) struct TimedSide {
     free: Vec<u32>,
     buckets: BTreeMap<i64, Bucket>,
     rows: usize,
-    row_bytes: usize,
+    batches: Vec<KeptBatch>,
+    free_batches: Vec<u32>,
+    /// Per kept batch, its place in the batches a gather reads (scratch).
+    gather_slots: Vec<Option<usize>>,
+    /// Kept batches whose last stored row expired, released by `release_emptied`.
+    emptied: Vec<u32>,
 }
 
 impl TimedSide {
-    /// Stores `row` under `key`.
+    /// Keeps `batch` for rows of it to be stored; returns its slot. A slot whose batch has
+    /// no stored row is released by [`release_unused`](Self::release_unused).
+    pub(super) fn keep(&mut self, batch: &RecordBatch) -> u32 {
+        let kept = KeptBatch {
+            batch: Some(batch.clone()),
+            rows: 0,
+        };
+        if let Some(slot) = self.free_batches.pop() {
+            self.batches[slot as usize] = kept;
+            slot
+        } else {
+            self.batches.push(kept);
+            u32::try_from(self.batches.len() - 1).unwrap_or(u32::MAX)
+        }
+    }
+
+    /// Releases the batches expiry emptied (unless a row was stored in one since).
+    pub(super) fn release_emptied(&mut self) {
+        while let Some(slot) = self.emptied.pop() {
+            self.release_unused(slot);
+        }
+    }
+
+    /// Releases kept batch `slot` if none of its rows is stored.
+    pub(super) fn release_unused(&mut self, slot: u32) {
+        let kept = &mut self.batches[slot as usize];
+        if kept.rows == 0 && kept.batch.is_some() {
+            kept.batch = None;
+            self.free_batches.push(slot);
+        }
+    }
+
+    /// Stores `row` (of a batch kept by [`keep`](Self::keep)) under `key`.
     pub(super) fn insert(&mut self, key: &[u8], row: TimedRow) {
         let slot = if let Some(&slot) = self.slots.get(key) {
             slot
@@ -64,7 +115,7 @@ impl TimedSide {
         bucket.entries.push((row.time_ms, slot));
         bucket.sorted = false;
         self.rows += 1;
-        self.row_bytes += row.row.len();
+        self.batches[row.batch as usize].rows += 1;
         let rows = &mut self.groups[slot as usize].rows;
         let place = (row.time_ms, row.sequence);
         if rows
@@ -123,7 +174,9 @@ impl TimedSide {
         self.groups.get_mut(slot as usize)?.rows.get_mut(position)
     }
 
-    /// Removes every row with `time + reach < watermark`, handing each to `gone`.
+    /// Removes every row with `time + reach < watermark`, handing each to `gone`. The
+    /// batches they emptied stay until [`release_emptied`](Self::release_emptied), so the
+    /// rows can still be gathered.
     pub(super) fn expire(&mut self, reach: i64, watermark_ms: i64, mut gone: impl FnMut(TimedRow)) {
         let expired = |time_ms: i64| time_ms.saturating_add(reach) < watermark_ms;
         while let Some(mut entry) = self.buckets.first_entry() {
@@ -146,7 +199,11 @@ impl TimedSide {
                 while group.rows.front().is_some_and(|r| expired(r.time_ms)) {
                     if let Some(row) = group.rows.pop_front() {
                         self.rows -= 1;
-                        self.row_bytes -= row.row.len();
+                        let kept = &mut self.batches[row.batch as usize];
+                        kept.rows -= 1;
+                        if kept.rows == 0 {
+                            self.emptied.push(row.batch);
+                        }
                         gone(row);
                     }
                 }
@@ -170,11 +227,28 @@ impl TimedSide {
         self.rows
     }
 
-    /// Approximate bytes held.
+    /// Approximate bytes held: the kept batches, the row references and the keys.
     pub(super) fn bytes(&self) -> u64 {
         let per_row = std::mem::size_of::<TimedRow>() + std::mem::size_of::<(i64, u32)>();
         let keys: usize = self.slots.keys().map(|k| 2 * k.len() + 16).sum();
-        (self.row_bytes + self.rows * per_row + keys) as u64
+        let batches: usize = self
+            .batches
+            .iter()
+            .filter_map(|kept| kept.batch.as_ref())
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        (batches + self.rows * per_row + keys) as u64
+    }
+
+    /// The columns of the rows `rows` refers to, in that order.
+    pub(super) fn gather(&mut self, rows: &[(u32, u32)]) -> DfResult<Vec<ArrayRef>> {
+        let (batches, slots) = (&self.batches, &mut self.gather_slots);
+        gather_rows(batches, slots, rows)
+    }
+
+    /// The batch kept in `slot`.
+    pub(super) fn batch(&self, slot: u32) -> Option<&RecordBatch> {
+        self.batches.get(slot as usize)?.batch.as_ref()
     }
 
     /// Every stored row with its key, key by key.
@@ -186,15 +260,73 @@ impl TimedSide {
     }
 }
 
+/// The columns of rows `rows` (kept batch slot, row) of `batches`, in that order; `slots`
+/// is scratch space.
+fn gather_rows(
+    batches: &[KeptBatch],
+    slots: &mut Vec<Option<usize>>,
+    rows: &[(u32, u32)],
+) -> DfResult<Vec<ArrayRef>> {
+    slots.clear();
+    slots.resize(batches.len(), None);
+    let mut sources: Vec<&RecordBatch> = Vec::new();
+    let mut indices = Vec::with_capacity(rows.len());
+    for &(slot, row) in rows {
+        let place = if let Some(place) = slots.get(slot as usize).copied().flatten() {
+            place
+        } else {
+            let batch = batches
+                .get(slot as usize)
+                .and_then(|kept| kept.batch.as_ref())
+                .ok_or_else(|| {
+                    DataFusionError::Internal("an interval join row's batch is gone".into())
+                })?;
+            sources.push(batch);
+            slots[slot as usize] = Some(sources.len() - 1);
+            sources.len() - 1
+        };
+        indices.push((place, row as usize));
+    }
+    let Some(first) = sources.first() else {
+        return Ok(Vec::new());
+    };
+    (0..first.num_columns())
+        .map(|column| {
+            let arrays: Vec<&dyn Array> = sources
+                .iter()
+                .map(|batch| batch.column(column).as_ref())
+                .collect();
+            Ok(interleave(&arrays, &indices)?)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+
     use super::*;
 
-    fn row(time_ms: i64, sequence: u64) -> TimedRow {
+    /// A side with one kept batch of 100 rows (`value = index`).
+    fn side() -> (TimedSide, u32) {
+        let mut side = TimedSide::default();
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+        )])
+        .expect("batch");
+        let slot = side.keep(&batch);
+        (side, slot)
+    }
+
+    fn row(batch: u32, time_ms: i64, sequence: u64) -> TimedRow {
         TimedRow {
             time_ms,
             sequence,
-            row: Box::from(&sequence.to_be_bytes()[..]),
+            batch,
+            row: u32::try_from(sequence).expect("small"),
             matched: false,
         }
     }
@@ -202,13 +334,14 @@ mod tests {
     fn expire(side: &mut TimedSide, reach: i64, watermark_ms: i64) -> Vec<u64> {
         let mut gone = Vec::new();
         side.expire(reach, watermark_ms, |row| gone.push(row.sequence));
+        side.release_emptied();
         gone.sort_unstable();
         gone
     }
 
     #[test]
     fn rows_leave_exactly_when_out_of_reach_whatever_order_they_came_in() {
-        let mut side = TimedSide::default();
+        let (mut side, batch) = side();
         // Times across three buckets, out of order, two keys.
         for (sequence, (key, time)) in [
             (b"a", 2_500),
@@ -221,7 +354,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            side.insert(key, row(time, sequence as u64));
+            side.insert(key, row(batch, time, sequence as u64));
         }
         assert_eq!(side.len(), 6);
         // Reach 100: a row at t leaves once the watermark passes t + 100.
@@ -230,42 +363,61 @@ mod tests {
         assert_eq!(expire(&mut side, 100, 1_301), [1, 2]);
         assert_eq!(expire(&mut side, 100, 2_100), [5]);
         // A row arriving into the bucket being consumed is still found.
-        side.insert(b"a", row(2_050, 6));
+        side.insert(b"a", row(batch, 2_050, 6));
         assert_eq!(expire(&mut side, 100, 2_151), [6]);
+        assert!(
+            side.batch(batch).is_some(),
+            "kept while rows of it are stored"
+        );
         assert_eq!(expire(&mut side, 100, i64::MAX), [0, 4]);
         assert_eq!(side.len(), 0);
         assert!(side.slot(b"a").is_none() && side.slot(b"b").is_none());
+        assert!(side.batch(batch).is_none(), "released with its last row");
     }
 
     #[test]
-    fn a_probe_finds_a_key_s_rows_in_its_time_range_in_order() {
-        let mut side = TimedSide::default();
+    fn a_probe_finds_a_key_s_rows_in_its_time_range_in_order_and_gathers_them() {
+        let (mut side, batch) = side();
         for (sequence, time) in [30, 10, 20, 20, 40].into_iter().enumerate() {
-            side.insert(b"k", row(time, sequence as u64));
+            side.insert(b"k", row(batch, time, sequence as u64));
         }
-        side.insert(b"other", row(20, 9));
+        side.insert(b"other", row(batch, 20, 9));
         let slot = side.slot(b"k").expect("stored");
-        let found: Vec<(i64, u64)> = side
+        let found: Vec<(u32, u32)> = side
             .range(slot, 15, 30)
-            .map(|(_, r)| (r.time_ms, r.sequence))
+            .map(|(_, r)| (r.batch, r.row))
             .collect();
-        assert_eq!(found, [(20, 2), (20, 3), (30, 0)]);
+        assert_eq!(found, [(batch, 2), (batch, 3), (batch, 0)]);
+        let columns = side.gather(&found).expect("gathered");
+        let values = columns[0]
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("Int64");
+        assert_eq!(values.values().to_vec(), [2, 3, 0]);
         let (position, _) = side.range(slot, 40, 40).next().expect("the row at 40");
         side.row_mut(slot, position).expect("row").matched = true;
-        assert!(side.rows().any(|(key, r)| key == b"k" && r.time_ms == 40 && r.matched));
+        assert!(side
+            .rows()
+            .any(|(key, r)| key == b"k" && r.time_ms == 40 && r.matched));
         assert_eq!(side.range(slot, 41, 100).count(), 0);
     }
 
     #[test]
     fn a_freed_key_slot_is_reused_without_disturbing_other_keys() {
-        let mut side = TimedSide::default();
-        side.insert(b"a", row(0, 0));
-        side.insert(b"b", row(5_000, 1));
+        let (mut side, batch) = side();
+        side.insert(b"a", row(batch, 0, 0));
+        side.insert(b"b", row(batch, 5_000, 1));
         assert_eq!(expire(&mut side, 0, 1), [0]);
-        side.insert(b"c", row(6_000, 2));
+        side.insert(b"c", row(batch, 6_000, 2));
         assert_eq!(side.len(), 2);
         assert_eq!(expire(&mut side, 0, 5_001), [1]);
         assert_eq!(expire(&mut side, 0, 6_001), [2]);
         assert_eq!(side.rows().count(), 0);
+        // A batch none of whose rows was stored is released at once.
+        let unused = side.keep(&side.batch(batch).cloned().unwrap_or_else(|| {
+            RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))
+        }));
+        side.release_unused(unused);
+        assert!(side.batch(unused).is_none());
     }
 }

@@ -10,9 +10,15 @@ use datafusion::arrow::array::{
     BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Int64Array, Int64Builder,
     UInt64Array, UInt64Builder,
 };
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows};
+use datafusion::common::hash_map::Entry;
+use datafusion::common::HashMap;
 use datafusion::error::Result as DfResult;
 
 use super::{IntervalJoinOperator, TimedRow, TimedSide};
+use crate::operator::cast_to_fields;
 use crate::state::{restored_part, OperatorState, RestoredPart, StatePart};
 use crate::state_codec::{
     check_part_names, state_batch, time_sequence_key, PartReader, STATE_BATCH_ENTRIES_MAX,
@@ -26,8 +32,15 @@ const PROGRESS_PART: &str = "progress";
 const PROGRESS_KEY: &[u8] = b"progress";
 
 impl TimedSide {
-    /// Every stored row.
-    fn part(&self, name: &str) -> DfResult<StatePart> {
+    /// Every stored row, its columns encoded by `converter`.
+    fn part(&self, name: &str, converter: &RowConverter) -> DfResult<StatePart> {
+        let mut batch_rows: HashMap<u32, Rows> = HashMap::new();
+        for (_, timed) in self.rows() {
+            if let Entry::Vacant(vacant) = batch_rows.entry(timed.batch) {
+                let batch = self.batch(timed.batch).ok_or_else(super::missing)?;
+                vacant.insert(converter.convert_columns(batch.columns())?);
+            }
+        }
         let mut batches = Vec::new();
         let rows: Vec<_> = self.rows().collect();
         for chunk in rows.chunks(STATE_BATCH_ENTRIES_MAX) {
@@ -38,11 +51,15 @@ impl TimedSide {
             let mut rows = BinaryBuilder::new();
             let mut matched = BooleanBuilder::new();
             for (join_key, timed) in chunk {
+                let row = batch_rows
+                    .get(&timed.batch)
+                    .ok_or_else(super::missing)?
+                    .row(timed.row as usize);
                 keys.append_value(time_sequence_key(timed.time_ms, timed.sequence));
                 event_times.append_value(timed.time_ms);
                 sequences.append_value(timed.sequence);
                 join_keys.append_value(join_key);
-                rows.append_value(&timed.row);
+                rows.append_value(row.as_ref());
                 matched.append_value(timed.matched);
             }
             batches.push(state_batch(
@@ -59,10 +76,17 @@ impl TimedSide {
         Ok(StatePart::new(name, batches))
     }
 
-    /// The side a restored part describes (empty without one).
-    fn restored(part: Option<&RestoredPart>, name: &str) -> DfResult<Self> {
+    /// The side a restored part describes (empty without one): its rows decoded by
+    /// `encoder` into one kept batch of `schema`.
+    fn restored(
+        part: Option<&RestoredPart>,
+        name: &str,
+        encoder: &RowConverter,
+        schema: &SchemaRef,
+    ) -> DfResult<Self> {
         let reader = PartReader::new(OWNER, name);
         let mut side = Self::default();
+        let mut stored = Vec::new();
         for batch in part.into_iter().flat_map(|p| &p.batches) {
             let times = reader.required::<Int64Array>(batch, "time_ms")?;
             let sequences = reader.required::<UInt64Array>(batch, "sequence")?;
@@ -70,14 +94,33 @@ impl TimedSide {
             let rows = reader.required::<BinaryArray>(batch, "row")?;
             let matched = reader.required::<BooleanArray>(batch, "matched")?;
             for index in 0..batch.num_rows() {
-                let row = TimedRow {
-                    time_ms: times.value(index),
-                    sequence: sequences.value(index),
-                    row: rows.value(index).into(),
-                    matched: matched.value(index),
-                };
-                side.insert(join_keys.value(index), row);
+                stored.push((
+                    join_keys.value(index),
+                    rows.value(index),
+                    times.value(index),
+                    sequences.value(index),
+                    matched.value(index),
+                ));
             }
+        }
+        if stored.is_empty() {
+            return Ok(side);
+        }
+        let parser = encoder.parser();
+        let columns = encoder.convert_rows(stored.iter().map(|s| parser.parse(s.1)))?;
+        let columns = cast_to_fields(columns, schema.fields())?;
+        let rows = RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| reader.malformed(format_args!("rows do not fit the input: {e}")))?;
+        let kept = side.keep(&rows);
+        for (index, (join_key, _, time_ms, sequence, matched)) in stored.into_iter().enumerate() {
+            let row = TimedRow {
+                time_ms,
+                sequence,
+                batch: kept,
+                row: u32::try_from(index).map_err(|_| reader.malformed("too many rows"))?,
+                matched,
+            };
+            side.insert(join_key, row);
         }
         Ok(side)
     }
@@ -87,8 +130,8 @@ impl IntervalJoinOperator {
     /// The whole state (see the module doc).
     pub(super) fn snapshot_parts(&self) -> DfResult<OperatorState> {
         let mut parts = Vec::with_capacity(3);
-        for (side, name) in self.sides.iter().zip(SIDE_PARTS) {
-            parts.push(side.part(name)?);
+        for (index, (side, name)) in self.sides.iter().zip(SIDE_PARTS).enumerate() {
+            parts.push(side.part(name, &self.core.rows[index])?);
         }
         let progress = state_batch(
             BinaryArray::from_vec(vec![PROGRESS_KEY]),
@@ -117,8 +160,13 @@ impl IntervalJoinOperator {
     /// Replaces the state with `parts`.
     pub(super) fn restore_parts(&mut self, parts: &[RestoredPart]) -> DfResult<()> {
         check_part_names(OWNER, parts, &[SIDE_PARTS[0], SIDE_PARTS[1], PROGRESS_PART])?;
-        for (side, name) in self.sides.iter_mut().zip(SIDE_PARTS) {
-            *side = TimedSide::restored(restored_part(parts, name), name)?;
+        for (index, name) in SIDE_PARTS.into_iter().enumerate() {
+            self.sides[index] = TimedSide::restored(
+                restored_part(parts, name),
+                name,
+                &self.core.rows[index],
+                &self.core.spec.inputs[index],
+            )?;
         }
         let reader = PartReader::new(OWNER, PROGRESS_PART);
         let progress = match restored_part(parts, PROGRESS_PART) {
