@@ -278,7 +278,8 @@ impl Operator for IntervalJoinOperator {
         let reach = self.bound.reach(probe).1;
         let own_single = layout.single[probe];
         let other_single = layout.single[1 - probe];
-        let mut pieces = Pieces::default();
+        // At most every pair plus every row alone.
+        let mut pieces = Pieces::with_capacity(self.candidate_rows.len() + batch.num_rows());
         let (own, other) = split(&mut self.sides, probe);
         // The batch is kept (shared) if any of its rows is stored.
         let kept = own.keep(batch);

@@ -159,6 +159,15 @@ struct Pieces {
 }
 
 impl Pieces {
+    /// Room for `rows` output rows, so a large batch does not grow the vectors step by step.
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            probe: Vec::with_capacity(rows),
+            stored: Vec::with_capacity(rows),
+            weights: Vec::with_capacity(rows),
+        }
+    }
+
     fn push(&mut self, probe: Option<u32>, stored: Option<u32>, weight: i64) {
         self.probe.push(probe);
         self.stored.push(stored);

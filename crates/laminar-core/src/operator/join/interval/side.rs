@@ -11,9 +11,10 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::interleave;
-use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::{BTreeMap, VecDeque};
+use std::hash::BuildHasher;
 
 /// Event time per bucket, in milliseconds.
 const BUCKET_MS: i64 = 1_000;
@@ -36,10 +37,21 @@ struct KeptBatch {
     rows: usize,
 }
 
-/// One key's rows, by (time, arrival).
+/// One key's rows, by (time, arrival). A freed group keeps its buffers for the next key
+/// given its slot, so keys that come and go allocate nothing in steady state.
+#[derive(Default)]
 struct Group {
-    key: Box<[u8]>,
+    key: Vec<u8>,
     rows: VecDeque<TimedRow>,
+    live: bool,
+}
+
+/// The key index of a side, borrowed apart from its buckets.
+struct Keys<'a> {
+    slots: &'a mut HashTable<u32>,
+    hasher: &'a DefaultHashBuilder,
+    groups: &'a mut Vec<Group>,
+    free: &'a mut Vec<u32>,
 }
 
 /// The keys that received rows in one bucket: `(time, slot)` per row.
@@ -55,7 +67,9 @@ struct Bucket {
 /// One input's stored rows.
 #[derive(Default)]
 pub(super) struct TimedSide {
-    slots: HashMap<Box<[u8]>, u32>,
+    /// Live groups' slots, by their key's hash (the key itself is in the group).
+    slots: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     groups: Vec<Group>,
     free: Vec<u32>,
     buckets: BTreeMap<i64, Bucket>,
@@ -66,6 +80,8 @@ pub(super) struct TimedSide {
     gather_slots: Vec<Option<usize>>,
     /// Kept batches whose last stored row expired, released by `release_emptied`.
     emptied: Vec<u32>,
+    /// Entry lists of removed buckets, reused by new ones.
+    spare_entries: Vec<Vec<(i64, u32)>>,
 }
 
 impl TimedSide {
@@ -103,15 +119,19 @@ impl TimedSide {
 
     /// Stores `row` (of a batch kept by [`keep`](Self::keep)) under `key`.
     pub(super) fn insert(&mut self, key: &[u8], row: TimedRow) {
-        let slot = if let Some(&slot) = self.slots.get(key) {
-            slot
-        } else {
-            self.new_slot(key)
+        let slot = match self.slot(key) {
+            Some(slot) => slot,
+            None => self.new_slot(key),
         };
+        let spare = &mut self.spare_entries;
         let bucket = self
             .buckets
             .entry(row.time_ms.div_euclid(BUCKET_MS))
-            .or_default();
+            .or_insert_with(|| Bucket {
+                entries: spare.pop().unwrap_or_default(),
+                visited: 0,
+                sorted: false,
+            });
         bucket.entries.push((row.time_ms, slot));
         bucket.sorted = false;
         self.rows += 1;
@@ -132,25 +152,43 @@ impl TimedSide {
 
     /// A slot for `key`, which has none.
     fn new_slot(&mut self, key: &[u8]) -> u32 {
-        let group = Group {
-            key: key.into(),
-            rows: VecDeque::new(),
-        };
         let slot = if let Some(slot) = self.free.pop() {
-            self.groups[slot as usize] = group;
             slot
         } else {
-            self.groups.push(group);
+            self.groups.push(Group::default());
             // More than 4 billion keys held at once would not fit in memory anyway.
             u32::try_from(self.groups.len() - 1).unwrap_or(u32::MAX)
         };
-        self.slots.insert(key.into(), slot);
+        let group = &mut self.groups[slot as usize];
+        group.key.clear();
+        group.key.extend_from_slice(key);
+        group.live = true;
+        let (groups, hasher) = (&self.groups, &self.hasher);
+        self.slots.insert_unique(hasher.hash_one(key), slot, |&s| {
+            hasher.hash_one(groups[s as usize].key.as_slice())
+        });
         slot
+    }
+
+    /// Frees slot `slot` of `keys` (its group has no row left), keeping its buffers.
+    fn free_slot(keys: &mut Keys<'_>, slot: u32) {
+        let group = &mut keys.groups[slot as usize];
+        group.live = false;
+        let hash = keys.hasher.hash_one(group.key.as_slice());
+        if let Ok(entry) = keys.slots.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        keys.free.push(slot);
     }
 
     /// The slot of `key`'s rows, if it has any.
     pub(super) fn slot(&self, key: &[u8]) -> Option<u32> {
-        self.slots.get(key).copied()
+        let groups = &self.groups;
+        self.slots
+            .find(self.hasher.hash_one(key), |&s| {
+                groups[s as usize].key.as_slice() == key
+            })
+            .copied()
     }
 
     /// Positions and rows of slot `slot` with times in `[from_ms, to_ms]`.
@@ -179,6 +217,12 @@ impl TimedSide {
     /// rows can still be gathered.
     pub(super) fn expire(&mut self, reach: i64, watermark_ms: i64, mut gone: impl FnMut(TimedRow)) {
         let expired = |time_ms: i64| time_ms.saturating_add(reach) < watermark_ms;
+        let mut keys = Keys {
+            slots: &mut self.slots,
+            hasher: &self.hasher,
+            groups: &mut self.groups,
+            free: &mut self.free,
+        };
         while let Some(mut entry) = self.buckets.first_entry() {
             let start = entry.key().saturating_mul(BUCKET_MS);
             if !expired(start) {
@@ -195,7 +239,7 @@ impl TimedSide {
                     break;
                 }
                 bucket.visited += 1;
-                let group = &mut self.groups[slot as usize];
+                let group = &mut keys.groups[slot as usize];
                 while group.rows.front().is_some_and(|r| expired(r.time_ms)) {
                     if let Some(row) = group.rows.pop_front() {
                         self.rows -= 1;
@@ -207,18 +251,18 @@ impl TimedSide {
                         gone(row);
                     }
                 }
-                if group.rows.is_empty() && !group.key.is_empty() {
+                if group.rows.is_empty() && group.live {
                     // The key's last row left; its slot is reused (a later visit of it
                     // through an older list finds nothing expired, or another key's rows).
-                    let key = std::mem::take(&mut group.key);
-                    self.slots.remove(&key);
-                    self.free.push(slot);
+                    Self::free_slot(&mut keys, slot);
                 }
             }
             if bucket.visited < bucket.entries.len() {
                 return;
             }
-            entry.remove();
+            let mut entries = entry.remove().entries;
+            entries.clear();
+            self.spare_entries.push(entries);
         }
     }
 
@@ -230,12 +274,20 @@ impl TimedSide {
     /// Approximate bytes held: the kept batches, the row references and the keys.
     pub(super) fn bytes(&self) -> u64 {
         let per_row = std::mem::size_of::<TimedRow>() + std::mem::size_of::<(i64, u32)>();
-        let keys: usize = self.slots.keys().map(|k| 2 * k.len() + 16).sum();
+        let keys: usize = self
+            .groups
+            .iter()
+            .filter(|group| group.live)
+            .map(|group| group.key.len() + 16)
+            .sum();
+        // A kept batch may be a slice of a larger one: its own rows are what it holds for
+        // the join (the rest is the input's, shared).
         let batches: usize = self
             .batches
             .iter()
             .filter_map(|kept| kept.batch.as_ref())
-            .map(RecordBatch::get_array_memory_size)
+            .flat_map(RecordBatch::columns)
+            .map(|column| column.to_data().get_slice_memory_size().unwrap_or(0))
             .sum();
         (batches + self.rows * per_row + keys) as u64
     }
@@ -255,8 +307,8 @@ impl TimedSide {
     pub(super) fn rows(&self) -> impl Iterator<Item = (&[u8], &TimedRow)> {
         self.groups
             .iter()
-            .filter(|group| !group.key.is_empty())
-            .flat_map(|group| group.rows.iter().map(|row| (group.key.as_ref(), row)))
+            .filter(|group| group.live)
+            .flat_map(|group| group.rows.iter().map(|row| (group.key.as_slice(), row)))
     }
 }
 
