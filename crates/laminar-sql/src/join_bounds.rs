@@ -1,15 +1,17 @@
 //! Time bounds in a join condition: the conjuncts that bound the right input's time column
 //! relative to the left's (`r.ts BETWEEN l.ts - INTERVAL '1' MINUTE AND l.ts + INTERVAL '2'
 //! MINUTE`, the `<`, `<=`, `>`, `>=` forms, or equal times such as window ends among the
-//! join keys), as millisecond bounds on `right time - left time`. The bounds only decide
-//! when an interval join may forget a row, so they are rounded outwards; the condition
-//! itself is still evaluated exactly on every candidate pair.
+//! join keys), as millisecond bounds on `right time - left time`. The bounds decide which
+//! stored rows an interval join pairs a row with and when it may forget a row, so they are
+//! rounded outwards; the condition itself is still evaluated on every candidate pair, except
+//! the conjuncts the bounds enforce exactly (see [`without_implied`]).
 
 use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::TimeUnit;
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 const NANOS_PER_MS: i128 = 1_000_000;
@@ -101,6 +103,55 @@ pub(crate) fn time_bounds(
             })
         })
         .collect()
+}
+
+/// `filter` without the conjuncts that the time bound on columns `columns` (left, right)
+/// enforces exactly: inclusive comparisons (`>=`, `<=`, `=`) of the two columns, uncast,
+/// both of millisecond precision (`TIMESTAMP(3)` or epoch-millisecond `BIGINT`), shifted by
+/// whole milliseconds. The join only pairs rows whose times lie within the bound, which is
+/// the intersection of every such conjunct, so evaluating them again on each pair changes
+/// nothing (and Arrow's timestamp-minus-interval kernel allocates per value). Strict
+/// comparisons stay: the bound rounds them to their inclusive forms.
+pub(crate) fn without_implied(
+    filter: Option<&Expr>,
+    schemas: [&DFSchema; 2],
+    columns: [usize; 2],
+) -> Option<Expr> {
+    let filter = filter?;
+    let millis = |schema: &DFSchema, column: usize| {
+        matches!(
+            schema.field(column).data_type(),
+            DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64
+        )
+    };
+    if !millis(schemas[0], columns[0]) || !millis(schemas[1], columns[1]) {
+        return Some(filter.clone());
+    }
+    let Ok(pair_schema) = schemas[0].join(schemas[1]) else {
+        return Some(filter.clone());
+    };
+    let left_len = schemas[0].fields().len();
+    let pair = [columns[0], left_len + columns[1]];
+    let implied = |conjunct: &Expr| -> bool {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else {
+            return false;
+        };
+        if !matches!(op, Operator::GtEq | Operator::LtEq | Operator::Eq) {
+            return false;
+        }
+        let (Some(a), Some(b)) = (shifted(left, &pair_schema), shifted(right, &pair_schema)) else {
+            return false;
+        };
+        let exact = |s: &Shifted| !s.cast && s.offset_ns % NANOS_PER_MS == 0;
+        let same_pair = [a.column, b.column] == pair || [b.column, a.column] == pair;
+        same_pair && exact(&a) && exact(&b)
+    };
+    conjunction(
+        split_conjunction(filter)
+            .into_iter()
+            .filter(|conjunct| !implied(conjunct))
+            .cloned(),
+    )
 }
 
 fn clamp(value: i128) -> i64 {
@@ -236,6 +287,36 @@ mod tests {
     fn bounds(filter: &Expr) -> Vec<PairBounds> {
         let (left, right) = (schema("a"), schema("b"));
         time_bounds(&[], false, Some(filter), [&left, &right], [&[1], &[1]])
+    }
+
+    #[test]
+    fn the_conjuncts_an_exact_bound_enforces_leave_the_residual_condition() {
+        let (left, right) = (schema("a"), schema("b"));
+        let residual = |filter: &Expr| {
+            super::without_implied(Some(filter), [&left, &right], [1, 1]).map(|e| e.to_string())
+        };
+        // Inclusive millisecond bounds: both go.
+        let between = col("b.ts")
+            .gt_eq(col("a.ts") - seconds(1))
+            .and(col("b.ts").lt_eq(col("a.ts")));
+        assert_eq!(residual(&between), None);
+        // A strict comparison stays (the bound includes its edge), as does anything else.
+        let strict = col("b.ts")
+            .gt(col("a.ts") - seconds(1))
+            .and(col("b.ts").lt_eq(col("a.ts")))
+            .and(col("a.k").gt(lit(3_i64)));
+        assert_eq!(
+            residual(&strict),
+            Some(
+                col("b.ts")
+                    .gt(col("a.ts") - seconds(1))
+                    .and(col("a.k").gt(lit(3_i64)))
+                    .to_string()
+            )
+        );
+        // A sub-millisecond offset is not exact at millisecond precision.
+        let fine = col("b.ts").lt_eq(col("a.ts") + lit(ScalarValue::new_interval_mdn(0, 0, 1)));
+        assert_eq!(residual(&fine), Some(fine.to_string()));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use laminar_core::operator::{
 
 use super::{Builder, Produced};
 use crate::error::{Result, SqlError};
-use crate::join_bounds::time_bounds;
+use crate::join_bounds::{time_bounds, without_implied};
 use crate::parser::Emit;
 
 /// The join keys of both inputs as physical expressions of equal types.
@@ -84,6 +84,7 @@ impl Builder<'_> {
         let (operator, produced): (Box<dyn Operator>, Produced) =
             match interval_bound(join, left, right) {
                 Ok(bound) => {
+                    let spec = self.without_implied(join, bound, spec)?;
                     let operator =
                         IntervalJoinOperator::new(spec, bound).map_err(|e| self.plan_error(&e))?;
                     (
@@ -129,6 +130,25 @@ impl Builder<'_> {
             };
         self.nodes[node].operator = operator;
         Ok(produced)
+    }
+
+    /// `spec` without the conjuncts of its condition that `bound` enforces exactly.
+    fn without_implied(&self, join: &Join, bound: TimeBound, spec: JoinSpec) -> Result<JoinSpec> {
+        let schemas = [join.left.schema().as_ref(), join.right.schema().as_ref()];
+        let residual = without_implied(join.filter.as_ref(), schemas, bound.columns);
+        if residual.as_ref() == join.filter.as_ref() {
+            return Ok(spec);
+        }
+        let pair_schema = join
+            .left
+            .schema()
+            .join(join.right.schema())
+            .map_err(|e| self.plan_error(&e))?;
+        let filter = residual
+            .map(|f| self.state.create_physical_expr(f, &pair_schema))
+            .transpose()
+            .map_err(|e| self.plan_error(&e))?;
+        Ok(JoinSpec { filter, ..spec })
     }
 
     /// Refuses the joins without a streaming form, saying what to write instead.
