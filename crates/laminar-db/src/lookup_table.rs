@@ -6,14 +6,14 @@
 //! registered again (under the same name) before it opens.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use laminar_connectors::ConnectorOptions;
 use laminar_core::lookup::{LookupCounters, LookupOptions, LookupService, LookupSource};
 use laminar_sql::parser::{ConnectorSpec, CreateSource};
-use laminar_sql::{ObjectKind, SqlError, Statement};
+use laminar_sql::{ObjectKind, SqlError};
 
-use crate::catalog::{Object, ObjectState};
+use crate::catalog::{Catalog, Object, ObjectState};
 use crate::db::{LaminarDB, LaminarDbBuilder};
 use crate::error::{DbError, Result};
 use crate::result::ExecuteResult;
@@ -93,21 +93,17 @@ impl LaminarDB {
             .add(name, source)
     }
 
-    /// `CREATE TABLE ... FROM LOOKUP (...)`.
+    /// `CREATE TABLE ... FROM LOOKUP (...)`, whose canonical text is `sql`, once `catalog`
+    /// (held) was checked not to have it.
     pub(crate) fn create_lookup_table(
         &self,
+        mut catalog: MutexGuard<'_, Catalog>,
         create: &CreateSource,
         spec: &ConnectorSpec,
+        sql: String,
         persist: bool,
     ) -> Result<ExecuteResult> {
-        let mut catalog = self.catalog();
         let name = &create.name;
-        let mut canonical = create.clone();
-        canonical.if_not_exists = false;
-        let sql = Statement::CreateTable(Box::new(canonical)).to_string();
-        if let Some(skipped) = Self::existing(&catalog, name, &sql, create.if_not_exists)? {
-            return Ok(skipped);
-        }
         let context = format!("CREATE TABLE {name}");
         let invalid = |message: String| {
             DbError::Sql(SqlError::Invalid {

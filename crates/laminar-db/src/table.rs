@@ -39,8 +39,7 @@ impl LaminarDB {
             return Ok(skipped);
         }
         if let Some(spec) = create.connector.as_ref().filter(|c| c.name == "LOOKUP") {
-            drop(catalog);
-            return self.create_lookup_table(create, spec, persist);
+            return self.create_lookup_table(catalog, create, spec, sql, persist);
         }
         let context = format!("CREATE TABLE {name}");
         let (schema, key) = declared_table(create, &context)?;

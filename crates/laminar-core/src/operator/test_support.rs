@@ -360,3 +360,27 @@ pub(crate) fn count_and_sum() -> Vec<AggregateCall> {
         call(sum_udaf(), vec![column("v")], vec![], false, &schema),
     ]
 }
+
+/// `id -> value` per output row of `out`: the BIGINT id in column 0 and the DOUBLE value in
+/// column `value` (`NULL` when unmatched), as the lookup joins' tests read their output.
+pub(crate) fn id_to_value(out: &[crate::change_batch::ChangeBatch], value: usize) -> Vec<String> {
+    use datafusion::arrow::array::{Array, Float64Array};
+    let mut lines = Vec::new();
+    for change in out {
+        let batch = change.batch();
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        let values = batch.column(value).as_any().downcast_ref::<Float64Array>();
+        let (Some(ids), Some(values)) = (ids, values) else {
+            return vec!["unexpected columns".into()];
+        };
+        for row in 0..batch.num_rows() {
+            let shown = if values.is_null(row) {
+                "NULL".to_string()
+            } else {
+                values.value(row).to_string()
+            };
+            lines.push(format!("{} -> {shown}", ids.value(row)));
+        }
+    }
+    lines
+}

@@ -135,24 +135,7 @@ fn orders(rows: &[(i64, Option<&str>)]) -> ChangeBatch {
 
 /// `id -> rate` per output row, `NULL` when unmatched.
 fn render(out: &[ChangeBatch]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for change in out {
-        let batch = change.batch();
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>();
-        let rates = batch.column(2).as_any().downcast_ref::<Float64Array>();
-        let (Some(ids), Some(rates)) = (ids, rates) else {
-            return vec!["unexpected columns".into()];
-        };
-        for row in 0..batch.num_rows() {
-            let rate = if rates.is_null(row) {
-                "NULL".to_string()
-            } else {
-                rates.value(row).to_string()
-            };
-            lines.push(format!("{} -> {rate}", ids.value(row)));
-        }
-    }
-    lines
+    crate::operator::test_support::id_to_value(out, 2)
 }
 
 /// Polls `op` the way the worker's timer does until nothing waits (at most 5 s).
