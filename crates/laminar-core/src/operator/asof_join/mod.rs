@@ -12,6 +12,7 @@ mod state;
 mod tests;
 
 use datafusion::common::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, Int64Array, UInt32Array};
@@ -137,12 +138,16 @@ pub struct AsofJoinOperator {
     /// The one key when the join has no equality keys.
     global_key: Option<OwnedRow>,
     keys: HashMap<OwnedRow, KeyState>,
-    /// Keys with left rows waiting, or right rows added, since the last watermark: the only
-    /// ones a watermark step must visit (besides a full sweep every
-    /// [`FULL_SWEEP_WATERMARKS`] steps, which prunes keys gone quiet).
+    /// Keys that received rows since the last watermark step.
     dirty: HashSet<OwnedRow>,
-    /// Watermark steps since the last full sweep.
-    steps_since_sweep: u32,
+    /// Keys by the time after which a watermark may settle or prune something of theirs
+    /// without new input (see `next_wake`): a step visits the dirty keys and those whose
+    /// time it passed, never the quiet rest. An entry whose key has since registered
+    /// another time is stale and skipped.
+    wakeups: BTreeMap<i64, Vec<OwnedRow>>,
+    /// Each key with waiting left rows counted at its oldest one's time: the output
+    /// watermark's hold is the first.
+    held: BTreeMap<i64, u64>,
     /// Input watermark, in join time units.
     watermark: i64,
     /// Output watermark bound: the oldest waiting left row's time (milliseconds).
@@ -158,8 +163,62 @@ impl std::fmt::Debug for AsofJoinOperator {
     }
 }
 
-/// Watermark steps between full sweeps of every key (see `settle_all`).
-const FULL_SWEEP_WATERMARKS: u32 = 64;
+/// Takes one count of `time` from `counts`.
+fn uncount(counts: &mut BTreeMap<i64, u64>, time: i64) {
+    if let Some(count) = counts.get_mut(&time) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&time);
+        }
+    }
+}
+
+/// After `state` was settled and pruned at `watermark`: the time after which a later
+/// watermark can settle one of its waiting rows or prune one of its right rows without new
+/// input (`i64::MAX`: only new rows or the end can).
+fn next_wake(state: &KeyState, watermark: i64, matching: &Matching) -> i64 {
+    let horizon_of = |time: i64| {
+        horizon(
+            time,
+            best(&state.right, time, matching).map(|m| m.0),
+            matching,
+        )
+    };
+    let pending = if matching.direction == AsofDirection::Nearest {
+        // Nearest horizons do not grow with the row's time: the earliest of all.
+        state
+            .pending
+            .keys()
+            .map(|&(time, _)| horizon_of(time))
+            .min()
+    } else {
+        state
+            .pending
+            .keys()
+            .next()
+            .map(|&(time, _)| horizon_of(time))
+    };
+    if let Some(pending) = pending {
+        // Right rows prune behind the oldest waiting row, which moves only when it settles.
+        return pending;
+    }
+    // No waiting rows: right rows prune behind the watermark itself.
+    let mut times = state.right.keys();
+    let Some(&first) = times.next() else {
+        return i64::MAX;
+    };
+    if matching.direction == AsofDirection::Forward {
+        return first;
+    }
+    // The latest row before the bound stays until a later one passes it, or until it is
+    // out of tolerance.
+    let superseded = times.next().copied().unwrap_or(i64::MAX);
+    let expires = match matching.tolerance {
+        Some(tolerance) if first < watermark => first.saturating_add(tolerance),
+        _ => i64::MAX,
+    };
+    superseded.min(expires)
+}
 
 /// Settles one key's left rows the watermark made final and prunes its right rows; returns
 /// the rows released.
@@ -258,7 +317,8 @@ impl AsofJoinOperator {
             global_key,
             keys: HashMap::new(),
             dirty: HashSet::new(),
-            steps_since_sweep: 0,
+            wakeups: BTreeMap::new(),
+            held: BTreeMap::new(),
             watermark: i64::MIN,
             hold_ms: i64::MAX,
             arrivals: 0,
@@ -366,48 +426,61 @@ impl AsofJoinOperator {
     }
 
     /// Settles the left rows the watermark made final, prunes right rows, and recomputes
-    /// the output watermark's hold. Only keys that changed since the last step are visited;
-    /// every [`FULL_SWEEP_WATERMARKS`] steps (and at the end) all are, so a key gone quiet
-    /// is pruned too. Keys not visited hold no waiting left rows.
+    /// the output watermark's hold. Only the keys that received rows since the last step
+    /// and those whose wake-up time the watermark passed are visited (at the end, all), so
+    /// a step costs what changed, not the number of keys held.
     fn settle_all(&mut self, output: &mut Output) {
         let config = Arc::clone(&self.config);
         let watermark = self.watermark;
-        self.steps_since_sweep += 1;
-        let sweep = watermark == i64::MAX || self.steps_since_sweep >= FULL_SWEEP_WATERMARKS;
-        let visit: Vec<OwnedRow> = if sweep {
-            self.steps_since_sweep = 0;
-            self.dirty.clear();
-            self.keys.keys().cloned().collect()
+        let mut visit: Vec<OwnedRow> = self.dirty.drain().collect();
+        if watermark == i64::MAX {
+            self.wakeups.clear();
+            visit = self.keys.keys().cloned().collect();
         } else {
-            self.dirty.drain().collect()
-        };
+            while let Some(entry) = self.wakeups.first_entry() {
+                if *entry.key() >= watermark {
+                    break;
+                }
+                let (at, keys) = entry.remove_entry();
+                // A key that registered another time since is visited at that one.
+                visit.extend(
+                    keys.into_iter()
+                        .filter(|key| self.keys.get(key).is_some_and(|s| s.wake == Some(at))),
+                );
+            }
+        }
         let mut released = 0;
         for key in visit {
             let Some(state) = self.keys.get_mut(&key) else {
                 continue;
             };
             released += settle_key(state, watermark, &config, output);
+            let oldest = state.pending.keys().next().map(|&(t, _)| t);
+            if oldest != state.held_at {
+                if let Some(old) = state.held_at {
+                    uncount(&mut self.held, old);
+                }
+                if let Some(new) = oldest {
+                    *self.held.entry(new).or_default() += 1;
+                }
+                state.held_at = oldest;
+            }
             if state.is_empty() {
                 self.keys.remove(&key);
-            } else if !state.pending.is_empty() {
-                // Still waiting: the next step looks again.
-                self.dirty.insert(key);
+                continue;
+            }
+            let wake = next_wake(state, watermark, &config.matching);
+            if wake != i64::MAX && state.wake != Some(wake) {
+                state.wake = Some(wake);
+                self.wakeups.entry(wake).or_default().push(key);
             }
         }
         self.rows_held -= released;
-        // Every key with waiting rows is in `dirty` now.
-        let oldest = self
-            .dirty
-            .iter()
-            .filter_map(|key| self.keys.get(key))
-            .filter_map(|state| state.pending.keys().next().map(|&(t, _)| t))
-            .min()
-            .unwrap_or(i64::MAX);
-        self.hold_ms = if oldest == i64::MAX {
-            i64::MAX
-        } else {
-            oldest.div_euclid(config.units_per_ms)
-        };
+        self.hold_ms = self
+            .held
+            .keys()
+            .next()
+            .map_or(i64::MAX, |&oldest| oldest.div_euclid(config.units_per_ms));
     }
 
     /// One change batch for `output`: the left columns, then the right ones (NULL where

@@ -150,8 +150,9 @@ impl AsofJoinOperator {
                     false,
                 ),
                 (
+                    // Kept for the format; wake-ups replaced the periodic sweep.
                     "steps_since_sweep",
-                    Arc::new(UInt32Array::from(vec![self.steps_since_sweep])),
+                    Arc::new(UInt32Array::from(vec![0_u32])),
                     false,
                 ),
             ],
@@ -167,6 +168,8 @@ impl AsofJoinOperator {
         )?;
         self.keys.clear();
         self.dirty.clear();
+        self.wakeups.clear();
+        self.held.clear();
         let key_parser = self.converters.key.parser();
         let right_parser = self.converters.right.parser();
         let left_parser = self.converters.left.parser();
@@ -187,6 +190,9 @@ impl AsofJoinOperator {
             .values()
             .map(|state| (state.right.len() + state.pending.len()) as u64)
             .sum();
+        // Wake-ups and holds are not saved: the first step after the restore visits every
+        // key once and registers them again.
+        self.dirty.extend(self.keys.keys().cloned());
         self.restore_progress(parts)
     }
 
@@ -287,9 +293,7 @@ impl AsofJoinOperator {
         self.late_rows = reader
             .required::<UInt64Array>(progress, "late_rows")?
             .value(0);
-        self.steps_since_sweep = reader
-            .required::<UInt32Array>(progress, "steps_since_sweep")?
-            .value(0);
+        reader.required::<UInt32Array>(progress, "steps_since_sweep")?;
         let arrived_max = self
             .keys
             .values()

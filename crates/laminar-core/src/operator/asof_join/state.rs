@@ -52,6 +52,10 @@ pub(super) struct KeyState {
     pub(super) right: BTreeMap<i64, OwnedRow>,
     /// By `(time, arrival number)`: equal rows each wait for their own answer.
     pub(super) pending: BTreeMap<(i64, u64), Pending>,
+    /// The wake-up time the join registered for the key (see `next_wake`).
+    pub(super) wake: Option<i64>,
+    /// The oldest waiting row's time as the join's hold counts it.
+    pub(super) held_at: Option<i64>,
 }
 
 impl KeyState {
@@ -121,7 +125,7 @@ impl KeyState {
             AsofDirection::Forward => (time.saturating_sub(reach), time),
             AsofDirection::Nearest => (time.saturating_sub(reach), time.saturating_add(reach)),
         };
-        let Self { right, pending } = self;
+        let Self { right, pending, .. } = self;
         for (&(t, _), waiting) in pending.range_mut((low, 0)..=(high, u64::MAX)) {
             let matched = best(right, t, matching);
             let same = match (&waiting.answer, matched) {

@@ -258,6 +258,45 @@ fn state_keeps_the_latest_right_row_per_key_and_empties_at_the_end() {
 }
 
 #[test]
+fn a_key_gone_quiet_is_pruned_when_the_watermark_reaches_its_rows_and_not_visited_before() {
+    let mut join = join(spec(AsofDirection::Backward));
+    right(&mut join, &[(1, 10, 100), (1, 20, 200), (1, 30, 300)]);
+    watermark(&mut join, 15);
+    // Key 1 gets no more rows. Until the watermark passes 20 nothing of it can go.
+    assert_eq!(join.state_entries(), 3);
+    for step in 16..=20 {
+        watermark(&mut join, step);
+    }
+    assert_eq!(join.state_entries(), 3);
+    assert_eq!(join.wakeups.keys().copied().collect::<Vec<_>>(), [20]);
+    // Past 20, the row at 10 goes; past 30, the one at 20: no full sweep needed.
+    watermark(&mut join, 21);
+    assert_eq!(join.state_entries(), 2);
+    watermark(&mut join, 31);
+    assert_eq!(join.state_entries(), 1, "only the latest row, 30");
+    assert!(join.wakeups.is_empty(), "nothing left to wake for");
+}
+
+#[test]
+fn a_quiet_key_s_last_row_leaves_once_out_of_tolerance() {
+    let mut join = join(AsofJoinSpec {
+        tolerance_ms: Some(5),
+        ..spec(AsofDirection::Backward)
+    });
+    right(&mut join, &[(1, 10, 100)]);
+    watermark(&mut join, 12);
+    assert_eq!(join.state_entries(), 1);
+    watermark(&mut join, 15);
+    assert_eq!(
+        join.state_entries(),
+        1,
+        "a left row at 15 could still match 10"
+    );
+    watermark(&mut join, 16);
+    assert_eq!(join.state_entries(), 0);
+}
+
+#[test]
 fn forward_state_drops_right_rows_behind_the_oldest_waiting_left_row() {
     let mut join = join(spec(AsofDirection::Forward));
     left(&mut join, &[(1, 12, 1)]);
