@@ -11,6 +11,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use datafusion::common::hash_map::Entry;
 use datafusion::common::{HashMap, HashSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -161,6 +162,30 @@ impl std::fmt::Debug for AsofJoinOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }
+}
+
+/// The state of `key`, made if new, and listed among the `dirty` keys (once per step: the
+/// key is cloned and hashed into the list only when it is not in it already).
+fn key_state<'a>(
+    keys: &'a mut HashMap<OwnedRow, KeyState>,
+    dirty: &mut HashSet<OwnedRow>,
+    key: OwnedRow,
+) -> &'a mut KeyState {
+    let (newly_dirty, state) = match keys.entry(key) {
+        Entry::Occupied(entry) => {
+            let key = (!entry.get().dirty).then(|| entry.key().clone());
+            (key, entry.into_mut())
+        }
+        Entry::Vacant(entry) => {
+            let key = entry.key().clone();
+            (Some(key), entry.insert(KeyState::default()))
+        }
+    };
+    if let Some(key) = newly_dirty {
+        state.dirty = true;
+        dirty.insert(key);
+    }
+    state
 }
 
 /// Takes one count of `time` from `counts`.
@@ -382,7 +407,7 @@ impl AsofJoinOperator {
             self.late_rows += 1;
             return;
         }
-        let state = self.keys.entry(key.clone()).or_default();
+        let state = key_state(&mut self.keys, &mut self.dirty, key);
         let matched = best(&state.right, time, &config.matching).map(|(s, r)| (s, r.clone()));
         let done = settled(
             self.watermark,
@@ -399,7 +424,6 @@ impl AsofJoinOperator {
             answer: if early { matched } else { None },
         };
         state.pending.insert((time, self.arrivals), pending);
-        self.dirty.insert(key);
         self.arrivals += 1;
         self.rows_held += 1;
     }
@@ -413,8 +437,7 @@ impl AsofJoinOperator {
             return;
         }
         let config = Arc::clone(&self.config);
-        let state = self.keys.entry(key.clone()).or_default();
-        self.dirty.insert(key);
+        let state = key_state(&mut self.keys, &mut self.dirty, key);
         match state.insert_right(time, row) {
             InsertedRight::Added => self.rows_held += 1,
             InsertedRight::Replaced => {}
@@ -454,6 +477,7 @@ impl AsofJoinOperator {
             let Some(state) = self.keys.get_mut(&key) else {
                 continue;
             };
+            state.dirty = false;
             released += settle_key(state, watermark, &config, output);
             let oldest = state.pending.keys().next().map(|&(t, _)| t);
             if oldest != state.held_at {

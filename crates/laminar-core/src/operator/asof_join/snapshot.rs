@@ -192,7 +192,10 @@ impl AsofJoinOperator {
             .sum();
         // Wake-ups and holds are not saved: the first step after the restore visits every
         // key once and registers them again.
-        self.dirty.extend(self.keys.keys().cloned());
+        for (key, state) in &mut self.keys {
+            state.dirty = true;
+            self.dirty.insert(key.clone());
+        }
         self.restore_progress(parts)
     }
 

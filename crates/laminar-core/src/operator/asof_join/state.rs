@@ -56,6 +56,8 @@ pub(super) struct KeyState {
     pub(super) wake: Option<i64>,
     /// The oldest waiting row's time as the join's hold counts it.
     pub(super) held_at: Option<i64>,
+    /// The key is in the join's list of keys that got rows since the last step.
+    pub(super) dirty: bool,
 }
 
 impl KeyState {
