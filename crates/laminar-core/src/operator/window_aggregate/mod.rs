@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
@@ -35,7 +36,12 @@ mod tests;
 
 /// One open window's groups and their accumulators.
 struct WindowGroups {
+    /// Grouped by the keys other than `window_end` when that is left out (see
+    /// `WindowAggregateOperator::grouped`).
     groups: Box<dyn GroupValues>,
+    /// The window's `window_end` value (one row; none before the first row) when the group
+    /// table leaves it out.
+    end_value: Option<ArrayRef>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     /// Received rows since the previous snapshot, or is in one.
     flags: EntryFlags,
@@ -46,10 +52,16 @@ pub struct WindowAggregateOperator {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     calls: Vec<AggregateCall>,
     schema: SchemaRef,
-    /// The key columns' schema, for the group tables.
+    /// The key columns' schema.
     key_schema: SchemaRef,
     /// Index of `window_end` among the keys.
     window_end_key: usize,
+    /// The keys the group tables hold: all but `window_end` when its type is exact at
+    /// millisecond precision (every row of a window then has the same value, so keying each
+    /// window's table by it too would only cost a column to hash and compare per row).
+    grouped: Vec<usize>,
+    /// The schema of the keys in `grouped`.
+    group_schema: SchemaRef,
     windows: BTreeMap<i64, WindowGroups>,
     watermark_ms: i64,
     late_rows: u64,
@@ -88,16 +100,33 @@ impl WindowAggregateOperator {
                 "vectorized window aggregate planned for unsupported keys or calls".into(),
             ));
         }
+        // Left out only with another key to group by (a table needs at least one column).
+        let end_exact = key_fields.len() > 1
+            && matches!(
+                key_fields[window_end_key].data_type(),
+                DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, _) | DataType::Int64
+            );
+        let grouped: Vec<usize> = (0..key_fields.len())
+            .filter(|&k| !(end_exact && k == window_end_key))
+            .collect();
+        let group_schema = Arc::new(Schema::new(
+            grouped
+                .iter()
+                .map(|&k| key_fields[k].clone())
+                .collect::<Vec<_>>(),
+        ));
         let key_schema = Arc::new(Schema::new(key_fields));
         // Fails here, at planning, rather than at the first window, for key types the group
         // table cannot hold.
-        new_group_values(Arc::clone(&key_schema), &GroupOrdering::None)?;
+        new_group_values(Arc::clone(&group_schema), &GroupOrdering::None)?;
         Ok(Self {
             keys,
             calls,
             schema,
             key_schema,
             window_end_key,
+            grouped,
+            group_schema,
             windows: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,
@@ -108,7 +137,8 @@ impl WindowAggregateOperator {
 
     fn open_window(&self) -> DfResult<WindowGroups> {
         Ok(WindowGroups {
-            groups: new_group_values(Arc::clone(&self.key_schema), &GroupOrdering::None)?,
+            groups: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+            end_value: None,
             accumulators: self
                 .calls
                 .iter()
@@ -133,7 +163,13 @@ impl WindowAggregateOperator {
             return Ok(());
         };
         self.changes.touch(&mut window.flags, || window_end_ms);
-        window.groups.intern(keys, &mut self.group_ids)?;
+        intern(
+            window,
+            keys,
+            &self.grouped,
+            self.window_end_key,
+            &mut self.group_ids,
+        )?;
         let total_groups = window.groups.len();
         for (accumulator, (values, filter)) in window.accumulators.iter_mut().zip(arguments) {
             accumulator.update_batch(values, &self.group_ids, filter.as_ref(), total_groups)?;
@@ -150,7 +186,7 @@ impl WindowAggregateOperator {
             }
             let mut window = entry.remove();
             self.changes.remove(window.flags, || window_end_ms);
-            let mut columns = window.groups.emit(EmitTo::All)?;
+            let mut columns = self.emit_keys(&mut window)?;
             for accumulator in &mut window.accumulators {
                 columns.push(accumulator.evaluate(EmitTo::All)?);
             }
@@ -160,6 +196,42 @@ impl WindowAggregateOperator {
             }
         }
         Ok(())
+    }
+}
+
+/// Interns the rows of `keys` (all key columns) in `window`'s group table, which holds the
+/// keys `grouped`; the window's `window_end` value is kept once when it is left out.
+fn intern(
+    window: &mut WindowGroups,
+    keys: &[ArrayRef],
+    grouped: &[usize],
+    window_end_key: usize,
+    group_ids: &mut Vec<usize>,
+) -> DfResult<()> {
+    if grouped.len() == keys.len() {
+        return window.groups.intern(keys, group_ids);
+    }
+    if window.end_value.is_none() && !keys[window_end_key].is_empty() {
+        window.end_value = Some(keys[window_end_key].slice(0, 1));
+    }
+    let held: Vec<ArrayRef> = grouped.iter().map(|&k| Arc::clone(&keys[k])).collect();
+    window.groups.intern(&held, group_ids)
+}
+
+impl WindowAggregateOperator {
+    /// Every group's key columns (all of them, `window_end` put back where the group table
+    /// leaves it out), consuming the window's groups.
+    fn emit_keys(&self, window: &mut WindowGroups) -> DfResult<Vec<ArrayRef>> {
+        let mut columns = window.groups.emit(EmitTo::All)?;
+        if self.grouped.len() < self.key_schema.fields().len() {
+            let rows = columns.first().map_or(0, Array::len);
+            let end = match &window.end_value {
+                Some(value) => ScalarValue::try_from_array(value, 0)?.to_array_of_size(rows)?,
+                None => new_empty_array(self.key_schema.field(self.window_end_key).data_type()),
+            };
+            columns.insert(self.window_end_key, end);
+        }
+        Ok(columns)
     }
 }
 
@@ -220,6 +292,8 @@ impl Operator for WindowAggregateOperator {
             schema: Arc::clone(&self.schema),
             key_schema: Arc::clone(&self.key_schema),
             window_end_key: self.window_end_key,
+            grouped: self.grouped.clone(),
+            group_schema: Arc::clone(&self.group_schema),
             windows: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,

@@ -93,7 +93,7 @@ impl WindowAggregateOperator {
         let mut window = self.windows.remove(&window_end_ms).ok_or_else(|| {
             DataFusionError::Internal(format!("window ending at {window_end_ms} ms is not open"))
         })?;
-        let keys = window.groups.emit(EmitTo::All)?;
+        let keys = self.emit_keys(&mut window)?;
         let states = window
             .accumulators
             .iter_mut()
@@ -134,7 +134,13 @@ impl WindowAggregateOperator {
         states: &[Vec<ArrayRef>],
     ) -> DfResult<WindowGroups> {
         let mut window = self.open_window()?;
-        window.groups.intern(keys, &mut self.group_ids)?;
+        super::intern(
+            &mut window,
+            keys,
+            &self.grouped,
+            self.window_end_key,
+            &mut self.group_ids,
+        )?;
         let total_groups = window.groups.len();
         for (accumulator, state) in window.accumulators.iter_mut().zip(states) {
             accumulator.merge_batch(state, &self.group_ids, total_groups)?;
