@@ -5,7 +5,8 @@
 //!
 //! The worker never waits for the source. A batch whose keys are all cached is joined at
 //! once; otherwise its missed keys go to the source as one request (a key already asked for
-//! is not asked again) and the batch waits. A timer, armed only while batches wait, takes
+//! is not asked again; while every resolver thread is busy, the misses of the batches
+//! arriving meanwhile gather into the next request) and the batch waits. A timer, armed only while batches wait, takes
 //! the answers in and emits the waiting batches in arrival order (Flink's "ordered" async
 //! mode), so rows of one key keep their order. The output watermark is held at the input
 //! watermark a waiting batch arrived under, so its rows are not late downstream. A
@@ -129,6 +130,9 @@ pub struct LookupSourceJoinOperator {
     pinned: HashMap<Box<[u8]>, Pinned>,
     /// Requests sent and not answered: their keys, and when they went.
     outstanding: HashMap<u64, Outstanding>,
+    /// Missed keys not asked for yet: while every resolver thread is busy, the misses of
+    /// the batches arriving meanwhile gather here and go as one request when one frees.
+    unsent: Vec<Box<[u8]>>,
     next_request: u64,
     replies: Sender<LookupReply>,
     answers: Receiver<LookupReply>,
@@ -184,6 +188,7 @@ impl LookupSourceJoinOperator {
             waiting: VecDeque::new(),
             pinned: HashMap::new(),
             outstanding: HashMap::new(),
+            unsent: Vec::new(),
             next_request: 0,
             replies,
             answers,
@@ -277,9 +282,8 @@ impl LookupSourceJoinOperator {
             self.pinned.insert(key.clone(), Pinned { answer, users: 1 });
         }
         self.spec.service.count_probes(hits, misses);
-        if !to_ask.is_empty() {
-            self.request(to_ask, now)?;
-        }
+        self.unsent.extend(to_ask);
+        self.send_unsent(now)?;
         self.waiting.push_back(Waiting {
             batch,
             keys,
@@ -287,6 +291,16 @@ impl LookupSourceJoinOperator {
         });
         self.publish_cache();
         Ok(())
+    }
+
+    /// Asks for the keys gathered in `unsent`, as one request, unless every resolver
+    /// thread is busy with this join's requests already.
+    fn send_unsent(&mut self, now: Instant) -> DfResult<()> {
+        if self.unsent.is_empty() || self.outstanding.len() >= self.spec.service.options().threads {
+            return Ok(());
+        }
+        let keys = std::mem::take(&mut self.unsent);
+        self.request(keys, now)
     }
 
     /// Sends one request for `keys`.
@@ -311,6 +325,7 @@ impl LookupSourceJoinOperator {
         while let Ok(reply) = self.answers.try_recv() {
             self.take_answer(reply)?;
         }
+        self.send_unsent(Instant::now())?;
         let timeout = self.spec.service.options().timeout;
         if let Some(late) = self
             .outstanding
@@ -615,7 +630,7 @@ impl Operator for LookupSourceJoinOperator {
     }
 
     fn timer_armed(&self) -> bool {
-        !self.waiting.is_empty() || !self.outstanding.is_empty()
+        !self.waiting.is_empty() || !self.outstanding.is_empty() || !self.unsent.is_empty()
     }
 
     fn on_timer(&mut self, out: &mut Vec<ChangeBatch>) -> DfResult<()> {

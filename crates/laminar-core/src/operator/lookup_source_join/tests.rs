@@ -223,6 +223,32 @@ fn the_worker_goes_on_while_the_source_is_held_and_rows_leave_in_arrival_order()
 }
 
 #[test]
+fn misses_arriving_while_every_thread_is_busy_go_as_one_request() {
+    let source = Rates::new(&[("EUR", 1.1), ("GBP", 1.3), ("CHF", 1.05)]);
+    let options = LookupOptions {
+        threads: 1,
+        ..LookupOptions::default()
+    };
+    let mut op = join(&source, JoinType::Left, options);
+    let mut out = Vec::new();
+    source.hold(true);
+    op.process(0, orders(&[(1, Some("EUR"))]), &mut out)
+        .expect("probe");
+    // The one thread is busy with EUR: GBP and CHF wait to be asked together.
+    op.process(0, orders(&[(2, Some("GBP"))]), &mut out)
+        .expect("probe");
+    op.process(0, orders(&[(3, Some("CHF")), (4, Some("EUR"))]), &mut out)
+        .expect("probe");
+    source.hold(false);
+    settle(&mut op, &mut out).expect("answers");
+    assert_eq!(
+        render(&out),
+        ["1 -> 1.1", "2 -> 1.3", "3 -> 1.05", "4 -> 1.1"]
+    );
+    assert_eq!(source.calls(), [vec!["EUR"], vec!["GBP", "CHF"]]);
+}
+
+#[test]
 fn an_answer_older_than_the_ttl_is_asked_for_again() {
     let source = Rates::new(&[("EUR", 1.1)]);
     let options = LookupOptions {
