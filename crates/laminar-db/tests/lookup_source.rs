@@ -371,3 +371,110 @@ fn rows_waiting_for_the_source_at_a_checkpoint_are_joined_once_after_reopening()
     wait_for(&db, "SELECT * FROM named", &["1|c1", "2|c2", "3|NULL"]);
     assert_eq!(fresh.calls(), [vec![2, 7]]);
 }
+
+/// Prices by `(sku, region)`: a source with a two-column key that records its calls.
+#[derive(Default)]
+struct Prices {
+    calls: Mutex<Vec<Vec<(i64, String)>>>,
+}
+
+impl LookupSource for Prices {
+    fn lookup(&self, keys: &RecordBatch) -> Result<RecordBatch, LookupError> {
+        let skus = keys
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| LookupError::new("sku is not BIGINT"))?;
+        let regions = keys
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| LookupError::new("region is not VARCHAR"))?;
+        let mut asked: Vec<(i64, String)> = (0..keys.num_rows())
+            .map(|row| (skus.value(row), regions.value(row).to_string()))
+            .collect();
+        asked.sort();
+        self.calls.lock().expect("lock").push(asked.clone());
+        // Every sku has a price in "eu" (sku * 10) and none elsewhere; the answer's
+        // columns come in the declared order, the price as INT (cast to the declared BIGINT).
+        let found: Vec<&(i64, String)> = asked.iter().filter(|(_, r)| r == "eu").collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("sku", DataType::Int64, false),
+            Field::new("region", DataType::Utf8, false),
+            Field::new("price", DataType::Int32, true),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(found.iter().map(|f| f.0))),
+                Arc::new(StringArray::from_iter_values(
+                    found.iter().map(|f| f.1.as_str()),
+                )),
+                Arc::new(datafusion::arrow::array::Int32Array::from_iter_values(
+                    found
+                        .iter()
+                        .map(|f| i32::try_from(f.0 * 10).unwrap_or(i32::MAX)),
+                )),
+            ],
+        )?)
+    }
+}
+
+#[test]
+fn a_two_column_key_is_asked_in_declared_order_whatever_order_on_equates_it() {
+    let prices = Arc::new(Prices::default());
+    let db = LaminarDB::builder()
+        .workers(2)
+        .pin_workers(false)
+        .lookup_source("prices", Arc::clone(&prices) as Arc<dyn LookupSource>)
+        .in_memory()
+        .expect("database");
+    db.execute("CREATE SOURCE sales (id BIGINT, region VARCHAR, sku BIGINT)")
+        .expect("source");
+    db.execute(
+        "CREATE TABLE price (sku BIGINT, region VARCHAR, price BIGINT, \
+         PRIMARY KEY (sku, region)) FROM LOOKUP (source = 'prices')",
+    )
+    .expect("lookup table");
+    db.execute(
+        "CREATE MATERIALIZED VIEW priced AS SELECT s.id, p.price FROM sales s \
+         LEFT JOIN price p ON s.region = p.region AND s.sku = p.sku",
+    )
+    .expect("join");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("sku", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values([1, 2, 3])),
+            Arc::new(StringArray::from_iter_values(["eu", "us", "eu"])),
+            Arc::new(Int64Array::from_iter_values([7, 7, 8])),
+        ],
+    )
+    .expect("sales");
+    db.source("sales")
+        .expect("handle")
+        .push(batch)
+        .expect("push");
+    wait_for(&db, "SELECT * FROM priced", &["1|70", "2|NULL", "3|80"]);
+    let mut asked: Vec<(i64, String)> = prices
+        .calls
+        .lock()
+        .expect("lock")
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            (7, "eu".to_string()),
+            (7, "us".to_string()),
+            (8, "eu".to_string())
+        ]
+    );
+}
