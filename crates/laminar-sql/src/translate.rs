@@ -257,10 +257,7 @@ fn unsupported_node(plan: &LogicalPlan) -> Option<String> {
 
 /// The keys an aggregate's rows are routed by: those that own state. A session routes by
 /// its partition, not its bounds; windows closing per key route by the watermark's keys, so
-/// one worker sees every row of a key and tracks its watermark; other windows route by
-/// their keys other than `window_start` and `window_end` when there are any, as Flink keys
-/// a window by its GROUP BY keys (every row of a group still meets on one worker, a key's
-/// windows all on the same one, and the exchange hashes one column where it hashed three).
+/// one worker sees every row of a key and tracks its watermark.
 fn route_keys(
     keys: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>],
     key_fields: &[SortField],
@@ -275,18 +272,7 @@ fn route_keys(
             .filter(|i| *i != start_key && *i != end_key)
             .collect(),
         (None, Some(KeyedAggregate::Windows(keyed))) => keyed.key_positions.clone(),
-        (None, _) => {
-            let bound = |key: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
-                key.downcast_ref::<PhysicalColumn>()
-                    .is_some_and(|c| c.name() == "window_start" || c.name() == "window_end")
-            };
-            let others: Vec<usize> = (0..keys.len()).filter(|&i| !bound(&keys[i])).collect();
-            if others.is_empty() || others.len() == keys.len() {
-                (0..keys.len()).collect()
-            } else {
-                others
-            }
-        }
+        (None, _) => (0..keys.len()).collect(),
     };
     (
         routed.iter().map(|&i| Arc::clone(&keys[i])).collect(),
