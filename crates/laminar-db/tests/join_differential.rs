@@ -82,8 +82,12 @@ fn streamed(
     }
     db.execute(&format!("CREATE MATERIALIZED VIEW w AS {query}"))
         .unwrap_or_else(|e| panic!("{query}: {e}"));
+    // Read while the rows are pushed: a subscription buffers a bounded number of batches,
+    // and one nobody reads holds the workers back (backpressure) once it is full.
     let mut changes = db.subscribe("w").expect("subscribe");
     let mut kinds = db.subscribe("w").expect("subscribe");
+    let folding = std::thread::spawn(move || folded(&mut changes));
+    let checking = std::thread::spawn(move || inserts_only(&mut kinds));
     let (l, r) = (db.source("l").expect("l"), db.source("r").expect("r"));
     for index in 0..left.len().max(right.len()) {
         if let Some(batch) = left.get(index) {
@@ -105,8 +109,8 @@ fn streamed(
         .expect("stats of w");
     Streamed {
         view,
-        folded: folded(&mut changes),
-        append_only: inserts_only(&mut kinds),
+        folded: folding.join().expect("the changelog reader"),
+        append_only: checking.join().expect("the append-only check"),
         state_entries: stats.state_entries,
         late_rows: stats.late_rows,
     }
