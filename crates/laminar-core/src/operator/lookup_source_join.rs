@@ -118,6 +118,8 @@ struct Published {
 /// Joins stream rows with a lookup source's rows, through a cache, without blocking.
 pub struct LookupSourceJoinOperator {
     spec: Arc<LookupSourceJoinSpec>,
+    /// The primary key's columns, as a request carries them.
+    key_schema: SchemaRef,
     /// The primary key's encoding.
     keys: RowConverter,
     /// The table rows' encoding.
@@ -179,9 +181,11 @@ impl LookupSourceJoinOperator {
                 .collect::<Vec<_>>(),
         ));
         let options = service.options();
+        let key_schema = service.key_schema();
         let (replies, answers) = channel();
         Ok(Self {
-            keys: RowConverter::new(sort_fields(&service.key_schema()))?,
+            keys: RowConverter::new(sort_fields(&key_schema))?,
+            key_schema,
             rows: RowConverter::new(sort_fields(table))?,
             loose_schema,
             cache: LookupCache::new(options.cache_rows, options.cache_ttl),
@@ -200,10 +204,9 @@ impl LookupSourceJoinOperator {
 
     /// The rows' keys in the table's key types, and which of them hold a NULL.
     fn key_rows(&self, batch: &RecordBatch) -> DfResult<(Rows, Vec<bool>)> {
-        let key_schema = self.spec.service.key_schema();
         let columns = cast_to_fields(
             evaluate_columns(&self.spec.stream_keys, batch)?,
-            key_schema.fields(),
+            self.key_schema.fields(),
         )?;
         let valid = (0..batch.num_rows())
             .map(|row| columns.iter().all(|c| c.is_valid(row)))
@@ -309,7 +312,7 @@ impl LookupSourceJoinOperator {
         let columns = self
             .keys
             .convert_rows(keys.iter().map(|key| parser.parse(key)))?;
-        let batch = RecordBatch::try_new(self.spec.service.key_schema(), columns)?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.key_schema), columns)?;
         let id = self.next_request;
         self.next_request += 1;
         self.spec

@@ -44,17 +44,7 @@ impl Builder<'_> {
             return Ok(produced);
         }
         let keys = self.join_keys(join)?;
-        let pair_schema = join
-            .left
-            .schema()
-            .join(join.right.schema())
-            .map_err(|e| self.plan_error(&e))?;
-        let filter = join
-            .filter
-            .as_ref()
-            .map(|f| self.state.create_physical_expr(f.clone(), &pair_schema))
-            .transpose()
-            .map_err(|e| self.plan_error(&e))?;
+        let filter = self.pair_filter(join, join.filter.clone())?;
         let spec = JoinSpec {
             join_type: join.join_type,
             keys: [keys.left.clone(), keys.right.clone()],
@@ -139,16 +129,29 @@ impl Builder<'_> {
         if residual.as_ref() == join.filter.as_ref() {
             return Ok(spec);
         }
+        let filter = self.pair_filter(join, residual)?;
+        Ok(JoinSpec { filter, ..spec })
+    }
+
+    /// `filter` (over a left row followed by a right row of `join`) as a physical
+    /// expression.
+    pub(super) fn pair_filter(
+        &self,
+        join: &Join,
+        filter: Option<Expr>,
+    ) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(filter) = filter else {
+            return Ok(None);
+        };
         let pair_schema = join
             .left
             .schema()
             .join(join.right.schema())
             .map_err(|e| self.plan_error(&e))?;
-        let filter = residual
-            .map(|f| self.state.create_physical_expr(f, &pair_schema))
-            .transpose()
-            .map_err(|e| self.plan_error(&e))?;
-        Ok(JoinSpec { filter, ..spec })
+        self.state
+            .create_physical_expr(filter, &pair_schema)
+            .map(Some)
+            .map_err(|e| self.plan_error(&e))
     }
 
     /// Refuses the joins without a streaming form, saying what to write instead.

@@ -156,17 +156,7 @@ impl Builder<'_> {
             )));
         };
         let (stream_keys, fields): (Vec<_>, Vec<_>) = stream_keys.into_iter().unzip();
-        let pair_schema = join
-            .left
-            .schema()
-            .join(join.right.schema())
-            .map_err(|e| self.plan_error(&e))?;
-        let filter = residual
-            .into_iter()
-            .reduce(and)
-            .map(|f| self.state.create_physical_expr(f, &pair_schema))
-            .transpose()
-            .map_err(|e| self.plan_error(&e))?;
+        let filter = self.pair_filter(join, residual.into_iter().reduce(and))?;
         let table_filter = self.table_filter(&name, &side.filters, info)?;
         let operator = LookupSourceJoinOperator::new(LookupSourceJoinSpec {
             join_type: join.join_type,
