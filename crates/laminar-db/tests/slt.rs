@@ -107,6 +107,11 @@ fn run_all(workers: usize) {
                 })
             }
         });
+        // `onlyif one_worker` / `skipif one_worker` mark records whose answer depends on
+        // how rows spread over workers (state held per worker).
+        if workers == 1 {
+            runner.add_label("one_worker");
+        }
         if let Err(e) = runner.run_file(file) {
             failures.push(format!("{} ({workers} workers):\n{e}", file.display()));
         }

@@ -451,25 +451,14 @@ impl Builder<'_> {
             window_close.then_some(allowed_lateness_ms),
             keyed.as_ref(),
         )?;
-        // The operator goes in once its input is known: a changelog input needs
-        // retractable accumulators.
-        let aggregate_node =
-            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
-        let router =
-            KeyRouter::new(route_keys.clone(), route_fields).map_err(|e| self.plan_error(&e))?;
-        let exchange = self.push(
-            Box::new(ExchangeOperator::new(route_keys)),
-            Some((aggregate_node, 0)),
-            1,
-            None,
-        );
-        self.nodes[exchange].router = Some(Arc::new(router));
+        let (aggregate_node, below_exchange) =
+            self.push_aggregate_nodes(parent, &mut operator, route_keys, route_fields)?;
         // Windows closing per key also read each row's event time.
         let input_plan = match &keyed {
             Some(KeyedAggregate::Windows(keyed)) => &keyed.input,
             _ => aggregate.input.as_ref(),
         };
-        let input = self.add(input_plan, Some((exchange, 0)))?;
+        let input = self.add(input_plan, Some((below_exchange, 0)))?;
         self.check_closable(window_close, input)?;
         if input.changelog {
             operator = self.over_changelog(operator, input_schema.as_arrow(), window_close)?;
@@ -486,6 +475,46 @@ impl Builder<'_> {
             window_end: window_end_key,
             ..Produced::append_only()
         })
+    }
+
+    /// The nodes of an aggregation: the aggregate's (its operator goes in once its input is
+    /// known: a changelog input needs retractable accumulators), the exchange routing by
+    /// `route_keys` below it and, for windows, the partial aggregate below the exchange
+    /// (on more than one worker they aggregate in two phases, states crossing workers
+    /// instead of input rows; `EMIT ON WINDOW CLOSE` refuses a changelog input, so that
+    /// operator stays as planned). Returns the aggregate's node and the node the input
+    /// feeds.
+    fn push_aggregate_nodes(
+        &mut self,
+        parent: Option<(usize, usize)>,
+        operator: &mut PlannedAggregate,
+        route_keys: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+        route_fields: Vec<SortField>,
+    ) -> Result<(usize, usize)> {
+        let aggregate_node =
+            self.push(Box::new(ExchangeOperator::new(Vec::new())), parent, 1, None);
+        let (partial, route_keys) = match operator {
+            PlannedAggregate::Window(window) => {
+                let split = window.two_phase().map_err(|e| self.plan_error(&e))?;
+                *window = split.last;
+                (Some(split.partial), split.route_keys)
+            }
+            PlannedAggregate::Groups(_) | PlannedAggregate::Session(_) => (None, route_keys),
+        };
+        let router =
+            KeyRouter::new(route_keys.clone(), route_fields).map_err(|e| self.plan_error(&e))?;
+        let exchange = self.push(
+            Box::new(ExchangeOperator::new(route_keys)),
+            Some((aggregate_node, 0)),
+            1,
+            None,
+        );
+        self.nodes[exchange].router = Some(Arc::new(router));
+        let below_exchange = match partial {
+            Some(partial) => self.push(Box::new(partial), Some((exchange, 0)), 1, None),
+            None => exchange,
+        };
+        Ok((aggregate_node, below_exchange))
     }
 
     /// The aggregate operator for `aggregate`: sessions, vectorized windows closing with

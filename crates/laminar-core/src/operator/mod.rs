@@ -38,7 +38,7 @@ pub use scan::ScanOperator;
 pub use session_aggregate::{SessionAggregateOperator, SessionWindow};
 pub use top_n::TopNOperator;
 pub use union::UnionOperator;
-pub use window_aggregate::WindowAggregateOperator;
+pub use window_aggregate::{TwoPhase, WindowAggregateOperator};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +171,14 @@ pub trait Operator: Send {
     /// A fresh instance for another worker (state is not shared between workers).
     fn fork(&self) -> Box<dyn Operator>;
 
+    /// A fresh instance for one of `workers` workers: an operator whose work differs with
+    /// the number of workers (a partial aggregate, which has nothing to save on one worker)
+    /// adapts here. The default is [`Self::fork`].
+    fn fork_for(&self, workers: usize) -> Box<dyn Operator> {
+        let _ = workers;
+        self.fork()
+    }
+
     /// Processes a batch arriving on input `port`, appending results to `out`.
     fn process(
         &mut self,
@@ -181,6 +189,12 @@ pub trait Operator: Send {
 
     /// Called when the operator's input watermark advances; may emit rows (e.g. closed windows).
     fn on_watermark(&mut self, _watermark_ms: i64, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        Ok(())
+    }
+
+    /// Called when every input port went idle, before the operator says so downstream (an
+    /// idle input no longer holds the watermark back downstream); may emit rows.
+    fn on_idle(&mut self, _out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         Ok(())
     }
 

@@ -107,7 +107,7 @@ impl QueryInstance {
                     node.ports
                 };
                 NodeState {
-                    operator: node.operator.fork(),
+                    operator: node.operator.fork_for(workers),
                     router: node.router.clone(),
                     parent: node.parent,
                     port_watermarks_ms: vec![WATERMARK_MIN_MS; ports],
@@ -531,6 +531,12 @@ impl QueryInstance {
             None => {
                 if !node.idle {
                     node.idle = true;
+                    let mut produced = Vec::new();
+                    let result = node.operator.on_idle(&mut produced);
+                    self.check(index, result)?;
+                    for batch in produced {
+                        self.emit(index, Message::Data(batch), out, remote)?;
+                    }
                     self.emit(index, Message::Idle, out, remote)?;
                 }
                 return Ok(());

@@ -8,6 +8,9 @@
 //! with retractions, allowed lateness (a fired window must stay readable), and aggregates
 //! without a groups accumulator (e.g. `COUNT(DISTINCT ..)`).
 //!
+//! On more than one worker the aggregation runs in two phases, partial states crossing
+//! workers instead of input rows ([`phase`]).
+//!
 //! Snapshots are incremental by window ([`state`]).
 
 use std::collections::BTreeMap;
@@ -30,9 +33,15 @@ use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::state::{OperatorState, RestoredPart};
 
+mod phase;
+#[cfg(test)]
+mod phase_tests;
 mod state;
 #[cfg(test)]
 mod tests;
+
+pub use phase::TwoPhase;
+use phase::{Phase, PARTIAL_FLUSH_GROUPS};
 
 /// One open window's groups and their accumulators.
 struct WindowGroups {
@@ -69,6 +78,10 @@ pub struct WindowAggregateOperator {
     group_ids: Vec<usize>,
     /// Windows that received rows, and windows fired, since the previous snapshot.
     changes: ChangeTracker<i64>,
+    /// Which part of a two-phase aggregation this instance computes.
+    phase: Phase,
+    /// A partial instance's output: the keys, then each call's state fields.
+    partial_schema: Option<SchemaRef>,
 }
 
 impl std::fmt::Debug for WindowAggregateOperator {
@@ -132,7 +145,29 @@ impl WindowAggregateOperator {
             late_rows: 0,
             group_ids: Vec::new(),
             changes: ChangeTracker::default(),
+            phase: Phase::Single,
+            partial_schema: None,
         })
+    }
+
+    /// A fresh instance of the same aggregate (no state) computing `phase`.
+    fn forked(&self, phase: Phase) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            calls: self.calls.clone(),
+            schema: Arc::clone(&self.schema),
+            key_schema: Arc::clone(&self.key_schema),
+            window_end_key: self.window_end_key,
+            grouped: self.grouped.clone(),
+            group_schema: Arc::clone(&self.group_schema),
+            windows: BTreeMap::new(),
+            watermark_ms: i64::MIN,
+            late_rows: 0,
+            group_ids: Vec::new(),
+            changes: ChangeTracker::default(),
+            phase,
+            partial_schema: self.partial_schema.clone(),
+        }
     }
 
     fn open_window(&self) -> DfResult<WindowGroups> {
@@ -171,13 +206,19 @@ impl WindowAggregateOperator {
             &mut self.group_ids,
         )?;
         let total_groups = window.groups.len();
+        let merging = matches!(self.phase, Phase::Final(_));
         for (accumulator, (values, filter)) in window.accumulators.iter_mut().zip(arguments) {
-            accumulator.update_batch(values, &self.group_ids, filter.as_ref(), total_groups)?;
+            if merging {
+                accumulator.merge_batch(values, &self.group_ids, total_groups)?;
+            } else {
+                accumulator.update_batch(values, &self.group_ids, filter.as_ref(), total_groups)?;
+            }
         }
         Ok(())
     }
 
-    /// Emits and drops every window whose end the watermark reached, oldest first.
+    /// Emits and drops every window whose end the watermark reached, oldest first: each
+    /// group's final values, or a partial instance's accumulator states.
     fn fire(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
         while let Some(entry) = self.windows.first_entry() {
             let window_end_ms = *entry.key();
@@ -187,10 +228,21 @@ impl WindowAggregateOperator {
             let mut window = entry.remove();
             self.changes.remove(window.flags, || window_end_ms);
             let mut columns = self.emit_keys(&mut window)?;
-            for accumulator in &mut window.accumulators {
-                columns.push(accumulator.evaluate(EmitTo::All)?);
-            }
-            let batch = super::batch_of_schema(&self.schema, columns)?;
+            let schema = match &self.partial_schema {
+                Some(schema) if matches!(self.phase, Phase::Partial { .. }) => {
+                    for accumulator in &mut window.accumulators {
+                        columns.extend(accumulator.state(EmitTo::All)?);
+                    }
+                    schema
+                }
+                _ => {
+                    for accumulator in &mut window.accumulators {
+                        columns.push(accumulator.evaluate(EmitTo::All)?);
+                    }
+                    &self.schema
+                }
+            };
+            let batch = super::batch_of_schema(schema, columns)?;
             if batch.num_rows() > 0 {
                 out.push(ChangeBatch::insert_only(batch));
             }
@@ -278,28 +330,25 @@ impl Operator for WindowAggregateOperator {
             .iter()
             .map(|c| c.function.name().to_string())
             .collect();
+        let phase = match self.phase {
+            Phase::Single => "",
+            Phase::Partial { bypass: false } => "partial states, ",
+            Phase::Partial { bypass: true } => "partial states (none on one worker), ",
+            Phase::Final(_) => "merging partial states, ",
+        };
         format!(
-            "WindowAggregate [{}] by [{}] (emit on window close, vectorized)",
+            "WindowAggregate [{}] by [{}] ({phase}emit on window close, vectorized)",
             calls.join(", "),
             keys.join(", ")
         )
     }
 
     fn fork(&self) -> Box<dyn Operator> {
-        Box::new(Self {
-            keys: self.keys.clone(),
-            calls: self.calls.clone(),
-            schema: Arc::clone(&self.schema),
-            key_schema: Arc::clone(&self.key_schema),
-            window_end_key: self.window_end_key,
-            grouped: self.grouped.clone(),
-            group_schema: Arc::clone(&self.group_schema),
-            windows: BTreeMap::new(),
-            watermark_ms: i64::MIN,
-            late_rows: 0,
-            group_ids: Vec::new(),
-            changes: ChangeTracker::default(),
-        })
+        Box::new(self.forked(self.phase.clone()))
+    }
+
+    fn fork_for(&self, workers: usize) -> Box<dyn Operator> {
+        Box::new(self.forked(self.phase_for(workers)))
     }
 
     fn state_entries(&self) -> u64 {
@@ -328,6 +377,13 @@ impl Operator for WindowAggregateOperator {
         self.fire(self.watermark_ms, out)
     }
 
+    fn on_idle(&mut self, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
+        if matches!(self.phase, Phase::Partial { bypass: false }) {
+            self.fire(i64::MAX, out)?;
+        }
+        Ok(())
+    }
+
     fn snapshot(&mut self, full: bool) -> DfResult<Option<OperatorState>> {
         self.snapshot_state(full).map(Some)
     }
@@ -340,38 +396,66 @@ impl Operator for WindowAggregateOperator {
         &mut self,
         _port: usize,
         input: ChangeBatch,
-        _out: &mut Vec<ChangeBatch>,
+        out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
+        if matches!(self.phase, Phase::Partial { bypass: true }) {
+            out.push(input);
+            return Ok(());
+        }
         if !input.is_insert_only() {
             return Err(DataFusionError::Internal(
                 "retractions reached a window aggregate planned for an append-only input".into(),
             ));
         }
         let batch = input.batch();
-        let keys = super::evaluate_columns(&self.keys, batch)?;
+        let (keys, arguments) = match &self.phase {
+            Phase::Final(merge) => {
+                let states = merge
+                    .states
+                    .iter()
+                    .map(|range| (batch.columns()[range.clone()].to_vec(), None))
+                    .collect();
+                (super::evaluate_columns(&merge.keys, batch)?, states)
+            }
+            _ => (
+                super::evaluate_columns(&self.keys, batch)?,
+                call_arguments(&self.calls, batch)?,
+            ),
+        };
         let ends = epoch_ms(&keys[self.window_end_key])?;
-        let arguments = call_arguments(&self.calls, batch)?;
         let Some(&first_end) = ends.first() else {
             return Ok(());
         };
+        let partial = matches!(self.phase, Phase::Partial { .. });
         // The common case: every row of the batch in one open window.
         if first_end > self.watermark_ms && ends.iter().all(|end| *end == first_end) {
-            return self.accumulate(first_end, &keys, &arguments);
-        }
-        // Otherwise, rows per window (few per batch), late rows counted and dropped.
-        let mut per_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (row, end) in ends.iter().enumerate() {
-            if *end <= self.watermark_ms {
-                self.late_rows += 1;
-            } else {
-                per_window.entry(*end).or_default().push(row as u32);
+            self.accumulate(first_end, &keys, &arguments)?;
+        } else {
+            // Otherwise, rows per window (few per batch). Late rows are counted and
+            // dropped; a partial instance passes them on for the final one to judge.
+            let mut per_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+            for (row, end) in ends.iter().enumerate() {
+                if *end <= self.watermark_ms && !partial {
+                    self.late_rows += 1;
+                } else {
+                    per_window.entry(*end).or_default().push(row as u32);
+                }
+            }
+            for (end, rows) in per_window {
+                let rows = UInt32Array::from(rows);
+                let window_keys = take_rows(&keys, &rows)?;
+                let window_arguments = take_arguments(&arguments, &rows)?;
+                self.accumulate(end, &window_keys, &window_arguments)?;
             }
         }
-        for (end, rows) in per_window {
-            let rows = UInt32Array::from(rows);
-            let window_keys = take_rows(&keys, &rows)?;
-            let window_arguments = take_arguments(&arguments, &rows)?;
-            self.accumulate(end, &window_keys, &window_arguments)?;
+        if partial {
+            let open: usize = self.windows.values().map(|w| w.groups.len()).sum();
+            let limit = if open > PARTIAL_FLUSH_GROUPS {
+                i64::MAX
+            } else {
+                self.watermark_ms
+            };
+            self.fire(limit, out)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::operator::{AggregateCall, Operator};
 use crate::state::StateKind;
 
 /// The calls of every kind that have a groups accumulator.
-fn vectorized_calls() -> Vec<AggregateCall> {
+pub(super) fn vectorized_calls() -> Vec<AggregateCall> {
     let calls: Vec<AggregateCall> = every_kind_of_call()
         .into_iter()
         .filter(|c| c.function.groups_accumulator_supported())
@@ -27,7 +27,7 @@ fn vectorized_calls() -> Vec<AggregateCall> {
 }
 
 /// `SELECT k, end, <calls> .. GROUP BY k, end EMIT ON WINDOW CLOSE`.
-fn window_aggregate(calls: Vec<AggregateCall>) -> WindowAggregateOperator {
+pub(super) fn window_aggregate(calls: Vec<AggregateCall>) -> WindowAggregateOperator {
     let schema = input_schema();
     let key_fields: Vec<Field> = ["k", "end"]
         .iter()
