@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use laminar_db::{LaminarDB, Subscription};
 
 use crate::error::CliError;
-use crate::{table, units};
+use crate::{table, thread_cpu, units};
 
 /// The longest a benchmark phase may take before it is reported as stuck.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -105,6 +105,8 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
     let source = db.source("bid")?;
 
     let busy_before = worker_busy(&db);
+    let workers_cpu_before = thread_cpu::named(WORKER_THREAD);
+    let pusher_cpu_before = thread_cpu::current();
     let started = Instant::now();
     let sampler = StateSampler::start(&db)?;
     for batch in batches {
@@ -113,7 +115,11 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
     let pushing = started.elapsed();
     source.finish()?;
     wait_finished(&db, "the filter query")?;
-    let rows_out = counter.join().map_err(|_| {
+    let pusher_cpu = thread_cpu::current()
+        .zip(pusher_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let workers_cpu = thread_cpu::since(&workers_cpu_before, &thread_cpu::named(WORKER_THREAD));
+    let (rows_out, counter_cpu) = counter.join().map_err(|_| {
         CliError::environment("counting the results", "the counting thread panicked")
     })?;
     let elapsed = started.elapsed();
@@ -134,6 +140,11 @@ pub fn filter(options: &FilterOptions) -> Result<(), CliError> {
             elapsed,
             pushing,
             busy,
+            cpu: Cpu {
+                pusher: pusher_cpu,
+                workers: workers_cpu,
+                counter: counter_cpu,
+            },
             state,
         },
     )
@@ -154,7 +165,38 @@ struct Outcome {
     pushing: Duration,
     /// Each worker's busy time during the run.
     busy: Vec<Duration>,
+    cpu: Cpu,
     state: StatePeak,
+}
+
+/// Thread name prefix of the workers.
+const WORKER_THREAD: &str = "laminar-worker";
+
+/// On-core time of the threads of a run (`None` where the system does not say).
+struct Cpu {
+    /// The thread pushing the batches, until the query finished.
+    pusher: Option<Duration>,
+    /// Each worker's.
+    workers: Vec<Duration>,
+    /// The thread counting result rows.
+    counter: Option<Duration>,
+}
+
+impl Cpu {
+    fn describe(&self) -> String {
+        let show = |d: Option<Duration>| d.map_or_else(|| "?".to_string(), units::elapsed);
+        let workers: Vec<String> = self.workers.iter().map(|d| units::elapsed(*d)).collect();
+        format!(
+            "pushing {}, workers {}, counting {}",
+            show(self.pusher),
+            if workers.is_empty() {
+                "?".to_string()
+            } else {
+                workers.join(" + ")
+            },
+            show(self.counter)
+        )
+    }
 }
 
 /// The largest state the measured query held at a measurement of its bytes: its entries
@@ -244,7 +286,11 @@ pub(crate) fn slices(batch: &RecordBatch, rows: usize) -> Vec<RecordBatch> {
         .collect()
 }
 
-pub(crate) fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle<u64>, CliError> {
+/// A thread counting the rows of `subscription` until it ends; it returns the count and
+/// its own on-core time.
+pub(crate) fn spawn_counter(
+    mut subscription: Subscription,
+) -> Result<JoinHandle<(u64, Option<Duration>)>, CliError> {
     std::thread::Builder::new()
         .name("bench-count".into())
         .spawn(move || {
@@ -252,7 +298,7 @@ pub(crate) fn spawn_counter(mut subscription: Subscription) -> Result<JoinHandle
             while let Some(batch) = subscription.next_blocking() {
                 rows += batch.num_rows() as u64;
             }
-            rows
+            (rows, thread_cpu::current())
         })
         .map_err(|e| CliError::environment("cannot start the counting thread", e))
 }
@@ -313,6 +359,7 @@ fn report(options: &FilterOptions, outcome: &Outcome) -> Result<(), CliError> {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        ("on-core time", outcome.cpu.describe()),
         ("events/s", units::rate(per_second)),
         (
             "events/s per worker",

@@ -16,6 +16,7 @@ mod repl;
 mod run;
 mod script;
 mod table;
+mod thread_cpu;
 mod units;
 
 use std::path::PathBuf;

@@ -298,9 +298,14 @@ pub fn nexmark(options: &NexmarkOptions) -> Result<(), CliError> {
     }
     wait_finished(&db, "the Nexmark query")?;
     let streaming_rows = match counter {
-        Some(counter) => counter.join().map_err(|_| {
-            CliError::environment("counting the results", "the counting thread panicked")
-        })?,
+        Some(counter) => {
+            counter
+                .join()
+                .map_err(|_| {
+                    CliError::environment("counting the results", "the counting thread panicked")
+                })?
+                .0
+        }
         None => 0,
     };
     let elapsed = started.elapsed();
