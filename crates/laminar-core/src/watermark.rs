@@ -8,10 +8,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::compute::kernels::cmp::lt;
 use datafusion::arrow::compute::{cast, max, prep_null_mask_filter};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::physical_expr::utils::collect_columns;
@@ -176,17 +179,41 @@ fn event_time_threshold(
 /// Index of the largest non-NULL value of a TIMESTAMP or BIGINT column; `None` if all are
 /// NULL.
 fn latest_row(values: &dyn Array) -> Option<usize> {
-    let as_int = cast(values, &DataType::Int64).ok()?;
-    let as_int = as_int.as_any().downcast_ref::<Int64Array>()?;
+    let raw = raw_i64(values)?;
+    if values.null_count() == 0 {
+        // Two passes a compiler vectorizes, rather than one comparing options per value:
+        // this runs on every pushed batch, on the pushing thread.
+        let top = *raw.iter().max()?;
+        return raw.iter().position(|value| *value == top);
+    }
     let mut best: Option<(usize, i64)> = None;
-    for (index, value) in as_int.iter().enumerate() {
-        if let Some(value) = value {
-            if best.is_none_or(|(_, top)| value > top) {
-                best = Some((index, value));
-            }
+    for (index, value) in raw.iter().enumerate() {
+        if values.is_valid(index) && best.is_none_or(|(_, top)| *value > top) {
+            best = Some((index, *value));
         }
     }
     best.map(|(index, _)| index)
+}
+
+/// The raw values of a BIGINT or timestamp (any unit) array, without a copy.
+fn raw_i64(values: &dyn Array) -> Option<&[i64]> {
+    let raw: &[i64] = match values.data_type() {
+        DataType::Int64 => values.as_primitive_opt::<Int64Type>()?.values(),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            values.as_primitive_opt::<TimestampSecondType>()?.values()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => values
+            .as_primitive_opt::<TimestampMillisecondType>()?
+            .values(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => values
+            .as_primitive_opt::<TimestampMicrosecondType>()?
+            .values(),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => values
+            .as_primitive_opt::<TimestampNanosecondType>()?
+            .values(),
+        _ => return None,
+    };
+    Some(raw)
 }
 
 /// Maximum of a timestamp or BIGINT (epoch ms) array, in epoch milliseconds; `None` if all

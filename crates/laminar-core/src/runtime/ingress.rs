@@ -31,6 +31,12 @@ use crate::watermark::WatermarkGenerator;
 /// Capacity of one ingress ring, in batches.
 pub const INGRESS_RING_CAPACITY_BATCHES: usize = 64;
 
+/// First sleep of a producer finding its ring full. A full ring holds 64 batches of work,
+/// so there is no hurry; each wake-up of the producer costs a context switch on a core a
+/// worker needs (on a 2-core machine, waking every microsecond or two cost the workers
+/// more than the wait saved).
+const PRODUCER_BACKOFF_MIN_US: u64 = 50;
+
 /// Longest a blocked producer sleeps between retries.
 const PRODUCER_BACKOFF_MAX_US: u64 = 500;
 
@@ -107,7 +113,7 @@ impl RingProducer {
 
     /// Pushes, waiting while the ring is full, until `stop` is set.
     fn push_blocking(&mut self, mut message: IngressMessage, stop: &[&AtomicBool]) -> Result<()> {
-        let mut backoff_us = 1;
+        let mut backoff_us = PRODUCER_BACKOFF_MIN_US;
         loop {
             match self.try_push(message) {
                 Ok(()) => return Ok(()),
