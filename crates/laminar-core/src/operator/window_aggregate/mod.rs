@@ -82,7 +82,13 @@ pub struct WindowAggregateOperator {
     phase: Phase,
     /// A partial instance's output: the keys, then each call's state fields.
     partial_schema: Option<SchemaRef>,
+    /// Group tables of fired windows, emptied, for the next windows to open: a new
+    /// window's table then need not grow (and rehash) from nothing again.
+    spare_groups: Vec<Box<dyn GroupValues>>,
 }
+
+/// Emptied group tables kept for reuse (windows open one after another, a few at a time).
+const SPARE_GROUP_TABLES: usize = 2;
 
 impl std::fmt::Debug for WindowAggregateOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +153,7 @@ impl WindowAggregateOperator {
             changes: ChangeTracker::default(),
             phase: Phase::Single,
             partial_schema: None,
+            spare_groups: Vec::new(),
         })
     }
 
@@ -167,12 +174,17 @@ impl WindowAggregateOperator {
             changes: ChangeTracker::default(),
             phase,
             partial_schema: self.partial_schema.clone(),
+            spare_groups: Vec::new(),
         }
     }
 
-    fn open_window(&self) -> DfResult<WindowGroups> {
+    fn open_window(&mut self) -> DfResult<WindowGroups> {
+        let groups = match self.spare_groups.pop() {
+            Some(groups) => groups,
+            None => new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+        };
         Ok(WindowGroups {
-            groups: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+            groups,
             end_value: None,
             accumulators: self
                 .calls
@@ -243,8 +255,14 @@ impl WindowAggregateOperator {
                 }
             };
             let batch = super::batch_of_schema(schema, columns)?;
-            if batch.num_rows() > 0 {
+            let rows = batch.num_rows();
+            if rows > 0 {
                 out.push(ChangeBatch::insert_only(batch));
+            }
+            if self.spare_groups.len() < SPARE_GROUP_TABLES {
+                // Emptied, keeping the capacity of the groups it held.
+                window.groups.clear_shrink(rows);
+                self.spare_groups.push(window.groups);
             }
         }
         Ok(())
