@@ -120,6 +120,12 @@ fn tumbling_windows_on_close_match_datafusion_date_bin() {
                     vectorized,
                     "vectorized: {vectorized}\n{plan}"
                 );
+                // Vectorized windows aggregate in two phases (one, on one worker).
+                assert_eq!(
+                    plan.contains("merging partial states") && plan.contains("partial states,"),
+                    vectorized,
+                    "{plan}"
+                );
                 let source = db.source("events").expect("handle");
                 for part in &input {
                     source.push(part.clone()).expect("push");
