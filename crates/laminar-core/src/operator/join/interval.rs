@@ -8,6 +8,7 @@
 //! state, so it is dropped and counted rather than joined with what is left. Snapshots are
 //! whole (see `snapshot`).
 
+mod key_rows;
 mod side;
 mod snapshot;
 

@@ -9,15 +9,36 @@
 //! watermark is inside is sorted by time once and consumed up to the watermark, so every
 //! row leaves exactly when it is out of reach.
 
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::interleave;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use hashbrown::{DefaultHashBuilder, HashTable};
-use std::collections::{BTreeMap, VecDeque};
-use std::hash::BuildHasher;
+
+use super::key_rows::KeyRows;
 
 /// Event time per bucket, in milliseconds.
 const BUCKET_MS: i64 = 1_000;
+
+/// How far ahead in a bucket's list expiry fetches a key's group, then its first row.
+const PREFETCH_GROUPS_AHEAD: usize = 16;
+const PREFETCH_ROWS_AHEAD: usize = 8;
+
+/// Asks the CPU to bring `value` into its caches; changes nothing else.
+#[allow(unsafe_code)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults,
+    // and `value` is a live reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
 
 /// A stored row, and whether a row of the other input matched it.
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +63,16 @@ struct KeptBatch {
 #[derive(Default)]
 struct Group {
     key: Vec<u8>,
-    rows: VecDeque<TimedRow>,
+    /// The key's hash, kept so freeing the slot or growing the table need not read the
+    /// key again (a cache miss per key on expiry, where nearly every key is freed).
+    hash: u64,
+    rows: KeyRows,
     live: bool,
 }
 
 /// The key index of a side, borrowed apart from its buckets.
 struct Keys<'a> {
     slots: &'a mut HashTable<u32>,
-    hasher: &'a DefaultHashBuilder,
     groups: &'a mut Vec<Group>,
     free: &'a mut Vec<u32>,
 }
@@ -159,14 +182,15 @@ impl TimedSide {
             // More than 4 billion keys held at once would not fit in memory anyway.
             u32::try_from(self.groups.len() - 1).unwrap_or(u32::MAX)
         };
+        let hash = self.hasher.hash_one(key);
         let group = &mut self.groups[slot as usize];
         group.key.clear();
         group.key.extend_from_slice(key);
+        group.hash = hash;
         group.live = true;
-        let (groups, hasher) = (&self.groups, &self.hasher);
-        self.slots.insert_unique(hasher.hash_one(key), slot, |&s| {
-            hasher.hash_one(groups[s as usize].key.as_slice())
-        });
+        let groups = &self.groups;
+        self.slots
+            .insert_unique(hash, slot, |&s| groups[s as usize].hash);
         slot
     }
 
@@ -174,8 +198,7 @@ impl TimedSide {
     fn free_slot(keys: &mut Keys<'_>, slot: u32) {
         let group = &mut keys.groups[slot as usize];
         group.live = false;
-        let hash = keys.hasher.hash_one(group.key.as_slice());
-        if let Ok(entry) = keys.slots.find_entry(hash, |&s| s == slot) {
+        if let Ok(entry) = keys.slots.find_entry(group.hash, |&s| s == slot) {
             entry.remove();
         }
         keys.free.push(slot);
@@ -201,7 +224,9 @@ impl TimedSide {
         let rows = &self.groups[slot as usize].rows;
         let start = rows.partition_point(|r| r.time_ms < from_ms);
         let end = rows.partition_point(|r| r.time_ms <= to_ms);
-        rows.range(start..end.max(start))
+        rows.iter()
+            .skip(start)
+            .take(end.saturating_sub(start))
             .enumerate()
             .map(move |(offset, row)| (start + offset, row))
     }
@@ -219,7 +244,6 @@ impl TimedSide {
         let expired = |time_ms: i64| time_ms.saturating_add(reach) < watermark_ms;
         let mut keys = Keys {
             slots: &mut self.slots,
-            hasher: &self.hasher,
             groups: &mut self.groups,
             free: &mut self.free,
         };
@@ -231,12 +255,33 @@ impl TimedSide {
             let whole = expired(start.saturating_add(BUCKET_MS - 1));
             let bucket = entry.get_mut();
             if !whole && !bucket.sorted {
-                bucket.entries[bucket.visited..].sort_unstable();
+                // Rows mostly arrive in time order, so the list often is already.
+                let unvisited = &mut bucket.entries[bucket.visited..];
+                if !unvisited.is_sorted_by_key(|entry| entry.0) {
+                    unvisited.sort_unstable_by_key(|entry| entry.0);
+                }
                 bucket.sorted = true;
             }
             while let Some(&(time_ms, slot)) = bucket.entries.get(bucket.visited) {
                 if !whole && !expired(time_ms) {
                     break;
+                }
+                // Nearly every key is visited once, so each visit would wait on two cache
+                // misses (the key's group, then its rows): fetch both ahead, in two stages.
+                if let Some(group) = bucket
+                    .entries
+                    .get(bucket.visited + PREFETCH_GROUPS_AHEAD)
+                    .and_then(|&(_, ahead)| keys.groups.get(ahead as usize))
+                {
+                    prefetch(group);
+                }
+                if let Some(front) = bucket
+                    .entries
+                    .get(bucket.visited + PREFETCH_ROWS_AHEAD)
+                    .and_then(|&(_, near)| keys.groups.get(near as usize))
+                    .and_then(|group| group.rows.front())
+                {
+                    prefetch(front);
                 }
                 bucket.visited += 1;
                 let group = &mut keys.groups[slot as usize];
