@@ -62,9 +62,25 @@ fn hot_items(source: &str) -> String {
     )
 }
 
-/// The join benchmarks over Nexmark tables: `(what, streaming, batch, appends)`.
-fn join_query(name: &str) -> Option<(&'static str, String, String, bool)> {
+/// The benchmarks over Nexmark tables beyond Nexmark's own queries (a keyed tumbling
+/// window, joins): `(what, streaming, batch, appends)`.
+fn extra_query(name: &str) -> Option<(&'static str, String, String, bool)> {
+    let tumble = |t: &str| format!("TUMBLE({t}, date_time, INTERVAL '10' SECOND)");
     Some(match name {
+        "tumble" => {
+            let body = |source: &str| {
+                format!(
+                    "SELECT auction, count(*) AS bids, window_start, window_end FROM {source} \
+                     GROUP BY auction, window_start, window_end"
+                )
+            };
+            (
+                "bids per auction and 10 s tumbling window (keyed window aggregate)",
+                format!("{} EMIT ON WINDOW CLOSE", body(&tumble("bid"))),
+                body(&tumble_batch("bid")),
+                true,
+            )
+        }
         "interval" => {
             let sql = "SELECT a.id, a.seller, b.bidder, b.price FROM auction a JOIN bid b \
                  ON a.id = b.auction \
@@ -188,7 +204,7 @@ fn query(name: &str) -> Option<Query> {
                 false,
             )
         }
-        _ => join_query(name)?,
+        _ => extra_query(name)?,
     };
     Some(Query {
         name: QUERIES.iter().find(|q| **q == name).copied()?,
@@ -200,8 +216,8 @@ fn query(name: &str) -> Option<Query> {
 }
 
 /// The queries `bench nexmark` runs.
-pub const QUERIES: [&str; 10] = [
-    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "interval", "asof",
+pub const QUERIES: [&str; 11] = [
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "tumble", "interval", "asof",
 ];
 
 /// Options of `bench nexmark`.

@@ -1263,10 +1263,12 @@ fn small_pushes_queued_behind_a_busy_worker_are_processed_as_one_batch() {
     }
     // Busy: the subscriber's channel (256 batches) is full and the worker waits to deliver
     // one more row; 40 one-row pushes queue in the source's ring meanwhile.
+    // One at a time, each processed before the next is pushed: queued together, the
+    // worker would merge them into fewer batches than the channel holds.
     for x in 0..256 {
         source.push(row(1_000 + x)).expect("fill the channel");
+        db.sync().expect("the worker delivered it");
     }
-    db.sync().expect("the worker delivered them");
     source
         .push(row(1_256))
         .expect("the row the worker waits on");

@@ -440,3 +440,120 @@ fn a_recreated_source_replays_only_its_own_rows_and_every_thread_s_rows_come_bac
         "{logs:?}"
     );
 }
+
+/// Windows closing with the watermark, aggregated in two phases on two workers: partial
+/// states held on each worker at the checkpoint come back with it.
+const WINDOWED: &str = "CREATE MATERIALIZED VIEW wagg AS \
+     SELECT k, count(*) AS c, sum(v) AS s, window_start \
+     FROM TUMBLE(w, ts, INTERVAL '1' SECOND) GROUP BY k, window_start, window_end \
+     EMIT ON WINDOW CLOSE";
+
+fn create_windowed(db: &LaminarDB) {
+    db.execute(
+        "CREATE SOURCE w (k BIGINT NOT NULL, v BIGINT NOT NULL, ts TIMESTAMP(3) NOT NULL, \
+         WATERMARK FOR ts AS ts - INTERVAL '500' MILLISECOND)",
+    )
+    .expect("source");
+    db.execute(WINDOWED).expect("view");
+}
+
+/// Batch `i`: 50 rows of 23 keys, at `i * 100` ms (ten batches per window).
+fn timed_pushes(count: usize) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+    ]));
+    (0..count)
+        .map(|i| {
+            let keys: Vec<i64> = (0..50).map(|r| ((i * 3 + r) % 23) as i64).collect();
+            let values: Vec<i64> = (0..50).map(|r| (i * 100 + r) as i64).collect();
+            let times: Vec<i64> = (0..50).map(|r| (i * 100 + r) as i64).collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(keys)),
+                    Arc::new(Int64Array::from(values)),
+                    Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(
+                        times,
+                    )),
+                ],
+            )
+            .expect("batch")
+        })
+        .collect()
+}
+
+/// Every row of view `wagg` once its source finished, as text, sorted.
+fn finished_windows(db: &LaminarDB) -> Vec<String> {
+    db.source("w").expect("source w").finish().expect("finish");
+    assert!(db.wait_finished(std::time::Duration::from_secs(30)));
+    let mut rows = Vec::new();
+    for batch in db.query("SELECT * FROM wagg").expect("query wagg") {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    datafusion::arrow::util::display::array_value_to_string(c, row)
+                        .expect("printable")
+                })
+                .collect();
+            rows.push(cells.join(" "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn windows_aggregated_in_two_phases_survive_a_crash_after_a_checkpoint() {
+    let all = timed_pushes(40);
+    let expected = {
+        let db = LaminarDB::builder()
+            .workers(2)
+            .pin_workers(false)
+            .in_memory()
+            .expect("in-memory database");
+        create_windowed(&db);
+        let source = db.source("w").expect("source w");
+        for b in &all {
+            source.push(b.clone()).expect("push");
+        }
+        finished_windows(&db)
+    };
+    assert_eq!(expected.len(), 4 * 23, "four windows of 23 keys");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = open(dir.path(), 2);
+    create_windowed(&db);
+    let explained = db
+        .execute(&format!("EXPLAIN {}", WINDOWED.replace(" wagg ", " x ")))
+        .expect("explain");
+    let plan = format!("{:?}", explained.batches().expect("rows"));
+    assert!(plan.contains("merging partial states"), "{plan}");
+    let source = db.source("w").expect("source w");
+    // Watermark 1.149 s: window [0 s, 1 s) closed, merged by its owners; window [1 s, 2 s)
+    // open, its rows split between both workers' partial states.
+    for b in &all[..17] {
+        source.push(b.clone()).expect("push");
+    }
+    db.sync().expect("sync");
+    db.checkpoint().expect("checkpoint");
+    for b in &all[17..25] {
+        source.push(b.clone()).expect("push");
+    }
+    crash(db);
+
+    let db = open(dir.path(), 2);
+    create_windowed(&db);
+    let source = db.source("w").expect("source w");
+    for b in &all[25..] {
+        source.push(b.clone()).expect("push");
+    }
+    assert_eq!(finished_windows(&db), expected);
+}
