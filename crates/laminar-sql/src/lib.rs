@@ -18,6 +18,7 @@ mod temporal_rewrite;
 mod top_n;
 mod translate;
 pub mod types;
+mod window_udf;
 mod windows;
 
 pub use asof_rewrite::contains_asof_join;

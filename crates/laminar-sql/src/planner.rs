@@ -32,6 +32,7 @@ use crate::parser::{Emit, WatermarkSpec};
 use crate::session_udf::session_functions;
 use crate::temporal_rewrite::rewrite_temporal_joins;
 use crate::translate::{check_decorrelated, check_supported, translate, KnownInputs, TableInfo};
+use crate::window_udf::window_bound_function;
 use crate::windows::rewrite_window_functions;
 
 /// A continuous query, planned.
@@ -86,6 +87,7 @@ impl StreamPlanner {
             ctx.register_udf(function);
         }
         ctx.register_udf(asof_function());
+        ctx.register_udf(window_bound_function());
         Self {
             ctx,
             names: Mutex::new(BTreeSet::new()),

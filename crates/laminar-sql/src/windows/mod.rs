@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use crate::error::{Result, SqlError};
 use crate::interval::interval_ms;
 use crate::parser::quote_ident;
+use crate::window_udf::WINDOW_BOUND;
 
 mod session;
 
@@ -299,16 +300,18 @@ fn derived(inner: &str, alias: &str, function: &str, context: &str) -> Result<Ta
 /// `window_start` and `window_end` of the epoch-aligned window of `size_ms` that starts
 /// `back_ms` before the bin of `slide_ms` holding `time`. `to_timestamp_millis` makes a BIGINT
 /// of epoch milliseconds and any TIMESTAMP unit the same millisecond timestamp. The bounds
-/// are computed on epoch milliseconds: timestamp-plus-interval arithmetic converts every
-/// value through calendar types, several times slower per row.
+/// are computed on epoch milliseconds (timestamp-plus-interval arithmetic converts every
+/// value through calendar types, several times slower per row), by one function
+/// (`window_udf`) rather than SQL arithmetic.
 fn window_bounds(time: &str, slide_ms: i64, size_ms: i64, back_ms: i64) -> (String, String) {
     let ms = format!("CAST(to_timestamp_millis({time}) AS BIGINT)");
-    // Floor to the bin also for times before the epoch (SQL `%` keeps the sign).
-    let start = format!("({ms} - ((({ms} % {slide_ms}) + {slide_ms}) % {slide_ms}) - {back_ms})");
-    (
-        format!("to_timestamp_millis({start})"),
-        format!("to_timestamp_millis({start} + {size_ms})"),
-    )
+    let bound = |offset_ms: i64| {
+        format!(
+            "to_timestamp_millis({WINDOW_BOUND}({ms}, CAST({slide_ms} AS BIGINT), \
+             CAST({back_ms} AS BIGINT), CAST({offset_ms} AS BIGINT)))"
+        )
+    };
+    (bound(0), bound(size_ms))
 }
 
 /// `TUMBLE(table, time_column, size)` as a derived table.
