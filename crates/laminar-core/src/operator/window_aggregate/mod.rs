@@ -80,8 +80,6 @@ pub struct WindowAggregateOperator {
     changes: ChangeTracker<i64>,
     /// Which part of a two-phase aggregation this instance computes.
     phase: Phase,
-    /// A partial instance's output: the keys, then each call's state fields.
-    partial_schema: Option<SchemaRef>,
     /// Group tables of fired windows, emptied, for the next windows to open: a new
     /// window's table then need not grow (and rehash) from nothing again.
     spare_groups: Vec<Box<dyn GroupValues>>,
@@ -152,7 +150,6 @@ impl WindowAggregateOperator {
             group_ids: Vec::new(),
             changes: ChangeTracker::default(),
             phase: Phase::Single,
-            partial_schema: None,
             spare_groups: Vec::new(),
         })
     }
@@ -173,7 +170,6 @@ impl WindowAggregateOperator {
             group_ids: Vec::new(),
             changes: ChangeTracker::default(),
             phase,
-            partial_schema: self.partial_schema.clone(),
             spare_groups: Vec::new(),
         }
     }
@@ -240,19 +236,16 @@ impl WindowAggregateOperator {
             let mut window = entry.remove();
             self.changes.remove(window.flags, || window_end_ms);
             let mut columns = self.emit_keys(&mut window)?;
-            let schema = match &self.partial_schema {
-                Some(schema) if matches!(self.phase, Phase::Partial { .. }) => {
-                    for accumulator in &mut window.accumulators {
-                        columns.extend(accumulator.state(EmitTo::All)?);
-                    }
-                    schema
+            let schema = if let Phase::Partial { schema, .. } = &self.phase {
+                for accumulator in &mut window.accumulators {
+                    columns.extend(accumulator.state(EmitTo::All)?);
                 }
-                _ => {
-                    for accumulator in &mut window.accumulators {
-                        columns.push(accumulator.evaluate(EmitTo::All)?);
-                    }
-                    &self.schema
+                schema
+            } else {
+                for accumulator in &mut window.accumulators {
+                    columns.push(accumulator.evaluate(EmitTo::All)?);
                 }
+                &self.schema
             };
             let batch = super::batch_of_schema(schema, columns)?;
             let rows = batch.num_rows();
@@ -350,8 +343,8 @@ impl Operator for WindowAggregateOperator {
             .collect();
         let phase = match self.phase {
             Phase::Single => "",
-            Phase::Partial { bypass: false } => "partial states, ",
-            Phase::Partial { bypass: true } => "partial states (none on one worker), ",
+            Phase::Partial { bypass: false, .. } => "partial states, ",
+            Phase::Partial { bypass: true, .. } => "partial states (none on one worker), ",
             Phase::Final(_) => "merging partial states, ",
         };
         format!(
@@ -396,7 +389,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn on_idle(&mut self, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
-        if matches!(self.phase, Phase::Partial { bypass: false }) {
+        if matches!(self.phase, Phase::Partial { bypass: false, .. }) {
             self.fire(i64::MAX, out)?;
         }
         Ok(())
@@ -416,7 +409,7 @@ impl Operator for WindowAggregateOperator {
         input: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> DfResult<()> {
-        if matches!(self.phase, Phase::Partial { bypass: true }) {
+        if matches!(self.phase, Phase::Partial { bypass: true, .. }) {
             out.push(input);
             return Ok(());
         }
@@ -431,8 +424,16 @@ impl Operator for WindowAggregateOperator {
                 let states = merge
                     .states
                     .iter()
-                    .map(|range| (batch.columns()[range.clone()].to_vec(), None))
-                    .collect();
+                    .map(|range| {
+                        let columns = batch.columns().get(range.clone()).ok_or_else(|| {
+                            DataFusionError::Internal(format!(
+                                "partial window states of {} columns, state columns {range:?} expected",
+                                batch.num_columns()
+                            ))
+                        })?;
+                        Ok((columns.to_vec(), None))
+                    })
+                    .collect::<DfResult<_>>()?;
                 (super::evaluate_columns(&merge.keys, batch)?, states)
             }
             _ => (

@@ -41,9 +41,10 @@ pub(super) const PARTIAL_FLUSH_GROUPS: usize = 1 << 18;
 pub(super) enum Phase {
     /// All of it: input rows in, each group's final values out.
     Single,
-    /// Input rows in, each group's keys and accumulator states out (see the module docs).
-    /// `bypass` on one worker: rows pass through untouched.
-    Partial { bypass: bool },
+    /// Input rows in, each group's keys and accumulator states out (see the module docs),
+    /// in batches of `schema` (the keys, then each call's state fields). `bypass` on one
+    /// worker: rows pass through untouched.
+    Partial { bypass: bool, schema: SchemaRef },
     /// Partial states in, merged, each group's final values out.
     Final(Merge),
 }
@@ -116,8 +117,10 @@ impl WindowAggregateOperator {
         let partial_schema: SchemaRef = Arc::new(Schema::new(fields));
         let merge = Merge::new(&partial_schema, self.key_schema.fields().len(), &widths);
         let route_keys = merge.keys.clone();
-        let mut partial = self.forked(Phase::Partial { bypass: false });
-        partial.partial_schema = Some(partial_schema);
+        let partial = self.forked(Phase::Partial {
+            bypass: false,
+            schema: partial_schema,
+        });
         let last = self.forked(Phase::Final(merge));
         Ok(TwoPhase {
             partial,
@@ -129,7 +132,10 @@ impl WindowAggregateOperator {
     /// The instance for one of `workers` workers: one worker aggregates in one phase.
     pub(super) fn phase_for(&self, workers: usize) -> Phase {
         match (&self.phase, workers) {
-            (Phase::Partial { .. }, 1) => Phase::Partial { bypass: true },
+            (Phase::Partial { schema, .. }, 1) => Phase::Partial {
+                bypass: true,
+                schema: Arc::clone(schema),
+            },
             (Phase::Final(_), 1) => Phase::Single,
             (phase, _) => phase.clone(),
         }
