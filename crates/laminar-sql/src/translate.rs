@@ -556,8 +556,16 @@ impl Builder<'_> {
         {
             let window_end = self.window_end_key(aggregate)?;
             let fields = self.key_fields(aggregate)?;
-            let operator = WindowAggregateOperator::new(keys, calls, fields, window_end, schema)
-                .map_err(|e| self.plan_error(&e))?;
+            let mut operator =
+                WindowAggregateOperator::new(keys, calls, &fields, window_end, schema)
+                    .map_err(|e| self.plan_error(&e))?;
+            if let Some(start) = aggregate
+                .group_expr
+                .iter()
+                .position(|e| matches!(e, Expr::Column(column) if column.name == "window_start"))
+            {
+                operator = operator.with_window_start_key(start);
+            }
             self.windowed = true;
             PlannedAggregate::Window(operator)
         } else {

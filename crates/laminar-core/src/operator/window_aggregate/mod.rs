@@ -16,10 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::ScalarValue;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
@@ -33,6 +32,9 @@ use super::{AggregateCall, Operator};
 use crate::change_batch::ChangeBatch;
 use crate::state::{OperatorState, RestoredPart};
 
+mod layout;
+#[cfg(test)]
+mod layout_tests;
 mod phase;
 #[cfg(test)]
 mod phase_tests;
@@ -40,17 +42,17 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use layout::KeyLayout;
 pub use phase::TwoPhase;
 use phase::{Phase, PARTIAL_FLUSH_GROUPS};
 
 /// One open window's groups and their accumulators.
 struct WindowGroups {
-    /// Grouped by the keys other than `window_end` when that is left out (see
-    /// `WindowAggregateOperator::grouped`).
+    /// Grouped by the keys the layout does not hold once per window.
     groups: Box<dyn GroupValues>,
-    /// The window's `window_end` value (one row; none before the first row) when the group
-    /// table leaves it out.
-    end_value: Option<ArrayRef>,
+    /// The values of the keys held once per window (see [`layout`]), one per such key;
+    /// none before the window's first row.
+    held: Vec<Option<ArrayRef>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     /// Received rows since the previous snapshot, or is in one.
     flags: EntryFlags,
@@ -61,16 +63,10 @@ pub struct WindowAggregateOperator {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     calls: Vec<AggregateCall>,
     schema: SchemaRef,
-    /// The key columns' schema.
-    key_schema: SchemaRef,
     /// Index of `window_end` among the keys.
     window_end_key: usize,
-    /// The keys the group tables hold: all but `window_end` when its type is exact at
-    /// millisecond precision (every row of a window then has the same value, so keying each
-    /// window's table by it too would only cost a column to hash and compare per row).
-    grouped: Vec<usize>,
-    /// The schema of the keys in `grouped`.
-    group_schema: SchemaRef,
+    /// Which keys the group tables hold and which each window holds once.
+    layout: KeyLayout,
     windows: BTreeMap<i64, WindowGroups>,
     watermark_ms: i64,
     late_rows: u64,
@@ -108,7 +104,7 @@ impl WindowAggregateOperator {
     pub fn new(
         keys: Vec<Arc<dyn PhysicalExpr>>,
         calls: Vec<AggregateCall>,
-        key_fields: Vec<Field>,
+        key_fields: &[Field],
         window_end_key: usize,
         schema: SchemaRef,
     ) -> DfResult<Self> {
@@ -117,33 +113,16 @@ impl WindowAggregateOperator {
                 "vectorized window aggregate planned for unsupported keys or calls".into(),
             ));
         }
-        // Left out only with another key to group by (a table needs at least one column).
-        let end_exact = key_fields.len() > 1
-            && matches!(
-                key_fields[window_end_key].data_type(),
-                DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, _) | DataType::Int64
-            );
-        let grouped: Vec<usize> = (0..key_fields.len())
-            .filter(|&k| !(end_exact && k == window_end_key))
-            .collect();
-        let group_schema = Arc::new(Schema::new(
-            grouped
-                .iter()
-                .map(|&k| key_fields[k].clone())
-                .collect::<Vec<_>>(),
-        ));
-        let key_schema = Arc::new(Schema::new(key_fields));
+        let layout = KeyLayout::new(key_fields, window_end_key, None);
         // Fails here, at planning, rather than at the first window, for key types the group
         // table cannot hold.
-        new_group_values(Arc::clone(&group_schema), &GroupOrdering::None)?;
+        new_group_values(Arc::clone(layout.group_schema()), &GroupOrdering::None)?;
         Ok(Self {
             keys,
             calls,
             schema,
-            key_schema,
             window_end_key,
-            grouped,
-            group_schema,
+            layout,
             windows: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,
@@ -154,16 +133,31 @@ impl WindowAggregateOperator {
         })
     }
 
+    /// Declares key `key` the window's `window_start`: each window then holds it once while
+    /// its rows agree on it (see [`layout`]).
+    #[must_use]
+    pub fn with_window_start_key(mut self, key: usize) -> Self {
+        if key < self.keys.len() {
+            let fields: Vec<Field> = self
+                .layout
+                .key_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            self.layout = KeyLayout::new(&fields, self.window_end_key, Some(key));
+        }
+        self
+    }
+
     /// A fresh instance of the same aggregate (no state) computing `phase`.
     fn forked(&self, phase: Phase) -> Self {
         Self {
             keys: self.keys.clone(),
             calls: self.calls.clone(),
             schema: Arc::clone(&self.schema),
-            key_schema: Arc::clone(&self.key_schema),
             window_end_key: self.window_end_key,
-            grouped: self.grouped.clone(),
-            group_schema: Arc::clone(&self.group_schema),
+            layout: self.layout.clone(),
             windows: BTreeMap::new(),
             watermark_ms: i64::MIN,
             late_rows: 0,
@@ -177,11 +171,11 @@ impl WindowAggregateOperator {
     fn open_window(&mut self) -> DfResult<WindowGroups> {
         let groups = match self.spare_groups.pop() {
             Some(groups) => groups,
-            None => new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+            None => new_group_values(Arc::clone(self.layout.group_schema()), &GroupOrdering::None)?,
         };
         Ok(WindowGroups {
             groups,
-            end_value: None,
+            held: Vec::with_capacity(self.layout.constants()),
             accumulators: self
                 .calls
                 .iter()
@@ -191,6 +185,46 @@ impl WindowAggregateOperator {
         })
     }
 
+    /// Moves `key` from the keys held once per window into the group tables, rebuilding
+    /// every open window with it: rows of one window disagreed on it.
+    fn group_by_key(&mut self, key: usize) -> DfResult<()> {
+        let open = std::mem::take(&mut self.windows);
+        let mut emitted = Vec::with_capacity(open.len());
+        for (end, mut window) in open {
+            let keys = self.emit_keys(&mut window)?;
+            let states = window
+                .accumulators
+                .iter_mut()
+                .map(|accumulator| accumulator.state(EmitTo::All))
+                .collect::<DfResult<Vec<_>>>()?;
+            emitted.push((end, keys, states, window.flags));
+        }
+        self.layout = self.layout.grouping(key);
+        self.spare_groups.clear();
+        for (end, keys, states, flags) in emitted {
+            let mut window = self.rebuild_window(&keys, &states)?;
+            window.flags = flags;
+            self.windows.insert(end, window);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the window ending at `window_end_ms` (open or not) can hold the rows of
+    /// `keys` under the current layout, moving keys into the group tables where they
+    /// disagree.
+    fn settle_layout(&mut self, window_end_ms: i64, keys: &[ArrayRef]) -> DfResult<()> {
+        loop {
+            let held = self
+                .windows
+                .get(&window_end_ms)
+                .map_or(&[][..], |window| window.held.as_slice());
+            match self.layout.disagreeing(keys, held)? {
+                Some(key) => self.group_by_key(key)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Adds rows (all of one window) to that window's groups.
     fn accumulate(
         &mut self,
@@ -198,6 +232,7 @@ impl WindowAggregateOperator {
         keys: &[ArrayRef],
         arguments: &[CallArguments],
     ) -> DfResult<()> {
+        self.settle_layout(window_end_ms, keys)?;
         if !self.windows.contains_key(&window_end_ms) {
             let window = self.open_window()?;
             self.windows.insert(window_end_ms, window);
@@ -206,13 +241,7 @@ impl WindowAggregateOperator {
             return Ok(());
         };
         self.changes.touch(&mut window.flags, || window_end_ms);
-        intern(
-            window,
-            keys,
-            &self.grouped,
-            self.window_end_key,
-            &mut self.group_ids,
-        )?;
+        intern(window, keys, &self.layout, &mut self.group_ids)?;
         let total_groups = window.groups.len();
         let merging = matches!(self.phase, Phase::Final(_));
         for (accumulator, (values, filter)) in window.accumulators.iter_mut().zip(arguments) {
@@ -262,39 +291,29 @@ impl WindowAggregateOperator {
     }
 }
 
-/// Interns the rows of `keys` (all key columns) in `window`'s group table, which holds the
-/// keys `grouped`; the window's `window_end` value is kept once when it is left out.
+/// Interns the rows of `keys` (all key columns, all rows of `window`) in the window's group
+/// table, holding the keys the layout keeps once per window in the window itself.
 fn intern(
     window: &mut WindowGroups,
     keys: &[ArrayRef],
-    grouped: &[usize],
-    window_end_key: usize,
+    layout: &KeyLayout,
     group_ids: &mut Vec<usize>,
 ) -> DfResult<()> {
-    if grouped.len() == keys.len() {
+    if layout.constants() == 0 {
         return window.groups.intern(keys, group_ids);
     }
-    if window.end_value.is_none() && !keys[window_end_key].is_empty() {
-        window.end_value = Some(keys[window_end_key].slice(0, 1));
-    }
-    let held: Vec<ArrayRef> = grouped.iter().map(|&k| Arc::clone(&keys[k])).collect();
-    window.groups.intern(&held, group_ids)
+    layout.hold(keys, &mut window.held);
+    window
+        .groups
+        .intern(&layout.grouped_columns(keys), group_ids)
 }
 
 impl WindowAggregateOperator {
-    /// Every group's key columns (all of them, `window_end` put back where the group table
-    /// leaves it out), consuming the window's groups.
+    /// Every group's key columns (all of them, the keys held once per window put back),
+    /// consuming the window's groups.
     fn emit_keys(&self, window: &mut WindowGroups) -> DfResult<Vec<ArrayRef>> {
-        let mut columns = window.groups.emit(EmitTo::All)?;
-        if self.grouped.len() < self.key_schema.fields().len() {
-            let rows = columns.first().map_or(0, Array::len);
-            let end = match &window.end_value {
-                Some(value) => ScalarValue::try_from_array(value, 0)?.to_array_of_size(rows)?,
-                None => new_empty_array(self.key_schema.field(self.window_end_key).data_type()),
-            };
-            columns.insert(self.window_end_key, end);
-        }
-        Ok(columns)
+        let grouped = window.groups.emit(EmitTo::All)?;
+        self.layout.all_columns(grouped, &window.held)
     }
 }
 

@@ -97,7 +97,8 @@ impl WindowAggregateOperator {
     /// exchange and the final instance after it.
     pub fn two_phase(&self) -> DfResult<TwoPhase> {
         let mut fields: Vec<Field> = self
-            .key_schema
+            .layout
+            .key_schema()
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
@@ -115,7 +116,11 @@ impl WindowAggregateOperator {
             }
         }
         let partial_schema: SchemaRef = Arc::new(Schema::new(fields));
-        let merge = Merge::new(&partial_schema, self.key_schema.fields().len(), &widths);
+        let merge = Merge::new(
+            &partial_schema,
+            self.layout.key_schema().fields().len(),
+            &widths,
+        );
         let route_keys = merge.keys.clone();
         let partial = self.forked(Phase::Partial {
             bypass: false,

@@ -128,19 +128,13 @@ impl WindowAggregateOperator {
 
     /// A window holding the groups `keys` (distinct, as emitted) with accumulator `states`
     /// (`[call][field]`, one row per group).
-    fn rebuild_window(
+    pub(super) fn rebuild_window(
         &mut self,
         keys: &[ArrayRef],
         states: &[Vec<ArrayRef>],
     ) -> DfResult<WindowGroups> {
         let mut window = self.open_window()?;
-        super::intern(
-            &mut window,
-            keys,
-            &self.grouped,
-            self.window_end_key,
-            &mut self.group_ids,
-        )?;
+        super::intern(&mut window, keys, &self.layout, &mut self.group_ids)?;
         let total_groups = window.groups.len();
         for (accumulator, state) in window.accumulators.iter_mut().zip(states) {
             accumulator.merge_batch(state, &self.group_ids, total_groups)?;
@@ -195,7 +189,8 @@ impl WindowAggregateOperator {
             .required::<Int64Array>(batch, "window_end_ms")?
             .value(row);
         let keys = self
-            .key_schema
+            .layout
+            .key_schema()
             .fields()
             .iter()
             .enumerate()
@@ -224,6 +219,7 @@ impl WindowAggregateOperator {
                 "window ending at {window_end_ms} ms: key and state columns differ in length"
             )));
         }
+        self.settle_layout(window_end_ms, &keys)?;
         let mut window = self.rebuild_window(&keys, &states)?;
         if window.groups.len() != groups {
             return Err(reader.malformed(format!(

@@ -41,7 +41,7 @@ pub(super) fn window_aggregate(calls: Vec<AggregateCall>) -> WindowAggregateOper
     WindowAggregateOperator::new(
         vec![column("k"), column("end")],
         calls,
-        key_fields,
+        &key_fields,
         1,
         Arc::new(Schema::new(fields)),
     )
