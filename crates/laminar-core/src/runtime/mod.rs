@@ -160,14 +160,10 @@ impl Runtime {
                 .enumerate()
                 .filter(|(to, _)| *to != from)
             {
-                let (producer, consumer) = rtrb::RingBuffer::new(EXCHANGE_RING_CAPACITY_MESSAGES);
-                let counters = Arc::new(IngressCounters::default());
-                exchange_counters.push(Arc::clone(&counters));
-                links[to] = Some(ExchangeLink {
-                    producer,
-                    counters: Arc::clone(&counters),
-                });
-                inbound.push(ExchangeInbound { consumer, counters });
+                let (link, receiving) = exchange::ring();
+                exchange_counters.push(Arc::clone(&link.counters));
+                links[to] = Some(link);
+                inbound.push(receiving);
             }
         }
         let mut threads = Vec::with_capacity(workers_count);

@@ -332,11 +332,7 @@ impl Worker {
             .filter(|slot| !slot.done)
             .map(|slot| slot.consumer.slots())
             .sum();
-        let exchange: usize = self
-            .exchange_in
-            .iter()
-            .map(|inbound| inbound.consumer.slots())
-            .sum();
+        let exchange: usize = self.exchange_in.iter().map(ExchangeInbound::waiting).sum();
         let queued = (ingress + exchange + self.overflow.len()) as u64;
         self.shared.queued_messages.store(queued, Ordering::Relaxed);
     }
@@ -459,10 +455,7 @@ impl Worker {
                 .ingress
                 .iter()
                 .any(|slot| !slot.done && slot.consumer.slots() > 0)
-            || self
-                .exchange_in
-                .iter()
-                .any(|inbound| inbound.consumer.slots() > 0)
+            || self.exchange_in.iter().any(|inbound| inbound.waiting() > 0)
     }
 
     /// Decides, per source ring, whether queued small batches may be merged: not when a
@@ -954,9 +947,9 @@ impl Worker {
             self.overflow.push_back((target, message));
             return;
         }
-        match link.producer.push(message) {
+        match link.try_send(message) {
             Ok(()) => self.peers[target].wake(),
-            Err(rtrb::PushError::Full(message)) => {
+            Err(message) => {
                 self.peers[target].wake();
                 self.overflow.push_back((target, message));
             }
@@ -973,10 +966,7 @@ impl Worker {
         let mut waiting = VecDeque::with_capacity(self.overflow.len());
         while let Some((target, message)) = self.overflow.pop_front() {
             let pushed = match self.exchange_out.get_mut(target) {
-                Some(Some(link)) if !blocked[target] => match link.producer.push(message) {
-                    Ok(()) => None,
-                    Err(rtrb::PushError::Full(message)) => Some(message),
-                },
+                Some(Some(link)) if !blocked[target] => link.try_send(message).err(),
                 _ => Some(message),
             };
             match pushed {
@@ -999,7 +989,7 @@ impl Worker {
         let mut did_work = false;
         for index in 0..self.exchange_in.len() {
             for _ in 0..RING_BUDGET_MESSAGES {
-                let Ok(message) = self.exchange_in[index].consumer.pop() else {
+                let Some(message) = self.exchange_in[index].receive() else {
                     break;
                 };
                 did_work = true;
