@@ -81,19 +81,22 @@ impl KeyLayout {
 
     /// The same layout with `key` moved into the group tables.
     pub(super) fn grouping(&self, key: usize) -> Self {
-        let fields: Vec<Field> = self
-            .key_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
         let constant = self
             .constant
             .iter()
             .copied()
             .filter(|&k| k != key)
             .collect();
-        Self::with_constant(&fields, self.window_end_key, constant)
+        Self::with_constant(&self.key_fields(), self.window_end_key, constant)
+    }
+
+    /// The fields of all keys.
+    pub(super) fn key_fields(&self) -> Vec<Field> {
+        self.key_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect()
     }
 
     pub(super) fn group_schema(&self) -> &SchemaRef {

@@ -39,6 +39,14 @@ fn grouped_by_k_v_end(declared: bool) -> WindowAggregateOperator {
     }
 }
 
+/// The answer to `steps` with `v` declared the window start, which must be the answer
+/// without.
+fn answer_of(steps: &[Step]) -> Vec<String> {
+    let answer = run(&mut grouped_by_k_v_end(true), steps);
+    assert_eq!(answer, run(&mut grouped_by_k_v_end(false), steps));
+    answer
+}
+
 #[test]
 fn a_window_start_the_rows_agree_on_is_held_once_and_put_back_on_every_row() {
     // `v` is the same in every row of a window: 7 in window 1000, 8 in window 2000.
@@ -47,10 +55,8 @@ fn a_window_start_the_rows_agree_on_is_held_once_and_put_back_on_every_row() {
         inserts(&[("a", 7, 300), ("c", 8, 1_900)]),
         Step::End,
     ];
-    let mut declared = grouped_by_k_v_end(true);
-    let answer = run(&mut declared, &steps);
     assert_eq!(
-        answer,
+        answer_of(&steps),
         [
             "a 7 1000 2 14 +1",
             "a 8 2000 1 8 +1",
@@ -58,7 +64,6 @@ fn a_window_start_the_rows_agree_on_is_held_once_and_put_back_on_every_row() {
             "c 8 2000 1 8 +1"
         ]
     );
-    assert_eq!(answer, run(&mut grouped_by_k_v_end(false), &steps));
 }
 
 #[test]
@@ -72,10 +77,8 @@ fn a_window_start_the_rows_disagree_on_moves_into_the_group_tables_mid_window() 
         inserts(&[("c", 8, 1_500), ("c", 3, 1_600)]),
         Step::End,
     ];
-    let mut declared = grouped_by_k_v_end(true);
-    let answer = run(&mut declared, &steps);
     assert_eq!(
-        answer,
+        answer_of(&steps),
         [
             "a 7 1000 2 14 +1",
             "a 8 2000 1 8 +1",
@@ -86,7 +89,6 @@ fn a_window_start_the_rows_disagree_on_moves_into_the_group_tables_mid_window() 
             "c 8 2000 1 8 +1",
         ]
     );
-    assert_eq!(answer, run(&mut grouped_by_k_v_end(false), &steps));
 }
 
 #[test]

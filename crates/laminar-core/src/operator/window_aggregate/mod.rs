@@ -138,13 +138,7 @@ impl WindowAggregateOperator {
     #[must_use]
     pub fn with_window_start_key(mut self, key: usize) -> Self {
         if key < self.keys.len() {
-            let fields: Vec<Field> = self
-                .layout
-                .key_schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
+            let fields = self.layout.key_fields();
             self.layout = KeyLayout::new(&fields, self.window_end_key, Some(key));
         }
         self
@@ -191,12 +185,7 @@ impl WindowAggregateOperator {
         let open = std::mem::take(&mut self.windows);
         let mut emitted = Vec::with_capacity(open.len());
         for (end, mut window) in open {
-            let keys = self.emit_keys(&mut window)?;
-            let states = window
-                .accumulators
-                .iter_mut()
-                .map(|accumulator| accumulator.state(EmitTo::All))
-                .collect::<DfResult<Vec<_>>>()?;
+            let (keys, states) = self.emit_keys_and_states(&mut window)?;
             emitted.push((end, keys, states, window.flags));
         }
         self.layout = self.layout.grouping(key);
@@ -314,6 +303,21 @@ impl WindowAggregateOperator {
     fn emit_keys(&self, window: &mut WindowGroups) -> DfResult<Vec<ArrayRef>> {
         let grouped = window.groups.emit(EmitTo::All)?;
         self.layout.all_columns(grouped, &window.held)
+    }
+
+    /// Every group's key columns and each call's accumulator states (`[call][field]`),
+    /// consuming the window: what a snapshot writes and a rebuild reads.
+    fn emit_keys_and_states(
+        &self,
+        window: &mut WindowGroups,
+    ) -> DfResult<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>)> {
+        let keys = self.emit_keys(window)?;
+        let states = window
+            .accumulators
+            .iter_mut()
+            .map(|accumulator| accumulator.state(EmitTo::All))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok((keys, states))
     }
 }
 

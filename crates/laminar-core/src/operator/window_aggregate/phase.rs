@@ -96,13 +96,7 @@ impl WindowAggregateOperator {
     /// Splits this (single-phase) aggregate into the partial instance that runs before the
     /// exchange and the final instance after it.
     pub fn two_phase(&self) -> DfResult<TwoPhase> {
-        let mut fields: Vec<Field> = self
-            .layout
-            .key_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields: Vec<Field> = self.layout.key_fields();
         let mut widths = Vec::with_capacity(self.calls.len());
         for (call, aggregate) in self.calls.iter().enumerate() {
             let states = aggregate.function.state_fields()?;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::EmitTo;
 
 use super::{WindowAggregateOperator, WindowGroups};
 use crate::operator::accumulator_state::state_column;
@@ -93,12 +92,7 @@ impl WindowAggregateOperator {
         let mut window = self.windows.remove(&window_end_ms).ok_or_else(|| {
             DataFusionError::Internal(format!("window ending at {window_end_ms} ms is not open"))
         })?;
-        let keys = self.emit_keys(&mut window)?;
-        let states = window
-            .accumulators
-            .iter_mut()
-            .map(|accumulator| accumulator.state(EmitTo::All))
-            .collect::<DfResult<Vec<_>>>()?;
+        let (keys, states) = self.emit_keys_and_states(&mut window)?;
         let mut columns: Vec<StateColumn> = vec![(
             "window_end_ms".into(),
             Arc::new(Int64Array::from(vec![window_end_ms])),
