@@ -196,7 +196,7 @@ fn latest_row(values: &dyn Array) -> Option<usize> {
 }
 
 /// The raw values of a BIGINT or timestamp (any unit) array, without a copy.
-fn raw_i64(values: &dyn Array) -> Option<&[i64]> {
+pub(crate) fn raw_i64(values: &dyn Array) -> Option<&[i64]> {
     let raw: &[i64] = match values.data_type() {
         DataType::Int64 => values.as_primitive_opt::<Int64Type>()?.values(),
         DataType::Timestamp(TimeUnit::Second, _) => {
