@@ -83,13 +83,14 @@ impl ExchangeLink {
                 return Err(message);
             }
         }
-        match self.producer.push(message) {
-            Ok(()) => {
-                self.rows.fetch_add(rows, Ordering::AcqRel);
-                Ok(())
-            }
-            Err(rtrb::PushError::Full(message)) => Err(message),
-        }
+        // Counted before the push, so the receiver never takes off rows not yet added.
+        self.rows.fetch_add(rows, Ordering::AcqRel);
+        self.producer
+            .push(message)
+            .map_err(|rtrb::PushError::Full(message)| {
+                self.rows.fetch_sub(rows, Ordering::AcqRel);
+                message
+            })
     }
 }
 
