@@ -243,6 +243,51 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
+    /// Adds the rows of a batch spanning several windows (or holding late rows) to their
+    /// windows. Late rows are counted and dropped; a partial instance passes them on for
+    /// the final one to judge. Event time mostly ascends within a batch, so a window's rows
+    /// are usually one run, added as a zero-copy slice; a window whose rows lie in several
+    /// runs gets them gathered.
+    fn accumulate_per_window(
+        &mut self,
+        ends: &[i64],
+        keys: &[ArrayRef],
+        arguments: &[CallArguments],
+        partial: bool,
+    ) -> DfResult<()> {
+        let runs = runs(ends);
+        let mut scattered: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let scatter = runs.iter().any(|&(end, _)| !seen.insert(end));
+        for (end, rows) in runs {
+            if end <= self.watermark_ms && !partial {
+                self.late_rows += rows.len() as u64;
+            } else if scatter {
+                let to = u32::try_from(rows.end).map_err(|_| {
+                    DataFusionError::Internal("a batch of more than 2^32 rows".into())
+                })?;
+                scattered
+                    .entry(end)
+                    .or_default()
+                    .extend(rows.start as u32..to);
+            } else {
+                let window_keys: Vec<ArrayRef> = keys
+                    .iter()
+                    .map(|k| k.slice(rows.start, rows.len()))
+                    .collect();
+                let window_arguments = slice_arguments(arguments, rows.start, rows.len());
+                self.accumulate(end, &window_keys, &window_arguments)?;
+            }
+        }
+        for (end, rows) in scattered {
+            let rows = UInt32Array::from(rows);
+            let window_keys = take_rows(keys, &rows)?;
+            let window_arguments = take_arguments(arguments, &rows)?;
+            self.accumulate(end, &window_keys, &window_arguments)?;
+        }
+        Ok(())
+    }
+
     /// Emits and drops every window whose end the watermark reached, oldest first: each
     /// group's final values, or a partial instance's accumulator states.
     fn fire(&mut self, watermark_ms: i64, out: &mut Vec<ChangeBatch>) -> DfResult<()> {
@@ -319,6 +364,32 @@ impl WindowAggregateOperator {
             .collect::<DfResult<Vec<_>>>()?;
         Ok((keys, states))
     }
+}
+
+/// The runs of equal values of `ends`: each run's value and rows, in order.
+fn runs(ends: &[i64]) -> Vec<(i64, std::ops::Range<usize>)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for row in 1..=ends.len() {
+        if row == ends.len() || ends[row] != ends[start] {
+            runs.push((ends[start], start..row));
+            start = row;
+        }
+    }
+    runs
+}
+
+/// Call arguments (and their FILTER masks) at rows `offset..offset + len`, zero-copy.
+fn slice_arguments(arguments: &[CallArguments], offset: usize, len: usize) -> Vec<CallArguments> {
+    arguments
+        .iter()
+        .map(|(values, mask)| {
+            (
+                values.iter().map(|v| v.slice(offset, len)).collect(),
+                mask.as_ref().map(|m| m.slice(offset, len)),
+            )
+        })
+        .collect()
 }
 
 /// `columns` at `rows`.
@@ -473,22 +544,7 @@ impl Operator for WindowAggregateOperator {
         if first_end > self.watermark_ms && ends.iter().all(|end| *end == first_end) {
             self.accumulate(first_end, &keys, &arguments)?;
         } else {
-            // Otherwise, rows per window (few per batch). Late rows are counted and
-            // dropped; a partial instance passes them on for the final one to judge.
-            let mut per_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-            for (row, end) in ends.iter().enumerate() {
-                if *end <= self.watermark_ms && !partial {
-                    self.late_rows += 1;
-                } else {
-                    per_window.entry(*end).or_default().push(row as u32);
-                }
-            }
-            for (end, rows) in per_window {
-                let rows = UInt32Array::from(rows);
-                let window_keys = take_rows(&keys, &rows)?;
-                let window_arguments = take_arguments(&arguments, &rows)?;
-                self.accumulate(end, &window_keys, &window_arguments)?;
-            }
+            self.accumulate_per_window(&ends, &keys, &arguments, partial)?;
         }
         if partial {
             let open: usize = self.windows.values().map(|w| w.groups.len()).sum();

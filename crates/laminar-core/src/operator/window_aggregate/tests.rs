@@ -112,3 +112,49 @@ fn a_delta_rewrites_only_the_window_that_received_rows() {
     );
     assert!(out.is_empty(), "no window fired");
 }
+
+#[test]
+fn a_batch_spanning_windows_in_runs_or_interleaved_gives_the_answer_of_one_row_per_batch() {
+    use crate::operator::test_support::{count_and_sum, run};
+    let rows = [
+        ("a", 1, 100),
+        ("a", 2, 200),
+        ("b", 3, 1_100),
+        // Window 1000 again after window 2000: its rows lie in two runs.
+        ("a", 4, 300),
+        ("b", 5, 2_100),
+        ("b", 6, 2_200),
+    ];
+    let in_one_batch = [
+        inserts(&rows),
+        Step::Watermark(1_000),
+        // In runs: a late row (window 1000), then windows 2000 and 3000.
+        inserts(&[("a", 7, 900), ("c", 8, 1_500), ("c", 9, 2_500)]),
+        Step::End,
+    ];
+    let mut one_per_batch: Vec<Step> = rows.iter().map(|r| inserts(&[*r])).collect();
+    one_per_batch.extend([
+        Step::Watermark(1_000),
+        inserts(&[("a", 7, 900)]),
+        inserts(&[("c", 8, 1_500)]),
+        inserts(&[("c", 9, 2_500)]),
+        Step::End,
+    ]);
+    let mut batched = window_aggregate(count_and_sum());
+    let answer = run(&mut batched, &in_one_batch);
+    assert_eq!(
+        answer,
+        [
+            "a 1000 3 7 +1",
+            "b 2000 1 3 +1",
+            "b 3000 2 11 +1",
+            "c 2000 1 8 +1",
+            "c 3000 1 9 +1",
+        ]
+    );
+    assert_eq!(batched.late_rows(), 1);
+    assert_eq!(
+        answer,
+        run(&mut window_aggregate(count_and_sum()), &one_per_batch)
+    );
+}
