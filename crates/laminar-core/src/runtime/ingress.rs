@@ -21,6 +21,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::checkpoint::Barrier;
 use super::idle_clock::ClockShared;
 use super::late::{route, LatePolicy, Routed};
+use super::room::RoomWaiter;
 use super::worker::WorkerShared;
 use crate::change_batch::ChangeBatch;
 use crate::error::{CoreError, Result};
@@ -31,14 +32,9 @@ use crate::watermark::WatermarkGenerator;
 /// Capacity of one ingress ring, in batches.
 pub const INGRESS_RING_CAPACITY_BATCHES: usize = 64;
 
-/// First sleep of a producer finding its ring full. A full ring holds 64 batches of work,
-/// so there is no hurry; each wake-up of the producer costs a context switch on a core a
-/// worker needs (on a 2-core machine, waking every microsecond or two cost the workers
-/// more than the wait saved).
-const PRODUCER_BACKOFF_MIN_US: u64 = 50;
-
-/// Longest a blocked producer sleeps between retries.
-const PRODUCER_BACKOFF_MAX_US: u64 = 500;
+/// Messages a full ring must drain to before its waiting producer is woken: it then pushes
+/// this many in one go while the worker works on the rest (see `room`).
+pub(crate) const INGRESS_RING_WAKE_AT_MESSAGES: usize = INGRESS_RING_CAPACITY_BATCHES / 2;
 
 /// The watermark partition of rows pushed by the application (`push`, `INSERT`): all of
 /// them, whichever ring they go to, as their order across pushers is the only one known.
@@ -64,11 +60,13 @@ pub(crate) enum IngressMessage {
     Barrier(Arc<Barrier>),
 }
 
-/// Messages enqueued into and processed out of one ring.
+/// Messages enqueued into and processed out of one ring, and the producer waiting for room
+/// in it.
 #[derive(Debug, Default)]
 pub(crate) struct IngressCounters {
     pub(crate) enqueued: AtomicU64,
     pub(crate) processed: AtomicU64,
+    pub(crate) room: RoomWaiter,
 }
 
 /// The producing end of one ring.
@@ -113,7 +111,6 @@ impl RingProducer {
 
     /// Pushes, waiting while the ring is full, until `stop` is set.
     fn push_blocking(&mut self, mut message: IngressMessage, stop: &[&AtomicBool]) -> Result<()> {
-        let mut backoff_us = PRODUCER_BACKOFF_MIN_US;
         loop {
             match self.try_push(message) {
                 Ok(()) => return Ok(()),
@@ -122,8 +119,10 @@ impl RingProducer {
             if stop.iter().any(|flag| flag.load(Ordering::Acquire)) {
                 return Err(CoreError::ShutDown);
             }
-            std::thread::sleep(Duration::from_micros(backoff_us));
-            backoff_us = (backoff_us * 2).min(PRODUCER_BACKOFF_MAX_US);
+            let producer = &self.producer;
+            self.counters.room.wait(|| {
+                producer.slots() >= INGRESS_RING_CAPACITY_BATCHES - INGRESS_RING_WAKE_AT_MESSAGES
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ mod late;
 mod outlet;
 mod progress;
 mod query_instance;
+mod room;
 mod sink_feed;
 mod worker;
 

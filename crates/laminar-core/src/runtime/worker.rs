@@ -18,7 +18,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::checkpoint::{Barrier, QueryRestore};
 use super::exchange::{ExchangeInbound, ExchangeLink, ExchangeMessage};
-use super::ingress::{IngressCounters, IngressMessage};
+use super::ingress::{IngressCounters, IngressMessage, INGRESS_RING_WAKE_AT_MESSAGES};
 use super::outlet::{StreamId, StreamOutlet};
 use super::query_instance::{QueryInstance, Remote};
 use crate::change_batch::ChangeBatch;
@@ -641,6 +641,10 @@ impl Worker {
                 let Ok(message) = self.ingress[index].consumer.pop() else {
                     break;
                 };
+                let slot = &self.ingress[index];
+                slot.counters
+                    .room
+                    .drained(|| slot.consumer.slots() <= INGRESS_RING_WAKE_AT_MESSAGES);
                 did_work = true;
                 // A query created before this message was pushed must see it: its command
                 // was queued before the push, so it is visible now.
