@@ -108,7 +108,10 @@ mod tests {
             while round.load(Ordering::SeqCst) < next {
                 waiter.wait_at_most(|| round.load(Ordering::SeqCst) >= next, NEVER);
                 // A lost wake-up parks the producer until the timeout.
-                assert!(started.elapsed() < NEVER / 2, "round {next} woke by the timeout");
+                assert!(
+                    started.elapsed() < NEVER / 2,
+                    "round {next} woke by the timeout"
+                );
             }
         }
         worker.join().expect("worker");
