@@ -35,7 +35,8 @@ impl RoomWaiter {
         self.wait_at_most(has_room, PRODUCER_PARK_MAX);
     }
 
-    fn wait_at_most(&self, has_room: impl Fn() -> bool, timeout: Duration) {
+    /// [`Self::wait`] with another timeout.
+    pub(crate) fn wait_at_most(&self, has_room: impl Fn() -> bool, timeout: Duration) {
         *self.producer.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(std::thread::current());
         self.waiting.store(true, Ordering::SeqCst);
@@ -44,6 +45,12 @@ impl RoomWaiter {
             std::thread::park_timeout(timeout);
         }
         self.waiting.store(false, Ordering::SeqCst);
+    }
+
+    /// A producer has announced that it waits (and not yet returned).
+    #[cfg(test)]
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Called by the worker after it took a message off the ring: wakes a waiting producer
@@ -80,7 +87,7 @@ mod tests {
 
     /// Returns once a producer has announced that it waits.
     fn until_waiting(waiter: &RoomWaiter) {
-        while !waiter.waiting.load(Ordering::SeqCst) {
+        while !waiter.is_waiting() {
             std::hint::spin_loop();
         }
     }

@@ -182,6 +182,20 @@ struct IngressSlot {
     barrier: Option<u64>,
 }
 
+impl IngressSlot {
+    /// Takes the ring's next message. Every message leaves the ring here, so a producer
+    /// waiting for room always hears when the ring has drained to half (merging small
+    /// batches takes many at once; a producer it did not tell slept until its timeout).
+    fn pop(&mut self) -> Option<IngressMessage> {
+        let message = self.consumer.pop().ok()?;
+        let consumer = &self.consumer;
+        self.counters
+            .room
+            .drained(|| consumer.slots() <= INGRESS_RING_WAKE_AT_MESSAGES);
+        Some(message)
+    }
+}
+
 /// A barrier this worker has seen and is not done with.
 struct BarrierInFlight {
     barrier: Arc<Barrier>,
@@ -638,13 +652,9 @@ impl Worker {
                     }
                     continue;
                 }
-                let Ok(message) = self.ingress[index].consumer.pop() else {
+                let Some(message) = self.ingress[index].pop() else {
                     break;
                 };
-                let slot = &self.ingress[index];
-                slot.counters
-                    .room
-                    .drained(|| slot.consumer.slots() <= INGRESS_RING_WAKE_AT_MESSAGES);
                 did_work = true;
                 // A query created before this message was pushed must see it: its command
                 // was queued before the push, so it is visible now.
@@ -721,8 +731,8 @@ impl Worker {
                 break;
             }
             rows += next.num_rows();
-            match slot.consumer.pop() {
-                Ok(IngressMessage::Data(next)) => parts.push(next),
+            match slot.pop() {
+                Some(IngressMessage::Data(next)) => parts.push(next),
                 // Only this thread pops: the peeked message is the one popped.
                 _ => break,
             }
@@ -1048,6 +1058,48 @@ mod tests {
     use datafusion::arrow::record_batch::RecordBatch;
 
     use super::slices;
+    use super::{IngressCounters, IngressMessage, IngressSlot, StreamId};
+    use crate::runtime::ingress::INGRESS_RING_CAPACITY_BATCHES;
+
+    #[test]
+    fn a_producer_waiting_on_a_full_ring_wakes_when_pops_drain_it_to_half() {
+        let (mut producer, consumer) = rtrb::RingBuffer::new(INGRESS_RING_CAPACITY_BATCHES);
+        for _ in 0..INGRESS_RING_CAPACITY_BATCHES {
+            producer.push(IngressMessage::Idle).expect("room");
+        }
+        let counters = Arc::new(IngressCounters::default());
+        let mut slot = IngressSlot {
+            stream: StreamId::from(0_u8),
+            consumer,
+            counters: Arc::clone(&counters),
+            done: false,
+            carry: std::collections::VecDeque::new(),
+            carry_extra: 0,
+            mergeable: true,
+            barrier: None,
+        };
+        let never = std::time::Duration::from_secs(10);
+        let parked = Arc::clone(&counters);
+        let waiting = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let half = INGRESS_RING_CAPACITY_BATCHES / 2;
+            while producer.slots() < half {
+                counters
+                    .room
+                    .wait_at_most(|| producer.slots() >= half, never);
+            }
+            started.elapsed()
+        });
+        while !parked.room.is_waiting() {
+            std::hint::spin_loop();
+        }
+        // Pop until the producer has room: the last pop must wake it.
+        for _ in 0..INGRESS_RING_CAPACITY_BATCHES / 2 {
+            slot.pop().expect("a message");
+        }
+        let waited = waiting.join().expect("producer");
+        assert!(waited < never / 2, "woken by its timeout after {waited:?}");
+    }
 
     #[test]
     fn slices_cover_a_batch_in_order() {
