@@ -298,6 +298,10 @@ impl IngressHandle {
     fn ring_with_room(&self) -> usize {
         let next = self.next_ring.fetch_add(1, Ordering::Relaxed);
         let rings = self.rings.len();
+        if rings == 1 {
+            // No other ring to take: spare the push a second lock of its ring.
+            return 0;
+        }
         (0..rings)
             .map(|step| (next + step) % rings)
             .find(|&ring| lock_ring(&self.rings[ring]).has_room())
