@@ -338,6 +338,14 @@ impl Worker {
         }
     }
 
+    /// Counts `messages` of a ring as processed, publishing the queue depth first: a reader
+    /// that waited for the count (`sync`, then `SHOW WORKERS`) sees a depth taken after
+    /// the messages left the ring, not one from before.
+    fn count_processed(&self, counters: &IngressCounters, messages: u64) {
+        self.publish_queue_depth();
+        counters.processed.fetch_add(messages, Ordering::SeqCst);
+    }
+
     /// Publishes how many messages wait in this worker's rings (for `SHOW WORKERS`).
     fn publish_queue_depth(&self) {
         let ingress: usize = self
@@ -645,10 +653,7 @@ impl Worker {
                     self.process_ingress(index, IngressMessage::Data(slice));
                     if self.ingress[index].carry.is_empty() {
                         let extra = std::mem::take(&mut self.ingress[index].carry_extra);
-                        self.ingress[index]
-                            .counters
-                            .processed
-                            .fetch_add(1 + extra, Ordering::SeqCst);
+                        self.count_processed(&self.ingress[index].counters, 1 + extra);
                     }
                     continue;
                 }
@@ -663,10 +668,7 @@ impl Worker {
                 }
                 if self.ingress[index].done {
                     // Removed by a command just applied: the message has no reader left.
-                    self.ingress[index]
-                        .counters
-                        .processed
-                        .fetch_add(1, Ordering::SeqCst);
+                    self.count_processed(&self.ingress[index].counters, 1);
                     break;
                 }
                 let mut merged = 0;
@@ -695,10 +697,7 @@ impl Worker {
                     // Counted as processed once its last slice is.
                     continue;
                 }
-                self.ingress[index]
-                    .counters
-                    .processed
-                    .fetch_add(1 + merged, Ordering::SeqCst);
+                self.count_processed(&self.ingress[index].counters, 1 + merged);
                 if finished {
                     self.ingress[index].done = true;
                 }
@@ -1022,10 +1021,7 @@ impl Worker {
                     instance.push_remote(node, from, message, out, remote)
                 });
                 self.drain_work();
-                self.exchange_in[index]
-                    .counters
-                    .processed
-                    .fetch_add(1, Ordering::SeqCst);
+                self.count_processed(&self.exchange_in[index].counters, 1);
             }
         }
         did_work
